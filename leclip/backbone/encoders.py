@@ -1,0 +1,189 @@
+"""CLIP encoders with the hooks prompt methods need, without patching the clip package.
+
+`TextEncoder` takes prompt embeddings instead of token ids. `ImageEncoder` returns the
+global feature and the per-patch features in the joint space (`ln_post` then `proj`).
+Both run their transformer block by block and call `token_hook(block_index, x)` before
+each block with `x` batch-first [B, L, W]: one mechanism for deep prompts (MaPLe),
+appended prompt tokens and CFSG-CLIP's visual-semantic injection.
+"""
+import contextlib
+
+import torch
+import torch.nn as nn
+from clip import clip as clip_api
+
+
+def autocast(device, prec="amp"):
+    """AMP on CUDA (fp16) when prec is amp/fp16; fp32 (a no-op context) on CPU."""
+    device = torch.device(device)
+    if device.type == "cuda" and prec in ("amp", "fp16"):
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def run_blocks(blocks, x, token_hook=None):
+    """Run clip residual blocks on batch-first x, calling the hook before each block."""
+    for index, block in enumerate(blocks):
+        if token_hook is not None:
+            x = token_hook(index, x)
+        # clip's blocks are sequence-first
+        x = block(x.permute(1, 0, 2)).permute(1, 0, 2)
+    return x
+
+
+class TextEncoder(nn.Module):
+    """Prompt embeddings [C, L, W] -> text features [C, D] (not normalised).
+
+    Hooks on the text side may only replace tokens (MaPLe's deep prompts): the causal
+    mask and the EOT position assume the sequence length is unchanged.
+    """
+
+    def __init__(self, clip_model):
+        super().__init__()
+        self.transformer = clip_model.transformer
+        self.positional_embedding = clip_model.positional_embedding
+        self.ln_final = clip_model.ln_final
+        self.text_projection = clip_model.text_projection
+        self.token_embedding = clip_model.token_embedding
+        self.context_length = clip_model.positional_embedding.shape[0]
+
+    @property
+    def width(self):
+        return self.ln_final.weight.shape[0]
+
+    @property
+    def num_blocks(self):
+        return len(self.transformer.resblocks)
+
+    def tokenize(self, texts):
+        return clip_api.tokenize(texts, context_length=self.context_length, truncate=True).to(
+            self.positional_embedding.device
+        )
+
+    def token_embed(self, tokenized):
+        return self.token_embedding(tokenized).to(self.positional_embedding.dtype)
+
+    def forward(self, prompt_embeds, tokenized, token_hook=None):
+        x = prompt_embeds + self.positional_embedding.to(prompt_embeds.dtype)
+        x = run_blocks(self.transformer.resblocks, x, token_hook)
+        x = self.ln_final(x)
+        eot = tokenized.argmax(dim=-1)  # the EOT token has the largest id
+        return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
+
+
+class ImageEncoder(nn.Module):
+    """Images -> (global feature [B, D], patch features [B, N, D]) for a ViT CLIP."""
+
+    def __init__(self, clip_model):
+        super().__init__()
+        self.visual = clip_model.visual
+        self.is_vit = hasattr(self.visual, "conv1") and hasattr(self.visual, "class_embedding")
+
+    def require_vit(self, method):
+        if not self.is_vit:
+            raise ValueError(
+                f"{method} needs a ViT CLIP backbone (patch tokens and token hooks); "
+                "ResNet backbones are not supported: use e.g. MODEL.BACKBONE.NAME ViT-B/16"
+            )
+
+    @property
+    def dtype(self):
+        return self.visual.conv1.weight.dtype
+
+    @property
+    def width(self):
+        return self.visual.conv1.weight.shape[0]
+
+    @property
+    def num_blocks(self):
+        return len(self.visual.transformer.resblocks)
+
+    @property
+    def num_patches(self):
+        return self.visual.positional_embedding.shape[0] - 1
+
+    @property
+    def output_dim(self):
+        return self.visual.proj.shape[1] if self.is_vit else self.visual.output_dim
+
+    def embed(self, images):
+        """Patch embedding + class token + positional embedding + ln_pre: [B, 1+N, W]."""
+        v = self.visual
+        x = v.conv1(images.to(self.dtype)).flatten(2).permute(0, 2, 1)
+        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+        return v.ln_pre(x)
+
+    def forward(self, images, token_hook=None, patches=True):
+        if not self.is_vit:
+            if token_hook is not None or patches:
+                self.require_vit("Patch features and token hooks")
+            return self.visual(images.to(self.dtype)), None
+        x = run_blocks(self.visual.transformer.resblocks, self.embed(images), token_hook)
+        num_patches = self.num_patches
+        # hook tokens sit after the patches and are never returned as patches
+        tokens = self.visual.ln_post(x[:, : 1 + num_patches] if patches else x[:, :1]) @ self.visual.proj
+        return tokens[:, 0], (tokens[:, 1:] if patches else None)
+
+    @torch.no_grad()
+    def frozen_features(self, images, patches=True):
+        return self.forward(images, patches=patches)
+
+
+class DeepTokens:
+    """Token hook: extra tokens appended, then replaced or concatenated per block.
+
+    `per_block` maps block index -> tokens [n, W] or [B, n, W]. At the first listed
+    block the tokens are appended at the end of the sequence; at a later listed block
+    `replace` overwrites the last n tokens, `concat` appends them again; unlisted blocks
+    let the tokens flow on.
+    """
+
+    MODES = ("replace", "concat")
+
+    def __init__(self, per_block, mode="replace"):
+        if mode not in self.MODES:
+            raise ValueError(f"DeepTokens mode {mode!r}: use one of {self.MODES}")
+        self.per_block = per_block
+        self.mode = mode
+        self.first = min(per_block) if per_block else None
+
+    def __call__(self, index, x):
+        tokens = self.per_block.get(index)
+        if tokens is None:
+            return x
+        if tokens.dim() == 2:
+            tokens = tokens.unsqueeze(0).expand(x.shape[0], -1, -1)
+        tokens = tokens.to(x.dtype)
+        if index == self.first or self.mode == "concat":
+            return torch.cat([x, tokens], dim=1)
+        return torch.cat([x[:, : -tokens.shape[1]], tokens], dim=1)
+
+
+class ReplaceAt:
+    """Token hook: at the listed blocks, overwrite x[:, start:start+n] (MaPLe's text side)."""
+
+    def __init__(self, per_block, start=1):
+        self.per_block = per_block
+        self.start = start
+
+    def __call__(self, index, x):
+        tokens = self.per_block.get(index)
+        if tokens is None:
+            return x
+        if tokens.dim() == 2:
+            tokens = tokens.unsqueeze(0).expand(x.shape[0], -1, -1)
+        end = self.start + tokens.shape[1]
+        return torch.cat([x[:, : self.start], tokens.to(x.dtype), x[:, end:]], dim=1)
+
+
+class ChainHooks:
+    """Apply several token hooks in order."""
+
+    def __init__(self, *hooks):
+        self.hooks = [h for h in hooks if h is not None]
+
+    def __call__(self, index, x):
+        for hook in self.hooks:
+            x = hook(index, x)
+        return x

@@ -1,0 +1,159 @@
+"""Load CLIP by name or path; build it from any state dict's shapes.
+
+Official weights (`ViT-B/16`, `RN50`, ...) are read from the clip cache folder
+(`~/.cache/clip`, or `$LECLIP_CLIP_CACHE`); nothing is downloaded. Embedded models
+(`synth-vit`) ship in `leclip/world/assets/`. Models are returned in fp32: the CLIP
+layer never converts to fp16 (AMP does that on CUDA only).
+"""
+import os
+import os.path as osp
+import warnings
+
+import torch
+from clip import clip as clip_api
+from clip.model import CLIP, VisionTransformer
+
+ASSETS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), "world", "assets")
+EMBEDDED_MODELS = {"synth-vit": osp.join(ASSETS, "synth-vit.pt")}
+
+
+class MissingWeightsError(FileNotFoundError):
+    pass
+
+
+def cache_dir():
+    return os.environ.get("LECLIP_CLIP_CACHE") or osp.expanduser("~/.cache/clip")
+
+
+def resolve_checkpoint(name, path=""):
+    """File holding the weights of backbone `name` (or `path` when given)."""
+    if path:
+        if not osp.isfile(path):
+            raise MissingWeightsError(f"MODEL.BACKBONE.PATH={path!r} does not exist: give the path of a CLIP checkpoint")
+        return path
+    if name in EMBEDDED_MODELS:
+        file = EMBEDDED_MODELS[name]
+        if not osp.isfile(file):
+            raise MissingWeightsError(
+                f"Embedded CLIP {name!r} not found at {file}: rebuild it with "
+                "`python scripts/pretrain_synth_clip.py`"
+            )
+        return file
+    if name in clip_api._MODELS:
+        url = clip_api._MODELS[name]
+        folder = cache_dir()
+        file = osp.join(folder, osp.basename(url))
+        if not osp.isfile(file):
+            raise MissingWeightsError(
+                f"CLIP weights for {name!r} not found: expected {osp.basename(url)} in {folder} "
+                f"(searched; set $LECLIP_CLIP_CACHE or MODEL.BACKBONE.PATH to use another place). "
+                f"Download it from the official source {url} on a machine with internet and copy it there."
+            )
+        return file
+    valid = sorted(clip_api._MODELS) + sorted(EMBEDDED_MODELS)
+    raise KeyError(f"Unknown CLIP backbone {name!r} (MODEL.BACKBONE.NAME); valid names: {', '.join(valid)}")
+
+
+def _read(file):
+    """(state_dict, meta) from our format, a plain state dict or an official JIT archive."""
+    try:
+        obj = torch.load(file, map_location="cpu", weights_only=False)
+    except RuntimeError:  # official checkpoints are TorchScript archives
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(file, map_location="cpu").state_dict(), {}
+    if isinstance(obj, dict) and "state_dict" in obj:
+        return obj["state_dict"], obj.get("meta", {})
+    if isinstance(obj, dict):
+        return obj, {}
+    raise ValueError(f"{file} holds neither a CLIP state dict nor a JIT archive")
+
+
+def make_clip(
+    embed_dim, resolution, vision_layers, vision_width, patch, vision_heads,
+    context_length, vocab_size, text_width, text_heads, text_layers,
+):
+    """clip.model.CLIP, with any number of vision heads for a ViT."""
+    own_heads = patch is not None and vision_heads and vision_heads != vision_width // 64
+    # clip's constructor fixes vision heads = width // 64: build with a width giving the
+    # wanted heads, then put the real vision tower in
+    model = CLIP(
+        embed_dim, resolution, vision_layers, 64 * vision_heads if own_heads else vision_width, patch,
+        context_length, vocab_size, text_width, text_heads, text_layers,
+    )
+    if own_heads:
+        model.visual = VisionTransformer(resolution, patch, vision_width, vision_layers, vision_heads, embed_dim)
+    return model
+
+
+def build_clip(state_dict, meta=None):
+    """A fp32 clip.model.CLIP shaped after `state_dict` (heads from `meta` if given)."""
+    meta = meta or {}
+    sd = {k: v for k, v in state_dict.items() if k not in ("input_resolution", "context_length", "vocab_size")}
+    vit = "visual.proj" in sd
+    embed_dim = sd["text_projection"].shape[1]
+    context_length = sd["positional_embedding"].shape[0]
+    vocab_size = sd["token_embedding.weight"].shape[0]
+    text_width = sd["ln_final.weight"].shape[0]
+    text_layers = len({k.split(".")[2] for k in sd if k.startswith("transformer.resblocks")})
+    text_heads = meta.get("text_heads", max(1, text_width // 64))
+    if vit:
+        vision_width = sd["visual.conv1.weight"].shape[0]
+        vision_layers = len([k for k in sd if k.startswith("visual.") and k.endswith(".attn.in_proj_weight")])
+        patch = sd["visual.conv1.weight"].shape[-1]
+        grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        resolution = patch * grid
+    else:
+        vision_layers = tuple(
+            len({k.split(".")[2] for k in sd if k.startswith(f"visual.layer{b}")}) for b in (1, 2, 3, 4)
+        )
+        vision_width = sd["visual.layer1.0.conv1.weight"].shape[0]
+        patch = None
+        resolution = round((sd["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5) * 32
+    model = make_clip(
+        embed_dim, resolution, vision_layers, vision_width, patch, meta.get("vision_heads"),
+        context_length, vocab_size, text_width, text_heads, text_layers,
+    )
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+    return model.float().eval()
+
+
+def load_clip(name, path="", device="cpu"):
+    state_dict, meta = _read(resolve_checkpoint(name, path))
+    return build_clip(state_dict, meta).to(device)
+
+
+def random_clip(
+    embed_dim=32,
+    image_resolution=32,
+    vision_layers=2,
+    vision_width=64,
+    vision_patch_size=8,
+    context_length=16,
+    transformer_width=32,
+    transformer_heads=2,
+    transformer_layers=2,
+    vision_heads=None,
+    vocab_size=49408,
+    seed=0,
+):
+    """A small random fp32 CLIP (deterministic per seed) for tests and benchmarks."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = make_clip(
+            embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size, vision_heads,
+            context_length, vocab_size, transformer_width, transformer_heads, transformer_layers,
+        )
+        model.initialize_parameters()
+    return model.float().eval()
+
+
+def save_clip(model, path, meta=None):
+    """fp16 weights plus the head counts, readable by `load_clip(path=...)`."""
+    meta = dict(meta or {})
+    if hasattr(model.visual, "transformer"):
+        meta.setdefault("vision_heads", model.visual.transformer.resblocks[0].attn.num_heads)
+    meta.setdefault("text_heads", model.transformer.resblocks[0].attn.num_heads)
+    state_dict = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    torch.save({"state_dict": state_dict, "meta": meta}, path)

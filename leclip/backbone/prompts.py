@@ -1,0 +1,109 @@
+"""Prompt pieces shared by CoOp, CFSG-CLIP, LoCoOp, PLOT and MaPLe.
+
+`PromptLearner` follows CoOp: learnable context vectors (N(0, 0.02) or the embedding of
+`ctx_init` words) placed before, around or after the class-name tokens, with the SOS
+prefix and the "<name>." + EOS suffix kept as fixed buffers. `n_sets > 1` gives PLOT's
+N independent context sets.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from clip import clip as clip_api
+
+from .encoders import TextEncoder
+
+POSITIONS = ("end", "middle", "front")
+
+
+def clean_name(name):
+    return name.replace("_", " ")
+
+
+@torch.no_grad()
+def class_text_features(clip_model, classnames, template="a photo of a {}.", device="cpu"):
+    """Normalised zero-shot text features [C, D] of `template` filled with each class."""
+    encoder = TextEncoder(clip_model)
+    tokens = encoder.tokenize([template.format(clean_name(c)) for c in classnames]).to(device)
+    features = encoder(encoder.token_embed(tokens), tokens)
+    return F.normalize(features.float(), dim=-1)
+
+
+class PromptLearner(nn.Module):
+    def __init__(
+        self,
+        clip_model,
+        classnames,
+        n_ctx=16,
+        ctx_init="",
+        csc=False,
+        class_token_position="end",
+        n_sets=1,
+    ):
+        super().__init__()
+        if class_token_position not in POSITIONS:
+            raise ValueError(f"CLASS_TOKEN_POSITION={class_token_position!r}: use one of {POSITIONS}")
+        encoder = TextEncoder(clip_model)
+        names = [clean_name(c) for c in classnames]
+        self.n_cls, self.n_sets = len(names), n_sets
+        self.class_token_position = class_token_position
+
+        if ctx_init:
+            ctx_init = clean_name(ctx_init)
+            n_ctx = len(ctx_init.split(" "))
+            with torch.no_grad():
+                init = encoder.token_embed(encoder.tokenize([ctx_init]))[0, 1 : 1 + n_ctx]
+            prefix_words = ctx_init
+        else:
+            init = None
+            prefix_words = " ".join(["X"] * n_ctx)
+        self.n_ctx = n_ctx
+
+        shape = [n_ctx, encoder.width]
+        if csc:
+            shape.insert(0, self.n_cls)
+        if n_sets > 1:
+            shape.insert(0, n_sets)
+        if init is None:
+            ctx = torch.empty(*shape).normal_(std=0.02)
+        else:
+            ctx = init.expand(*shape).clone()
+        self.ctx = nn.Parameter(ctx)
+
+        prompts = [f"{prefix_words} {name}." for name in names]
+        longest = max(len(clip_api._tokenizer.encode(p)) for p in prompts) + 2  # SOS, EOS
+        if longest > encoder.context_length:
+            raise ValueError(
+                f"Prompts of {n_ctx} context tokens plus the longest class name need {longest} tokens, "
+                f"more than this CLIP's context length {encoder.context_length}: lower N_CTX"
+            )
+        tokenized = encoder.tokenize(prompts)
+        with torch.no_grad():
+            embedding = encoder.token_embed(tokenized)
+        self.register_buffer("token_prefix", embedding[:, :1], persistent=False)  # SOS
+        self.register_buffer("token_suffix", embedding[:, 1 + n_ctx :], persistent=False)  # name . EOS
+        self.register_buffer("tokenized_prompts", tokenized.repeat(n_sets, 1), persistent=False)
+        self.name_lens = [len(clip_api._tokenizer.encode(name)) for name in names]
+
+    def _assemble(self, ctx):
+        """ctx [n_ctx, W] or [C, n_ctx, W] -> prompt embeddings [C, L, W]."""
+        if ctx.dim() == 2:
+            ctx = ctx.unsqueeze(0).expand(self.n_cls, -1, -1)
+        prefix, suffix = self.token_prefix, self.token_suffix
+        if self.class_token_position == "end":
+            return torch.cat([prefix, ctx, suffix], dim=1)
+        prompts = []
+        half = self.n_ctx // 2
+        for i, name_len in enumerate(self.name_lens):
+            name, rest = suffix[i : i + 1, :name_len], suffix[i : i + 1, name_len:]
+            if self.class_token_position == "middle":
+                parts = [prefix[i : i + 1], ctx[i : i + 1, :half], name, ctx[i : i + 1, half:], rest]
+            else:  # front
+                parts = [prefix[i : i + 1], name, ctx[i : i + 1], rest]
+            prompts.append(torch.cat(parts, dim=1))
+        return torch.cat(prompts, dim=0)
+
+    def forward(self):
+        """(prompt embeddings [n_sets*C, L, W], token ids [n_sets*C, L])."""
+        if self.n_sets == 1:
+            return self._assemble(self.ctx), self.tokenized_prompts
+        return torch.cat([self._assemble(c) for c in self.ctx], dim=0), self.tokenized_prompts

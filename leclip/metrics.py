@@ -1,0 +1,83 @@
+"""Metric functions (values in percent), shared by the evaluators and the tests.
+
+Open-set metrics follow PROTOCOLS.md: closed accuracy over ID test images with the
+argmax over ID classes; balanced accuracy over K+1 classes (OOD test images form one
+"unknown" class, predicted when the ID score is below the threshold), as IOMatch
+defines it; AUROC of the ID score (ID positive). Multi-label: mAP over the classes with
+at least one positive, and CF1/OF1 at a fixed threshold.
+"""
+import numpy as np
+import torch
+from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score
+
+
+def _np(x):
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def accuracy(pred, gt):
+    pred, gt = _np(pred), _np(gt)
+    return 100.0 * float((pred == gt).mean()) if len(gt) else float("nan")
+
+
+def macro_f1(pred, gt):
+    pred, gt = _np(pred), _np(gt)
+    return 100.0 * f1_score(gt, pred, average="macro", labels=np.unique(gt), zero_division=0)
+
+
+def closed_accuracy(probs, labels, num_id):
+    """Top-1 accuracy over the ID test images (labels < num_id), argmax over ID classes."""
+    probs, labels = _np(probs), _np(labels)
+    is_id = labels < num_id
+    return accuracy(probs[is_id, :num_id].argmax(axis=1), labels[is_id])
+
+
+def ood_threshold(labeled_scores, quantile):
+    """The `quantile` quantile of the labeled ID images' scores: no OOD label is used."""
+    scores = _np(labeled_scores).astype(np.float64)
+    if scores.size == 0:
+        raise ValueError("ood_threshold: no labeled score to take the quantile of")
+    return float(np.quantile(scores, quantile))
+
+
+def open_set_balanced_accuracy(pred_id, is_unknown_pred, labels, num_id):
+    """Mean per-class recall over the K ID classes plus one 'unknown' class."""
+    pred = np.where(_np(is_unknown_pred), num_id, _np(pred_id))
+    labels = _np(labels)
+    target = np.where(labels >= num_id, num_id, labels)
+    return 100.0 * balanced_accuracy_score(target, pred)
+
+
+def auroc(scores_id, scores_ood):
+    scores_id, scores_ood = _np(scores_id), _np(scores_ood)
+    if len(scores_id) == 0 or len(scores_ood) == 0:
+        return float("nan")
+    y = np.concatenate([np.ones(len(scores_id)), np.zeros(len(scores_ood))])
+    return 100.0 * roc_auc_score(y, np.concatenate([scores_id, scores_ood]))
+
+
+def mean_average_precision(scores, targets):
+    scores, targets = _np(scores), _np(targets)
+    aps = [
+        average_precision_score(targets[:, c], scores[:, c])
+        for c in range(targets.shape[1])
+        if targets[:, c].sum() > 0
+    ]
+    return 100.0 * float(np.mean(aps)) if aps else float("nan")
+
+
+def cf1_of1(scores, targets, threshold=0.5):
+    """Per-class-averaged F1 (CF1) and overall F1 (OF1) of scores >= threshold."""
+    pred = (_np(scores) >= threshold).astype(np.float64)
+    targets = _np(targets).astype(np.float64)
+    tp = (pred * targets).sum(axis=0)
+    n_pred, n_pos = pred.sum(axis=0), targets.sum(axis=0)
+    cp = np.mean(np.divide(tp, n_pred, out=np.zeros_like(tp), where=n_pred > 0))
+    cr = np.mean(np.divide(tp, n_pos, out=np.zeros_like(tp), where=n_pos > 0))
+    op = tp.sum() / max(n_pred.sum(), 1)
+    orec = tp.sum() / max(n_pos.sum(), 1)
+    cf1 = 2 * cp * cr / (cp + cr) if cp + cr > 0 else 0.0
+    of1 = 2 * op * orec / (op + orec) if op + orec > 0 else 0.0
+    return 100.0 * cf1, 100.0 * of1

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Run every method of the dataset's task (or the given ones) on one setting, then print
+# the paper-style table (mean ± std over seeds) and write compare.md / compare.csv.
+#   bash scripts/compare.sh DATASET SETTING [METHOD ...]
+# SEEDS (default "1 2 3"), DATA and OUTPUT as for run.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ $# -lt 2 ]; then
+  echo "usage: bash scripts/compare.sh DATASET SETTING [METHOD ...]" >&2
+  exit 2
+fi
+dataset=$1 setting=$2
+shift 2
+if [ $# -gt 0 ]; then
+  methods=("$@")
+else
+  mapfile -t methods < <(python -m leclip.harness methods "$dataset" "$setting")
+fi
+for method in "${methods[@]}"; do
+  bash scripts/run.sh "$method" "$dataset" "$setting" ${SEEDS:-1 2 3}
+done
+python scripts/parse_results.py "${OUTPUT:-./output}/$dataset/$setting" --methods "${methods[@]}"

@@ -1,0 +1,94 @@
+"""Metrics and evaluators against hand-computed values."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from leclip import metrics
+from leclip.engine import get_cfg_default
+from leclip.evaluators import MultiLabelClassification, OpenSetClassification
+
+
+def test_closed_accuracy_ignores_ood_and_takes_argmax_over_id_classes():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.5, 0.5]])
+    labels = np.array([0, 0, 1, 2])  # the last image is OOD (label >= K = 2)
+    assert metrics.closed_accuracy(probs, labels, 2) == pytest.approx(100 / 3)
+
+
+def test_open_set_balanced_accuracy_by_hand():
+    # K = 2 ID classes + unknown; recalls: class0 1/2, class1 1/1, unknown 2/3
+    pred_id = np.array([0, 1, 1, 0, 1, 0])
+    unknown = np.array([False, False, False, True, True, False])
+    labels = np.array([0, 0, 1, 2, 3, 2])
+    expected = 100 * (0.5 + 1 + 2 / 3) / 3
+    assert metrics.open_set_balanced_accuracy(pred_id, unknown, labels, 2) == pytest.approx(expected)
+
+
+def test_threshold_is_the_labeled_quantile():
+    scores = np.arange(1, 101) / 100
+    assert metrics.ood_threshold(scores, 0.05) == pytest.approx(np.quantile(scores, 0.05))
+    with pytest.raises(ValueError, match="no labeled score"):
+        metrics.ood_threshold([], 0.05)
+
+
+def test_auroc_by_hand():
+    # pairs (id, ood): 0.9>0.2, 0.9>0.6, 0.5>0.2, 0.5<0.6 -> 3/4
+    assert metrics.auroc([0.9, 0.5], [0.2, 0.6]) == pytest.approx(75.0)
+    assert math.isnan(metrics.auroc([0.9], []))
+
+
+def test_map_skips_classes_without_positives():
+    scores = np.array([[0.9, 0.1, 0.3], [0.2, 0.8, 0.6], [0.7, 0.3, 0.1]])
+    targets = np.array([[1, 0, 0], [0, 1, 0], [0, 1, 0]])
+    # class 0: AP 1; class 1: ranks 0.8(+), 0.3(+), 0.1(-) -> AP 1; class 2 has no positive
+    assert metrics.mean_average_precision(scores, targets) == pytest.approx(100.0)
+    targets[2] = [1, 0, 0]  # class 0 now: 0.9(+), 0.7(+) -> 1; class 1: 0.8(+) -> 1
+    scores[2] = [0.1, 0.9, 0.1]  # class 0: 0.9(+), 0.2(-), 0.1(+) -> (1 + 2/3)/2
+    assert metrics.mean_average_precision(scores, targets) == pytest.approx(100 * ((1 + 2 / 3) / 2 + 0.5) / 2)
+
+
+def test_cf1_of1_by_hand():
+    scores = np.array([[0.9, 0.6], [0.2, 0.7], [0.8, 0.1]])
+    targets = np.array([[1, 0], [0, 1], [0, 0]])
+    # class 0: tp 1, predicted 2, positives 1 -> P 1/2 R 1; class 1: tp 1, pred 2, pos 1 -> P 1/2 R 1
+    cp, cr = 0.5, 1.0
+    op, orr = 2 / 4, 2 / 2
+    cf1, of1 = metrics.cf1_of1(scores, targets)
+    assert cf1 == pytest.approx(100 * 2 * cp * cr / (cp + cr))
+    assert of1 == pytest.approx(100 * 2 * op * orr / (op + orr))
+
+
+def make_cfg():
+    cfg = get_cfg_default()
+    cfg.TEST.OOD_QUANTILE = 0.5
+    return cfg
+
+
+def test_open_set_evaluator_end_to_end():
+    evaluator = OpenSetClassification(make_cfg(), lab2cname={0: "a", 1: "b"})
+    evaluator.set_reference_scores(torch.tensor([0.5, 0.9]))  # threshold 0.7
+    probs = torch.tensor([[0.9, 0.1], [0.25, 0.75], [0.65, 0.35], [0.8, 0.2]])
+    labels = torch.tensor([0, 1, 2, 3])
+    evaluator.process(probs, labels)
+    results = evaluator.evaluate()
+    assert list(results) == ["closed_accuracy", "balanced_accuracy", "auroc"]
+    assert results["closed_accuracy"] == pytest.approx(100.0)
+    # unknown: image 3 (0.65 < 0.7) yes, image 4 (0.8) no -> recalls 1, 1, 1/2
+    assert results["balanced_accuracy"] == pytest.approx(100 * 2.5 / 3)
+    assert results["auroc"] == pytest.approx(75.0)  # id {0.9, 0.75} vs ood {0.65, 0.8}
+
+
+def test_open_set_evaluator_requires_reference_scores():
+    evaluator = OpenSetClassification(make_cfg(), lab2cname={0: "a"})
+    evaluator.process(torch.tensor([[1.0]]), torch.tensor([0]))
+    with pytest.raises(RuntimeError, match="set_reference_scores"):
+        evaluator.evaluate()
+
+
+def test_multilabel_evaluator():
+    evaluator = MultiLabelClassification(make_cfg())
+    evaluator.process(torch.tensor([[0.9, 0.2], [0.1, 0.8]]), torch.tensor([[1, 0], [0, 1]]))
+    results = evaluator.evaluate()
+    assert list(results) == ["mAP", "CF1", "OF1"]
+    assert results["mAP"] == pytest.approx(100.0) and results["OF1"] == pytest.approx(100.0)

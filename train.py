@@ -1,0 +1,71 @@
+"""Dassl-style entry point (same flags as Dassl's tools/train.py).
+
+    python train.py --root DATA --seed 1 --trainer LECoOp \
+        --dataset-config-file configs/datasets/synth_fg.yaml \
+        --config-file configs/trainers/LECoOp/synth.yaml \
+        --output-dir output/x DATASET.NUM_LABELED 5
+"""
+import argparse
+import os
+import sys
+
+from leclip.harness import HarnessError, run, setup_cfg
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=str, default="", help="path to dataset")
+    parser.add_argument("--output-dir", type=str, default="", help="output directory")
+    parser.add_argument("--resume", type=str, default="", help="checkpoint directory (from which the training resumes)")
+    parser.add_argument("--seed", type=int, default=-1, help="only positive value enables a fixed seed")
+    parser.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
+    parser.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
+    parser.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
+    parser.add_argument("--config-file", type=str, default="", help="path to config file")
+    parser.add_argument("--dataset-config-file", type=str, default="", help="path to config file for dataset setup")
+    parser.add_argument("--trainer", type=str, default="", help="name of trainer")
+    parser.add_argument("--backbone", type=str, default="", help="name of CNN backbone")
+    parser.add_argument("--head", type=str, default="", help="name of head")
+    parser.add_argument("--eval-only", action="store_true", help="evaluation only")
+    parser.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
+    parser.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
+    parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="modify config options using the command-line")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    opts = list(args.opts or [])
+    for flag, key in (("source_domains", "DATASET.SOURCE_DOMAINS"), ("target_domains", "DATASET.TARGET_DOMAINS"),
+                      ("transforms", "INPUT.TRANSFORMS"), ("head", "MODEL.HEAD.NAME")):
+        value = getattr(args, flag)
+        if value:
+            opts += [key, str(value)]
+    try:
+        cfg = setup_cfg(
+            args.config_file,
+            args.dataset_config_file,
+            opts,
+            root=args.root,
+            output_dir=args.output_dir,
+            resume=args.resume,
+            seed=args.seed if args.seed >= 0 else None,
+            trainer=args.trainer,
+            backbone=args.backbone,
+        )
+        if args.no_train:
+            print(cfg.dump())
+            return 0
+        run(cfg, eval_only=args.eval_only, model_dir=args.model_dir, load_epoch=args.load_epoch)
+    except (HarnessError, FileNotFoundError, KeyError, ValueError) as err:
+        if os.environ.get("LECLIP_DEBUG"):
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {message}\n(set LECLIP_DEBUG=1 to see the traceback)", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""CoOp: learnable context vectors in front of (or around) the class name.
+
+Zhou et al., "Learning to Prompt for Vision-Language Models", IJCV 2022. Same config
+keys as the official TRAINER.COOP node, so a CoOp fork's extend_cfg stays compatible.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from leclip.backbone import ImageEncoder, PromptLearner, TextEncoder
+from leclip.config import add_defaults
+from leclip.dassl import TRAINER_REGISTRY
+from leclip.trainer_base import CLIPTrainer
+
+add_defaults(
+    {
+        "TRAINER.COOP.N_CTX": 16,
+        "TRAINER.COOP.CSC": False,  # class-specific contexts
+        "TRAINER.COOP.CTX_INIT": "",  # e.g. "a photo of a"
+        "TRAINER.COOP.CLASS_TOKEN_POSITION": "end",  # end | middle | front
+    }
+)
+
+
+class PromptedCLIP(nn.Module):
+    """Frozen CLIP whose class text features come from a prompt learner."""
+
+    def __init__(self, clip_model, prompt_learner):
+        super().__init__()
+        self.prompt_learner = prompt_learner
+        self.text_encoder = TextEncoder(clip_model)
+        self.image_encoder = ImageEncoder(clip_model)
+        self.logit_scale = clip_model.logit_scale
+
+    def text_features(self):
+        return F.normalize(self.text_encoder(*self.prompt_learner()), dim=-1)
+
+    def forward(self, images):
+        with torch.no_grad():
+            image_features = F.normalize(self.image_encoder(images, patches=False)[0], dim=-1)
+        return self.logit_scale.exp() * image_features @ self.text_features().t()
+
+
+@TRAINER_REGISTRY.register()
+class LECoOp(CLIPTrainer):
+    def build_model(self):
+        cfg = self.cfg.TRAINER.COOP
+        self.clip_model = self.load_clip()
+        prompt_learner = PromptLearner(
+            self.clip_model,
+            self.classnames,
+            n_ctx=cfg.N_CTX,
+            ctx_init=cfg.CTX_INIT,
+            csc=cfg.CSC,
+            class_token_position=cfg.CLASS_TOKEN_POSITION,
+        )
+        self.model = PromptedCLIP(self.clip_model, prompt_learner).to(self.device)
+        self.setup_optimization("prompt_learner", self.model.prompt_learner)
+
+    def forward_train(self, images):
+        return {"logits": self.model(images)}
