@@ -41,6 +41,11 @@ def declared_defaults():
 # papers do not fix (see the README).
 add_defaults(
     {
+        # named views of LE-CLIP's DataManager (also in the built-in engine's defaults)
+        "DATALOADER.TRAIN_X.VIEWS": ["weak"],
+        "DATALOADER.TRAIN_U.VIEWS": ["weak", "strong"],
+        "INPUT.RANDAUGMENT_N": 2,
+        "INPUT.RANDAUGMENT_M": 10,
         "MODEL.BACKBONE.PATH": "",  # explicit checkpoint path; else NAME is looked up
         "DATASET.ID_RATIO": 0.5,  # (ours) first half of the classes are ID
         "DATASET.LABELED_RATIO": 0.0,  # task C: share of training images that keep labels

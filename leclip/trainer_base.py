@@ -22,6 +22,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from . import config  # noqa: F401  declares LE-CLIP's config keys on either engine
 from . import evaluators  # noqa: F401  registers OpenSet/MultiLabel evaluators
 from . import ssl
 from .backbone import autocast, load_clip

@@ -26,6 +26,7 @@ from leclip.engine import (
     load_checkpoint,
     set_random_seed,
 )
+from leclip.dataset_base import LEDatasetBase
 from leclip.engine.datamanager import read_image
 
 NUM_CLASSES = 3
@@ -161,7 +162,7 @@ def test_views_and_batch_layout(toy_cfg):
 
 def test_multi_hot_labels_collate_to_float(toy_cfg, tmp_path):
     items = [Datum(d.impath, (1, 0, 1)) for d in ToyDataset.items[:4]]
-    data = DatasetBase(train_x=items, test=items, classnames=["a", "b", "c"])
+    data = LEDatasetBase(train_x=items, test=items, classnames=["a", "b", "c"])
     batch = next(iter(DataManager(toy_cfg, dataset=data).test_loader))
     assert batch["label"].dtype == torch.float32 and batch["label"].shape == (4, 3)
 

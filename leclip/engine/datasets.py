@@ -1,10 +1,8 @@
 """Datum, DatasetBase and the dataset registry, with Dassl's interface.
 
-Extension over Dassl (kept compatible): a Datum's label may be a multi-hot tuple of
-0/1 ints for multi-label data; DatasetBase then takes `classnames` explicitly.
-Open-set convention used by LE-CLIP datasets: ID classes are labels 0..K-1, an OOD
-image keeps its true label >= K (hidden from trainers, used by evaluators and
-diagnostics only).
+A Datum's label may be a multi-hot tuple of 0/1 ints for multi-label data; LE-CLIP
+datasets then give their class names through `leclip.dataset_base.LEDatasetBase`,
+which works on this engine and on Dassl.pytorch alike.
 """
 import os.path as osp
 import random
@@ -54,28 +52,19 @@ class Datum:
         return f"Datum({self._impath!r}, label={self._label!r})"
 
 
-def is_multilabel(label):
-    return isinstance(label, (tuple, list))
-
-
 class DatasetBase:
     """Holds train_x (labeled), train_u (unlabeled), val and test lists of Datum."""
 
     dataset_dir = ""
     domains = []
 
-    def __init__(self, train_x=None, train_u=None, val=None, test=None, classnames=None):
+    def __init__(self, train_x=None, train_u=None, val=None, test=None):
         self._train_x = train_x
         self._train_u = train_u
         self._val = val
         self._test = test
-        if classnames is not None:
-            self._classnames = list(classnames)
-            self._lab2cname = {i: c for i, c in enumerate(self._classnames)}
-            self._num_classes = len(self._classnames)
-        else:
-            self._num_classes = self.get_num_classes(train_x)
-            self._lab2cname, self._classnames = self.get_lab2cname(train_x)
+        self._num_classes = self.get_num_classes(train_x)
+        self._lab2cname, self._classnames = self.get_lab2cname(train_x)
 
     @property
     def train_x(self):

@@ -1,0 +1,95 @@
+"""The run/compare harness: keys, settings, configs, results, and end-to-end runs."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from leclip import harness
+
+REPO = harness.REPO
+
+
+def run_script(*args, env=None):
+    return subprocess.run(
+        ["bash", *args], cwd=REPO, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300
+    )
+
+
+def test_unknown_method_and_dataset_list_the_valid_keys(tmp_path):
+    out = run_script("scripts/run.sh", "coopp", "synth_fg", "5", env={"OUTPUT": str(tmp_path)})
+    assert out.returncode == 2 and "valid methods: zsclip" in out.stderr
+    out = run_script("scripts/run.sh", "coop", "aircrafts", "5", env={"OUTPUT": str(tmp_path)})
+    assert out.returncode == 2 and "valid datasets: synth_fg" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "dataset,setting,message",
+    [("aircraft", "five", "labels per ID class"), ("semiaves", "5", "'in'"), ("coco", "2.0", "labeled ratio")],
+)
+def test_bad_settings(dataset, setting, message):
+    with pytest.raises(harness.HarnessError, match=message):
+        harness.setting_opts(dataset, setting)
+
+
+def test_settings_map_to_config_keys():
+    assert harness.setting_opts("cars", 20) == ["DATASET.NUM_LABELED", "20"]
+    assert harness.setting_opts("semiaves", "inout") == ["DATASET.SETTING", "inout"]
+    assert harness.setting_opts("voc2007", "unsup") == ["DATASET.SETTING", "unsup"]
+    assert harness.setting_opts("coco", "0.1") == ["DATASET.LABELED_RATIO", "0.1"]
+    assert harness.task_of("coco", "unsup") == "B" and harness.task_of("coco", "0.1") == "C"
+
+
+def test_config_key_typo_is_one_clear_message(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "train.py", "--trainer", "LECoOp", "--output-dir", str(tmp_path),
+         "--dataset-config-file", "configs/datasets/synth_fg.yaml", "OPTIM.LRR", "0.1"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 2
+    assert "OPTIM.LRR" in out.stderr and "Traceback" not in out.stderr
+
+
+def write_result(folder, method, seed, **metrics):
+    path = folder / method / f"seed{seed}"
+    path.mkdir(parents=True)
+    (path / "results.json").write_text(json.dumps({"seed": seed, "ssl_mode": "none", **metrics}))
+
+
+def test_parse_results_mean_and_std(tmp_path):
+    setting = tmp_path / "synth_fg" / "5"
+    write_result(setting, "coop", 1, closed_accuracy=60.0, balanced_accuracy=50.0, auroc=70.0)
+    write_result(setting, "coop", 2, closed_accuracy=64.0, balanced_accuracy=54.0, auroc=72.0)
+    write_result(setting, "zsclip", 1, closed_accuracy=40.0, balanced_accuracy=30.0, auroc=60.0)
+    out = subprocess.run(
+        [sys.executable, "scripts/parse_results.py", str(setting)], cwd=REPO, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    lines = (setting / "compare.csv").read_text().splitlines()
+    assert lines[0] == "method,SSL mode,seeds,closed_accuracy,balanced_accuracy,auroc"
+    assert lines[1].startswith("ZeroshotCLIP,none,1,40.00 ± 0.00")  # the paper's row order
+    assert lines[2] == "CoOp,none,2,62.00 ± 2.00,52.00 ± 2.00,71.00 ± 1.00"
+    assert "| CoOp" in (setting / "compare.md").read_text()
+
+
+def test_run_sh_skips_a_finished_seed(tmp_path):
+    write_result(tmp_path / "synth_fg" / "5", "coop", 1, closed_accuracy=1.0)
+    out = run_script("scripts/run.sh", "coop", "synth_fg", "5", "1", env={"OUTPUT": str(tmp_path)})
+    assert out.returncode == 0 and "done already" in out.stdout
+
+
+def test_zero_shot_scores_above_chance(run_trainer):
+    results = run_trainer("LEZeroshotCLIP", "configs/trainers/LEZeroshotCLIP/synth.yaml")
+    assert results["closed_accuracy"] > 100 / 12 + 10
+    assert results["trainer"] == "LEZeroshotCLIP" and results["ssl_mode"] == "none"
+
+
+@pytest.mark.parametrize("ssl_mode", ["none", "fixmatch"])
+def test_coop_learns(run_trainer, ssl_mode):
+    config = "configs/trainers/LECoOp/synth.yaml"
+    opts = ["TRAINER.SSL.MODE", ssl_mode, "OPTIM.MAX_EPOCH"]
+    untrained = run_trainer("LECoOp", config, opts + ["0"])
+    trained = run_trainer("LECoOp", config, opts + ["10"])
+    assert trained["closed_accuracy"] > untrained["closed_accuracy"] + 10
+    assert trained["ssl_mode"] == ssl_mode
