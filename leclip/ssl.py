@@ -73,13 +73,16 @@ def fixmatch_loss(logits_strong, pseudo_labels, mask):
 
 
 class PseudoLabelStats:
-    """Per-epoch diagnostics of the filter: pass rate, precision, OOD rejection."""
+    """Per-epoch diagnostics of the filter: pass rate, precision, OOD rejection.
+
+    Precision counts passed images whose hidden label is known (OOD counts as wrong).
+    """
 
     def __init__(self):
         self.reset()
 
     def reset(self):
-        self.seen = self.passed = self.correct = self.ood_seen = self.ood_rejected = 0
+        self.seen = self.passed = self.passed_known = self.correct = self.ood_seen = self.ood_rejected = 0
 
     def update(self, mask, pseudo_labels, hidden_labels=None, num_id=None):
         mask = mask.bool().cpu()
@@ -88,15 +91,17 @@ class PseudoLabelStats:
         if hidden_labels is None or num_id is None:
             return
         hidden = hidden_labels.cpu()
+        known = hidden >= 0  # -1: an unlabeled ID image whose class nobody knows (Semi-Aves U_in)
         is_ood = hidden >= num_id
+        self.passed_known += int((mask & known).sum())
         self.correct += int((mask & ~is_ood & (pseudo_labels.cpu() == hidden)).sum())
         self.ood_seen += int(is_ood.sum())
         self.ood_rejected += int((is_ood & ~mask).sum())
 
     def summary(self):
         out = {"pass_rate": 100.0 * self.passed / max(self.seen, 1)}
-        if self.passed:
-            out["precision"] = 100.0 * self.correct / self.passed
+        if self.passed_known:
+            out["precision"] = 100.0 * self.correct / self.passed_known
         if self.ood_seen:
             out["ood_rejection"] = 100.0 * self.ood_rejected / self.ood_seen
         return out

@@ -61,3 +61,10 @@ def test_pseudo_label_stats_by_hand():
     assert summary["pass_rate"] == pytest.approx(60.0)
     assert summary["precision"] == pytest.approx(100 / 3)  # 1 of 3 passed is right
     assert summary["ood_rejection"] == pytest.approx(50.0)  # label 2 rejected, label 3 passed
+
+
+def test_stats_skip_unknown_hidden_labels():
+    stats = ssl.PseudoLabelStats()
+    stats.update(torch.tensor([True, True]), torch.tensor([0, 1]), torch.tensor([0, -1]), num_id=2)
+    assert stats.summary()["precision"] == pytest.approx(100.0)
+    assert stats.summary()["pass_rate"] == pytest.approx(100.0)

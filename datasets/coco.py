@@ -1,0 +1,54 @@
+"""MS-COCO 2014 (80 classes), multi-label: train2014 / val2014.
+
+coco/{train2014, val2014}/ and coco/annotations/instances_{train,val}2014.json. The
+80 category ids (1..90 with gaps) map to contiguous labels in id order. Images with no
+annotated object are left out (ours; as the multi-label literature's 82,081 / 40,137).
+The parsed label index is cached next to the JSON so later runs skip the parse.
+"""
+import json
+import os
+import os.path as osp
+
+from leclip.dassl import DATASET_REGISTRY
+from leclip.dataset_base import MultiLabelDataset, check_images, dataset_root, multi_hot, require_file
+
+
+def read_instances(path):
+    """(category names in id order, {file_name: sorted contiguous labels})."""
+    cache = f"{path}.leclip-index.json"
+    if osp.isfile(cache) and osp.getmtime(cache) >= osp.getmtime(path):
+        with open(cache) as f:
+            data = json.load(f)
+        return data["classnames"], data["labels"]
+    with open(require_file(path)) as f:
+        instances = json.load(f)
+    categories = sorted(instances["categories"], key=lambda c: c["id"])
+    contiguous = {c["id"]: k for k, c in enumerate(categories)}
+    by_image = {}
+    for ann in instances["annotations"]:
+        by_image.setdefault(ann["image_id"], set()).add(contiguous[ann["category_id"]])
+    labels = {img["file_name"]: sorted(by_image[img["id"]]) for img in instances["images"] if img["id"] in by_image}
+    classnames = [c["name"] for c in categories]
+    tmp = f"{cache}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            json.dump({"classnames": classnames, "labels": labels}, f)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a read-only dataset folder: parse again next time
+    return classnames, labels
+
+
+@DATASET_REGISTRY.register()
+class LECOCO(MultiLabelDataset):
+    dataset_dir = "coco"
+
+    def __init__(self, cfg):
+        root = dataset_root(cfg, self.dataset_dir)
+        splits = {}
+        for split in ("train", "val"):
+            classnames, labels = read_instances(osp.join(root, "annotations", f"instances_{split}2014.json"))
+            folder = osp.join(root, f"{split}2014")
+            splits[split] = [(osp.join(folder, name), multi_hot(ys, len(classnames))) for name, ys in sorted(labels.items())]
+        check_images([p for p, _ in splits["train"] + splits["val"]], "COCO 2014")
+        self.build(cfg, "coco", root, classnames, splits["train"], splits["val"])

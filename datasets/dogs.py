@@ -1,0 +1,39 @@
+"""Stanford Dogs (120 classes): Images/<wnid>-<name>/*.jpg and lists/{train,test}_list.mat."""
+import os.path as osp
+
+import numpy as np
+from scipy.io import loadmat
+
+from leclip.dassl import DATASET_REGISTRY
+from leclip.dataset_base import OpenSetDataset, check_images, dataset_root, require_file
+
+
+def read_list(path):
+    """[(relative path, 0-based label)] from a `file_list` / 1-based `labels` .mat file."""
+    mat = loadmat(require_file(path))
+    files = [str(np.ravel(entry)[0]) for entry in mat["file_list"].ravel()]
+    labels = [int(v) - 1 for v in mat["labels"].ravel()]
+    return list(zip(files, labels))
+
+
+def classnames_from(items):
+    """Class k's name from its folder (<wnid>-<name>): 'Japanese_spaniel' -> 'Japanese spaniel'."""
+    names = {}
+    for path, label in items:
+        names.setdefault(label, path.split("/")[0].split("-", 1)[1].replace("_", " "))
+    return [names[k] for k in range(len(names))]
+
+
+@DATASET_REGISTRY.register()
+class LEStanfordDogs(OpenSetDataset):
+    dataset_dir = "stanford_dogs"
+
+    def __init__(self, cfg):
+        root = dataset_root(cfg, self.dataset_dir)
+        train = read_list(osp.join(root, "lists", "train_list.mat"))
+        test = read_list(osp.join(root, "lists", "test_list.mat"))
+        classnames = classnames_from(train + test)
+        pool = [(osp.join(root, "Images", p), y) for p, y in train]
+        test = [(osp.join(root, "Images", p), y) for p, y in test]
+        check_images([p for p, _ in pool + test], "Stanford Dogs")
+        self.build(cfg, "dogs", root, classnames, pool, test)
