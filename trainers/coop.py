@@ -23,22 +23,34 @@ add_defaults(
 
 
 class PromptedCLIP(nn.Module):
-    """Frozen CLIP whose class text features come from a prompt learner."""
+    """Frozen CLIP whose class text features come from a prompt learner.
 
-    def __init__(self, clip_model, prompt_learner):
+    Returns dict(logits) and, with `local` ("tokens" or "value"), the patch-level
+    logits `local_logits` [B, N, C] too (LoCoOp, GL-MCM).
+    """
+
+    def __init__(self, clip_model, prompt_learner, local=None):
         super().__init__()
         self.prompt_learner = prompt_learner
         self.text_encoder = TextEncoder(clip_model)
         self.image_encoder = ImageEncoder(clip_model)
         self.logit_scale = clip_model.logit_scale
+        self.local = local
+        if local:
+            self.image_encoder.require_vit("Local features")
 
     def text_features(self):
         return F.normalize(self.text_encoder(*self.prompt_learner()), dim=-1)
 
     def forward(self, images):
-        with torch.no_grad():
-            image_features = F.normalize(self.image_encoder(images, patches=False)[0], dim=-1)
-        return self.logit_scale.exp() * image_features @ self.text_features().t()
+        with torch.no_grad():  # the image tower is frozen: no autograd graph
+            image_features, patches = self.image_encoder(images, patches=bool(self.local), local=self.local or "tokens")
+        text = self.text_features()
+        scale = self.logit_scale.exp()
+        out = {"logits": scale * F.normalize(image_features, dim=-1) @ text.t()}
+        if self.local:
+            out["local_logits"] = scale * F.normalize(patches, dim=-1) @ text.t()
+        return out
 
 
 @TRAINER_REGISTRY.register()
@@ -58,4 +70,4 @@ class LECoOp(CLIPTrainer):
         self.setup_optimization("prompt_learner", self.model.prompt_learner)
 
     def forward_train(self, images):
-        return {"logits": self.model(images)}
+        return self.model(images)

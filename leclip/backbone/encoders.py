@@ -10,6 +10,7 @@ import contextlib
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from clip import clip as clip_api
 
 
@@ -29,6 +30,16 @@ def run_blocks(blocks, x, token_hook=None):
         # clip's blocks are sequence-first
         x = block(x.permute(1, 0, 2)).permute(1, 0, 2)
     return x
+
+
+def value_path(block, x):
+    """The block's output when attention is replaced by its value projection (no mixing
+    between tokens): keeps each patch's own content. x is batch-first [B, L, W]."""
+    width = x.shape[-1]
+    attn = block.attn
+    v = F.linear(block.ln_1(x), attn.in_proj_weight[2 * width :], attn.in_proj_bias[2 * width :])
+    v = attn.out_proj(v) + x
+    return v + block.mlp(block.ln_2(v))
 
 
 class TextEncoder(nn.Module):
@@ -114,16 +125,29 @@ class ImageEncoder(nn.Module):
         x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
         return v.ln_pre(x)
 
-    def forward(self, images, token_hook=None, patches=True):
+    LOCAL_FEATURES = ("tokens", "value")
+
+    def forward(self, images, token_hook=None, patches=True, local="tokens"):
+        """`local`: "tokens" (the last block's patch tokens) or "value" (the value path
+        of the last block, as LoCoOp / GL-MCM take it)."""
         if not self.is_vit:
             if token_hook is not None or patches:
                 self.require_vit("Patch features and token hooks")
             return self.visual(images.to(self.dtype)), None
-        x = run_blocks(self.visual.transformer.resblocks, self.embed(images), token_hook)
-        num_patches = self.num_patches
-        # hook tokens sit after the patches and are never returned as patches
-        tokens = self.visual.ln_post(x[:, : 1 + num_patches] if patches else x[:, :1]) @ self.visual.proj
-        return tokens[:, 0], (tokens[:, 1:] if patches else None)
+        if local not in self.LOCAL_FEATURES:
+            raise ValueError(f"Local features {local!r}: use one of {self.LOCAL_FEATURES}")
+        blocks = self.visual.transformer.resblocks
+        x = run_blocks(blocks[:-1], self.embed(images), token_hook)
+        if token_hook is not None:
+            x = token_hook(len(blocks) - 1, x)
+        last_input = x
+        x = run_blocks(blocks[-1:], x)
+        n = 1 + self.num_patches  # hook tokens sit after the patches and are never patches
+        global_feature = self.visual.ln_post(x[:, 0]) @ self.visual.proj
+        if not patches:
+            return global_feature, None
+        source = x if local == "tokens" else value_path(blocks[-1], last_input)
+        return global_feature, self.visual.ln_post(source[:, 1:n]) @ self.visual.proj
 
     @torch.no_grad()
     def frozen_features(self, images, patches=True):

@@ -38,7 +38,10 @@ class PromptLearner(nn.Module):
         csc=False,
         class_token_position="end",
         n_sets=1,
+        learn_init_prefix=False,
     ):
+        """`learn_init_prefix` (MaPLe): with ctx_init, only its first n_ctx tokens are
+        learnable and the rest of the init words stay fixed text."""
         super().__init__()
         if class_token_position not in POSITIONS:
             raise ValueError(f"CLASS_TOKEN_POSITION={class_token_position!r}: use one of {POSITIONS}")
@@ -49,7 +52,8 @@ class PromptLearner(nn.Module):
 
         if ctx_init:
             ctx_init = clean_name(ctx_init)
-            n_ctx = len(ctx_init.split(" "))
+            if not learn_init_prefix:
+                n_ctx = len(ctx_init.split(" "))
             with torch.no_grad():
                 init = encoder.token_embed(encoder.tokenize([ctx_init]))[0, 1 : 1 + n_ctx]
             prefix_words = ctx_init

@@ -1,0 +1,165 @@
+"""Task-A baselines: each core equation by hand on small tensors, and runs that learn."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from leclip.adapters import ResidualAdapter
+from leclip.backbone import ImageEncoder, TextEncoder, random_clip
+from leclip.lora import apply_lora
+from leclip.ot import ot_similarity, sinkhorn
+from leclip.trainers.locoop import non_label_region_entropy
+from leclip.trainers.maple import MaPLeModel
+
+
+def entropy(p):
+    return -(p * torch.log(p + 1e-5)).sum()
+
+
+def test_locoop_selects_regions_whose_top_k_excludes_the_label():
+    # one image, three patches, three classes, label 0, top-K = 1
+    local = torch.tensor([[[5.0, 0.0, 0.0], [0.0, 3.0, 1.0], [1.0, 1.0, 2.0]]])
+    probs = local[0].softmax(dim=-1)
+    expected = (entropy(probs[1]) + entropy(probs[2])) / 2  # patch 0's top-1 is the label
+    assert non_label_region_entropy(local, torch.tensor([0]), 1).item() == pytest.approx(expected.item(), rel=1e-5)
+    # with top-K = 3 every patch contains the label: nothing is selected
+    assert non_label_region_entropy(local, torch.tensor([0]), 3).item() == 0.0
+
+
+def test_sinkhorn_plan_has_the_given_marginals():
+    torch.manual_seed(0)
+    kernel = torch.rand(2, 5, 3) + 0.1
+    u, v = torch.full((2, 5), 1 / 5), torch.full((2, 3), 1 / 3)
+    plan = sinkhorn(kernel, u, v, max_iter=1000, thresh=1e-9)
+    assert torch.allclose(plan.sum(dim=2), u, atol=1e-5)
+    assert torch.allclose(plan.sum(dim=1), v, atol=1e-5)
+
+
+def test_sinkhorn_stops_early_with_the_released_threshold():
+    kernel = torch.ones(1, 4, 2)  # uniform: converged after one iteration
+    plan = sinkhorn(kernel, torch.full((1, 4), 0.25), torch.full((1, 2), 0.5), max_iter=1)
+    assert torch.allclose(plan, torch.full((1, 4, 2), 1 / 8))
+
+
+def test_plot_similarity_is_the_transport_weighted_cosine():
+    torch.manual_seed(1)
+    local, prompts = torch.randn(2, 4, 8), torch.randn(3, 5, 8)  # B=2, M=4, N=3 sets, C=5
+    # run to convergence: the released stopping rule looks at the whole batch at once
+    out = ot_similarity(local, prompts, eps=0.1, max_iter=2000, thresh=1e-10)
+    b, c = 1, 2
+    cos = F.normalize(local[b], dim=-1) @ F.normalize(prompts[:, c], dim=-1).t()  # [M, N]
+    kernel = torch.exp(-(1 - cos) / 0.1)[None]
+    plan = sinkhorn(kernel, torch.full((1, 4), 0.25), torch.full((1, 3), 1 / 3), max_iter=2000, thresh=1e-10)[0]
+    assert out.shape == (2, 5)
+    assert out[b, c].item() == pytest.approx((plan * cos).sum().item(), rel=1e-5)
+
+
+def test_adapter_blend_by_hand():
+    torch.manual_seed(2)
+    adapter = ResidualAdapter(8, reduction=4, ratio=0.2)
+    x = torch.randn(3, 8)
+    hidden = F.relu(x @ adapter.fc[0].weight.t())
+    adapted = F.relu(hidden @ adapter.fc[2].weight.t())
+    assert adapter.fc[0].weight.shape == (2, 8)
+    assert torch.allclose(adapter(x), 0.2 * adapted + 0.8 * x)
+
+
+class Recorder:
+    def __init__(self, hook):
+        self.hook, self.seen = hook, {}
+
+    def __call__(self, index, x):
+        x = self.hook(index, x)
+        self.seen[index] = x.detach().clone()
+        return x
+
+
+def test_maple_prompts_per_depth_on_both_towers():
+    clip_model = random_clip(vision_layers=4, transformer_layers=4, context_length=24, seed=4)
+    model = MaPLeModel(clip_model, ["red disc", "blue ring"], n_ctx=2, ctx_init="a photo of a", depth=3)
+    text_hook, vision_hook = model.hooks()
+    text_rec, vision_rec = Recorder(text_hook), Recorder(vision_hook)
+    prompts, tokens = model.prompt_learner()
+    TextEncoder(clip_model)(prompts, tokens, token_hook=text_rec)
+    ImageEncoder(clip_model)(torch.randn(2, 3, 32, 32), token_hook=vision_rec, patches=False)
+    # text: learnable ctx at block 0, the deep prompts replace positions 1..2 in blocks 1, 2
+    position = clip_model.positional_embedding[1:3]
+    assert torch.allclose(text_rec.seen[0][0, 1:3], model.prompt_learner.ctx + position)
+    for j in (1, 2):
+        assert torch.equal(text_rec.seen[j][1, 1:3], model.deep_text[j - 1])
+    assert not torch.equal(text_rec.seen[3][0, 1:3], model.deep_text[1])  # flows on after the depth
+    # vision: projected prompts appended at block 0, replaced at blocks 1, 2, then flow on
+    shallow = model.shallow_proj(model.prompt_learner.ctx)
+    assert vision_rec.seen[0].shape[1] == 1 + 16 + 2
+    assert torch.allclose(vision_rec.seen[0][0, -2:], shallow)
+    for j in (1, 2):
+        assert torch.allclose(vision_rec.seen[j][1, -2:], model.deep_proj[j - 1](model.deep_text[j - 1]))
+    assert vision_rec.seen[3].shape[1] == 19
+    # the learnable init is "a photo"; "of a <name>." stays fixed text
+    assert model.prompt_learner.n_ctx == 2
+
+
+def test_maple_depth_is_clipped_to_the_model():
+    clip_model = random_clip(vision_layers=2, transformer_layers=2, context_length=24)
+    assert MaPLeModel(clip_model, ["disc"], 2, "a photo of a", depth=9).depth == 2
+
+
+@pytest.fixture
+def lora_clip():
+    clip_model = random_clip(seed=5)
+    for p in clip_model.parameters():
+        p.requires_grad_(False)
+    return clip_model
+
+
+def test_lora_at_initialisation_is_exactly_the_frozen_model(lora_clip):
+    images = torch.randn(2, 3, 32, 32)
+    tokens = TextEncoder(lora_clip).tokenize(["a red disc", "a blue ring"])
+    before = lora_clip.encode_image(images), lora_clip.encode_text(tokens)
+    loras = apply_lora(lora_clip, r=2, alpha=1, dropout=0.25)
+    lora_clip.eval()
+    assert len(loras) == 4  # 2 vision + 2 text blocks
+    assert torch.allclose(lora_clip.encode_image(images), before[0], atol=1e-6)
+    assert torch.allclose(lora_clip.encode_text(tokens), before[1], atol=1e-6)
+    lora = loras[0]
+    assert lora.scaling == pytest.approx(1 / math.sqrt(2))
+    assert all(torch.count_nonzero(b) == 0 for b in lora.B.values())
+    assert all(torch.count_nonzero(a) > 0 for a in lora.A.values())
+
+
+def test_a_lora_step_changes_only_lora_parameters(lora_clip):
+    loras = apply_lora(lora_clip, r=2, alpha=1, dropout=0.0)
+    frozen = {k: v.clone() for k, v in lora_clip.state_dict().items() if "lora" not in k}
+    optim = torch.optim.SGD(loras.parameters(), lr=0.5)
+    images = torch.randn(2, 3, 32, 32)
+    before = lora_clip.encode_image(images).detach()
+    for _ in range(2):  # B moves at the first step, the output at the second
+        optim.zero_grad()
+        lora_clip.encode_image(images).pow(2).sum().backward()
+        optim.step()
+    after = lora_clip.state_dict()
+    assert all(torch.equal(frozen[k], after[k]) for k in frozen)
+    assert any(torch.count_nonzero(b) > 0 for lora in loras for b in lora.B.values())
+    assert not torch.allclose(lora_clip.encode_image(images), before)
+
+
+def test_lora_rejects_unknown_projections(lora_clip):
+    with pytest.raises(ValueError, match="subset of"):
+        apply_lora(lora_clip, params=["q", "o"])
+
+
+BASELINES = [
+    ("LELoCoOp", "configs/trainers/LELoCoOp/synth.yaml"),
+    ("LEPLOT", "configs/trainers/LEPLOT/synth.yaml"),
+    ("LECLIPAdapter", "configs/trainers/LECLIPAdapter/synth.yaml"),
+    ("LEMaPLe", "configs/trainers/LEMaPLe/synth.yaml"),
+    ("LECLIPLoRA", "configs/trainers/LECLIPLoRA/synth.yaml"),
+]
+
+
+@pytest.mark.parametrize("trainer,config", BASELINES)
+def test_baseline_learns_on_the_embedded_world(run_trainer, trainer, config):
+    untrained = run_trainer(trainer, config, ["OPTIM.MAX_EPOCH", "0"])
+    trained = run_trainer(trainer, config, ["OPTIM.MAX_EPOCH", "8"])
+    assert trained["closed_accuracy"] > untrained["closed_accuracy"] + 2
