@@ -207,8 +207,11 @@ def seed_dir(output_root, dataset_key, setting, method_key, seed):
     return osp.join(output_root, dataset_key, str(setting), method_key, f"seed{seed}")
 
 
-def run_seeds(method_key, dataset_key, setting, seeds, opts=(), data_root="./data", output_root="./output"):
-    """Run one setting for each seed (a subprocess each); skip finished seeds."""
+def run_seeds(method_key, dataset_key, setting, seeds, opts=(), data_root="./data", output_root="./output", folder=None):
+    """Run one setting for each seed (a subprocess each); skip finished seeds.
+
+    Results go to <output_root>/<dataset>/<setting>/<folder or method>/seed<k>/.
+    """
     import subprocess
     import sys
 
@@ -218,7 +221,7 @@ def run_seeds(method_key, dataset_key, setting, seeds, opts=(), data_root="./dat
     base_opts = setting_opts(dataset_key, setting)
     failures = []
     for seed in seeds:
-        out = seed_dir(output_root, dataset_key, setting, method_key, seed)
+        out = seed_dir(output_root, dataset_key, setting, folder or method_key, seed)
         if osp.exists(osp.join(out, "results.json")):
             print(f"[{method_key} {dataset_key} {setting} seed {seed}] done already: {out}/results.json (delete it to rerun)")
             continue
@@ -233,6 +236,32 @@ def run_seeds(method_key, dataset_key, setting, seeds, opts=(), data_root="./dat
             failures.append(seed)
     if failures:
         raise HarnessError(f"{method_key} on {dataset_key} {setting}: seeds {failures} failed (see their log.txt)")
+
+
+def ablation_rows(path):
+    """[(row name, folder name, overrides)] from a "name | KEY VALUE ..." file."""
+    rows = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if "|" not in line:
+                raise HarnessError(f"{path}: rows read 'name | KEY VALUE ...', got {line!r}")
+            name, overrides = (part.strip() for part in line.split("|", 1))
+            folder = "".join(c if c.isalnum() or c in "+-=." else "_" for c in name)
+            rows.append((name, folder, overrides.split()))
+    return rows
+
+
+def ablate(method_key, dataset_key, setting, seeds, rows_file, data_root, output_root):
+    """Run every ablation row; returns the row folders in file order."""
+    folders = []
+    for name, folder, overrides in ablation_rows(rows_file):
+        print(f"== ablation row: {name}", flush=True)
+        run_seeds(method_key, dataset_key, setting, seeds, overrides, data_root, output_root, osp.join("ablation", folder))
+        folders.append(folder)
+    return folders
 
 
 def registered_trainers():
@@ -253,6 +282,11 @@ def _main(argv=None):
     run_p.add_argument("dataset")
     run_p.add_argument("setting")
     run_p.add_argument("seeds", nargs="*", type=int)
+    abl_p = sub.add_parser("ablate", help="every row of configs/ablations/<method>.txt")
+    abl_p.add_argument("dataset")
+    abl_p.add_argument("setting")
+    abl_p.add_argument("seeds", nargs="*", type=int)
+    abl_p.add_argument("--method", default="cfsg")
     cmp_p = sub.add_parser("methods", help="the methods of a dataset's task that are available")
     cmp_p.add_argument("dataset")
     cmp_p.add_argument("setting")
@@ -267,6 +301,10 @@ def _main(argv=None):
     try:
         if args.command == "run":
             run_seeds(args.method, args.dataset, args.setting, args.seeds or [1, 2, 3], opts, data_root, output_root)
+        elif args.command == "ablate":
+            rows_file = osp.join(CONFIGS, "ablations", f"{args.method}.txt")
+            for folder in ablate(args.method, args.dataset, args.setting, args.seeds or [1], rows_file, data_root, output_root):
+                print(f"row {folder}")
         else:
             available = registered_trainers()
             for key in TASK_METHODS[task_of(args.dataset, args.setting)]:

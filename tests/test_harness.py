@@ -93,3 +93,15 @@ def test_coop_learns(run_trainer, ssl_mode):
     trained = run_trainer("LECoOp", config, opts + ["10"])
     assert trained["closed_accuracy"] > untrained["closed_accuracy"] + 10
     assert trained["ssl_mode"] == ssl_mode
+
+
+def test_ablation_rows(tmp_path):
+    rows_file = tmp_path / "rows.txt"
+    rows_file.write_text("# comment\nCoOp+Adapter | TRAINER.CFSG.VSI False\n+SFM (fine) | A 1 B 2\n")
+    assert harness.ablation_rows(str(rows_file)) == [
+        ("CoOp+Adapter", "CoOp+Adapter", ["TRAINER.CFSG.VSI", "False"]),
+        ("+SFM (fine)", "+SFM__fine_", ["A", "1", "B", "2"]),
+    ]
+    rows_file.write_text("no separator here\n")
+    with pytest.raises(harness.HarnessError, match="name \\| KEY VALUE"):
+        harness.ablation_rows(str(rows_file))

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Run the paper's CFSG-CLIP ablation table (rows in configs/ablations/cfsg.txt, each a
+# set of config switches) on one setting, then print it (closed accuracy, balanced
+# accuracy, AUROC; mean ± std when several seeds are given).
+#   bash scripts/ablate.sh DATASET SETTING [SEED ...]      (seed 1 by default, as the paper)
+# DATA and OUTPUT as for run.sh; rows go to $OUTPUT/<dataset>/<setting>/ablation/<row>/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ $# -lt 2 ]; then
+  echo "usage: bash scripts/ablate.sh DATASET SETTING [SEED ...]" >&2
+  exit 2
+fi
+dataset=$1 setting=$2
+mapfile -t rows < <(python -m leclip.harness ablate "$@" | tee /dev/stderr | sed -n 's/^row //p')
+python scripts/parse_results.py "${OUTPUT:-./output}/$dataset/$setting/ablation" --methods "${rows[@]}"
