@@ -1,6 +1,7 @@
 """The nine real benchmarks on miniature replicas of their official layouts."""
 import json
 import os
+import sys
 
 import pytest
 
@@ -164,3 +165,31 @@ def test_check_dataset_lists_every_missing_file(tmp_path, capsys):
     assert check["main"](["cub", "--root", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "2 listed files are missing" in out and "Laysan_Albatross_2.jpg" in out
+
+
+@pytest.mark.parametrize(
+    "key,setting,metric",
+    [("dogs", "5", "closed_accuracy"), ("cars", "5", "closed_accuracy"), ("cub", "5", "closed_accuracy"),
+     ("aircraft", "5", "closed_accuracy"), ("semiaves", "inout", "closed_accuracy"),
+     ("voc2007", "unsup", "mAP"), ("voc2012", "0.5", "mAP"), ("coco", "unsup", "mAP"), ("nuswide", "unsup", "mAP")],
+)
+def test_zero_shot_runs_on_every_replica(tmp_path, key, setting, metric):
+    """What `scripts/run.sh zsclip <key> <setting>` does, with the embedded small CLIP."""
+    builder = {"voc2007": miniature.voc, "voc2012": lambda root: miniature.voc(root, "2012", ("train", "val"))}
+    (builder.get(key) or getattr(miniature, key))(tmp_path)
+    cfg = harness.setup_cfg(
+        harness.trainer_config("zsclip", key),
+        harness.dataset_config(key),
+        harness.setting_opts(key, setting) + ["MODEL.BACKBONE.NAME", "synth-vit", "INPUT.SIZE", "(32, 32)"],
+        root=str(tmp_path),
+        output_dir=str(tmp_path / "out"),
+        seed=1,
+        trainer="LEZeroshotCLIP",
+    )
+    stdout = sys.stdout
+    try:
+        results = harness.run(cfg)
+    finally:
+        sys.stdout = stdout
+    assert 0 <= results[metric] <= 100
+    assert json.loads((tmp_path / "out" / "results.json").read_text())[metric] == results[metric]
