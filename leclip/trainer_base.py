@@ -27,7 +27,7 @@ from . import evaluators  # noqa: F401  registers OpenSet/MultiLabel evaluators
 from . import ssl
 from .backbone import autocast, load_clip
 from .dassl import TrainerX, TrainerXU
-from .engine.datamanager import DataManager
+from .engine.trainer import SimpleTrainer as BuiltinSimpleTrainer
 
 
 class CLIPTrainer(TrainerXU):
@@ -48,16 +48,11 @@ class CLIPTrainer(TrainerXU):
         return self.cfg.TRAINER.SSL.MODE == "fixmatch"
 
     def build_data_loader(self):
-        dm = DataManager(self.cfg)
-        self.train_loader_x = dm.train_loader_x
-        self.train_loader_u = dm.train_loader_u if self.use_unlabeled else None
-        self.val_loader = dm.val_loader
-        self.test_loader = dm.test_loader
-        self.num_classes = dm.num_classes
-        self.num_source_domains = 1
-        self.lab2cname = dm.lab2cname
-        self.dm = dm
-        self.task = getattr(dm.dataset, "task", "closed")
+        # the built-in engine's wiring of LE-CLIP's DataManager, on either engine
+        BuiltinSimpleTrainer.build_data_loader(self)
+        if not self.use_unlabeled:
+            self.train_loader_u = None
+        self.task = getattr(self.dm.dataset, "task", "closed")
         if self.use_unlabeled and self.train_loader_u is None:
             raise ValueError(
                 f"TRAINER.SSL.MODE fixmatch needs unlabeled data, but {self.cfg.DATASET.NAME} "

@@ -1,6 +1,7 @@
 """The CLIP layer: loading, encoders, token hooks."""
 import pytest
 import torch
+from recording import Recorder
 
 from leclip.backbone import (
     DeepTokens,
@@ -75,18 +76,6 @@ def test_text_encoder_matches_clip(clip_model):
     encoder = TextEncoder(clip_model)
     tokens = encoder.tokenize(["a crimson striped disc", "navy ring"])
     assert torch.allclose(encoder(encoder.token_embed(tokens), tokens), clip_model.encode_text(tokens), atol=1e-6)
-
-
-class Recorder:
-    """Wraps a hook and records the sequence each block receives."""
-
-    def __init__(self, hook):
-        self.hook, self.seen = hook, {}
-
-    def __call__(self, index, x):
-        x = self.hook(index, x)
-        self.seen[index] = x.detach().clone()
-        return x
 
 
 def test_deep_tokens_replace_then_flow(clip_model):

@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+from recording import Recorder
 import torch.nn.functional as F
 
 from leclip.adapters import ResidualAdapter
@@ -63,16 +64,6 @@ def test_adapter_blend_by_hand():
     adapted = F.relu(hidden @ adapter.fc[2].weight.t())
     assert adapter.fc[0].weight.shape == (2, 8)
     assert torch.allclose(adapter(x), 0.2 * adapted + 0.8 * x)
-
-
-class Recorder:
-    def __init__(self, hook):
-        self.hook, self.seen = hook, {}
-
-    def __call__(self, index, x):
-        x = self.hook(index, x)
-        self.seen[index] = x.detach().clone()
-        return x
 
 
 def test_maple_prompts_per_depth_on_both_towers():

@@ -154,6 +154,16 @@ class ImageEncoder(nn.Module):
         return self.forward(images, patches=patches)
 
 
+def block_tokens(per_block, index, x):
+    """The tokens listed for this block as [B, n, W] in x's dtype, or None."""
+    tokens = per_block.get(index)
+    if tokens is None:
+        return None
+    if tokens.dim() == 2:
+        tokens = tokens.unsqueeze(0).expand(x.shape[0], -1, -1)
+    return tokens.to(x.dtype)
+
+
 class DeepTokens:
     """Token hook: extra tokens appended, then replaced or concatenated per block.
 
@@ -173,12 +183,9 @@ class DeepTokens:
         self.first = min(per_block) if per_block else None
 
     def __call__(self, index, x):
-        tokens = self.per_block.get(index)
+        tokens = block_tokens(self.per_block, index, x)
         if tokens is None:
             return x
-        if tokens.dim() == 2:
-            tokens = tokens.unsqueeze(0).expand(x.shape[0], -1, -1)
-        tokens = tokens.to(x.dtype)
         if index == self.first or self.mode == "concat":
             return torch.cat([x, tokens], dim=1)
         return torch.cat([x[:, : -tokens.shape[1]], tokens], dim=1)
@@ -192,13 +199,11 @@ class ReplaceAt:
         self.start = start
 
     def __call__(self, index, x):
-        tokens = self.per_block.get(index)
+        tokens = block_tokens(self.per_block, index, x)
         if tokens is None:
             return x
-        if tokens.dim() == 2:
-            tokens = tokens.unsqueeze(0).expand(x.shape[0], -1, -1)
         end = self.start + tokens.shape[1]
-        return torch.cat([x[:, : self.start], tokens.to(x.dtype), x[:, end:]], dim=1)
+        return torch.cat([x[:, : self.start], tokens, x[:, end:]], dim=1)
 
 
 class ChainHooks:
