@@ -3,7 +3,8 @@
 coco/{train2014, val2014}/ and coco/annotations/instances_{train,val}2014.json. The
 80 category ids (1..90 with gaps) map to contiguous labels in id order. Images with no
 annotated object are left out (ours; as the multi-label literature's 82,081 / 40,137).
-The parsed label index is cached next to the JSON so later runs skip the parse.
+Parsing a 300 MB instances file takes a while, so the label index is cached next to it
+(`<json>.leclip-index.json`, tied to the JSON's size and modification time).
 """
 import json
 import os
@@ -13,26 +14,45 @@ from leclip.dassl import DATASET_REGISTRY
 from leclip.dataset_base import MultiLabelDataset, check_images, dataset_root, multi_hot, require_file
 
 
-def read_instances(path):
+def parse_instances(path):
     """(category names in id order, {file_name: sorted contiguous labels})."""
-    cache = f"{path}.leclip-index.json"
-    if osp.isfile(cache) and osp.getmtime(cache) >= osp.getmtime(path):
-        with open(cache) as f:
-            data = json.load(f)
-        return data["classnames"], data["labels"]
     with open(require_file(path)) as f:
-        instances = json.load(f)
+        try:
+            instances = json.load(f)
+        except ValueError as err:
+            raise ValueError(f"Unreadable COCO annotation file {path}: {err} (re-download it)") from None
+    missing = [key for key in ("images", "annotations", "categories") if key not in instances]
+    if missing:
+        raise ValueError(f"{path} has no {missing}: use COCO's instances_*.json, not captions or keypoints")
     categories = sorted(instances["categories"], key=lambda c: c["id"])
     contiguous = {c["id"]: k for k, c in enumerate(categories)}
     by_image = {}
     for ann in instances["annotations"]:
+        if ann["category_id"] not in contiguous:
+            raise ValueError(f"{path}: annotation {ann.get('id')} has unknown category id {ann['category_id']}")
         by_image.setdefault(ann["image_id"], set()).add(contiguous[ann["category_id"]])
     labels = {img["file_name"]: sorted(by_image[img["id"]]) for img in instances["images"] if img["id"] in by_image}
-    classnames = [c["name"] for c in categories]
+    return [c["name"] for c in categories], labels
+
+
+def read_instances(path):
+    """`parse_instances`, through the index cached beside the JSON."""
+    stat = os.stat(require_file(path))
+    source = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    cache = f"{path}.leclip-index.json"
+    if osp.isfile(cache):
+        try:
+            with open(cache) as f:
+                data = json.load(f)
+            if data.get("source") == source:
+                return data["classnames"], data["labels"]
+        except (OSError, ValueError):
+            pass  # a damaged index is rebuilt below
+    classnames, labels = parse_instances(path)
     tmp = f"{cache}.tmp{os.getpid()}"
     try:
         with open(tmp, "w") as f:
-            json.dump({"classnames": classnames, "labels": labels}, f)
+            json.dump({"source": source, "classnames": classnames, "labels": labels}, f)
         os.replace(tmp, cache)
     except OSError:
         pass  # a read-only dataset folder: parse again next time

@@ -1,11 +1,13 @@
 """Semi-Aves (FGVC7 2020): 200 ID species plus out-of-class unlabeled images.
 
-l_train.txt, val.txt, u_train_in.txt, u_train_out.txt, test.txt ("relative/path label",
-unlabeled label -1). Setting `in`: unlabeled = U_in; `inout`: U_in + U_out. All K
-classes (200) are ID. The hidden label of a U_in image is unknown (-1, skipped by
-diagnostics); U_out images get the single out-of-class index K (>= K, i.e. OOD). Class
-names for prompts come from an optional classnames.txt (one per line, label order);
-without it, "species <k>".
+semi_aves/{l_train,val,u_train_in,u_train_out,test}.txt ("relative/path label",
+unlabeled label -1), as the benchmark's authors ship them (cvl-umass/ssl-evaluation,
+data/semi_aves/). Setting `in`: unlabeled = U_in; `inout`: U_in + U_out. All K = 200
+classes are ID. U_out images get the single out-of-class index K (>= K, i.e. OOD). A
+U_in image's hidden label (diagnostics only) comes from `u_train_in_oracle.txt` when it
+is there, else it is -1 (unknown). Species names for the prompts come from
+`semi_aves_species_names.txt` ("k Genus_species", as shipped) or `classnames.txt` (one
+name per line), else "species k".
 """
 import logging
 import os.path as osp
@@ -13,13 +15,37 @@ import os.path as osp
 from leclip.dassl import DATASET_REGISTRY
 from leclip.dataset_base import OpenSetDataset, check_images, dataset_root, read_lines
 
+NAME_FILES = ("semi_aves_species_names.txt", "classnames.txt")
 
-def read_split(root, name, label=None):
+
+def read_split(root, name):
     items = []
-    for line in read_lines(osp.join(root, f"{name}.txt")):
-        path, given = line.rsplit(" ", 1)
-        items.append((osp.join(root, path), int(given) if label is None else label))
+    path = osp.join(root, f"{name}.txt")
+    for line in read_lines(path):
+        image, _, label = line.rpartition(" ")
+        if not image or not label.lstrip("-").isdigit():
+            raise ValueError(f"{path}: line {line!r} is not 'relative/path label' (re-download the split files)")
+        items.append((osp.join(root, image), int(label)))
     return items
+
+
+def read_classnames(root, num_classes):
+    """Species names in label order, from the first name file present in semi_aves/ or beside it."""
+    for folder in (root, osp.dirname(root)):
+        for name in NAME_FILES:
+            path = osp.join(folder, name)
+            if not osp.isfile(path):
+                continue
+            lines = read_lines(path)
+            if len(lines) != num_classes:
+                raise ValueError(f"{path} lists {len(lines)} names for {num_classes} classes: use the file for Semi-Aves")
+            # "12 Tachybaptus_novaehollandiae" -> "Tachybaptus novaehollandiae"
+            numbered = all(line.split(" ", 1)[0] == str(k) for k, line in enumerate(lines))
+            return [(line.split(" ", 1)[1] if numbered else line).replace("_", " ") for line in lines]
+    logging.getLogger("leclip").warning(
+        "No %s in %s: prompts use 'species <k>' (see DATASETS.md)", " or ".join(NAME_FILES), root
+    )
+    return [f"species {k}" for k in range(num_classes)]
 
 
 @DATASET_REGISTRY.register()
@@ -33,17 +59,13 @@ class LESemiAves(OpenSetDataset):
         root = dataset_root(cfg, self.dataset_dir)
         labeled, val, test = read_split(root, "l_train"), read_split(root, "val"), read_split(root, "test")
         num_classes = 1 + max(label for _, label in labeled + val + test)
-        names_file = osp.join(root, "classnames.txt")
-        if osp.isfile(names_file):
-            classnames = read_lines(names_file)
-            if len(classnames) != num_classes:
-                raise ValueError(f"{names_file} lists {len(classnames)} names for {num_classes} classes")
-        else:
-            logging.getLogger("leclip").warning("%s not found: prompts use 'species <k>'", names_file)
-            classnames = [f"species {k}" for k in range(num_classes)]
-        unlabeled = read_split(root, "u_train_in", label=-1)
+        classnames = read_classnames(root, num_classes)
+        unlabeled = read_split(root, "u_train_in")
+        oracle_file = osp.join(root, "u_train_in_oracle.txt")
+        oracle = dict(read_split(root, "u_train_in_oracle")) if osp.isfile(oracle_file) else {}
+        unlabeled = [(path, oracle.get(path, -1)) for path, _ in unlabeled]
         if setting == "inout":
-            unlabeled += read_split(root, "u_train_out", label=num_classes)
+            unlabeled += [(path, num_classes) for path, _ in read_split(root, "u_train_out")]
         check_images([p for p, _ in labeled + val + test + unlabeled], "Semi-Aves")
         self.all_classnames = classnames + ["out-of-class"]
         self.finish(labeled, unlabeled, test, val, classnames)

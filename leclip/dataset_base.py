@@ -83,9 +83,10 @@ def check_images(paths, dataset_name):
         )
 
 
-def fingerprint(items):
-    """A short description of a list of (path, label) items, stored with cached splits."""
-    digest = hashlib.sha1("\n".join(sorted(str(p) for p, _ in items)).encode()).hexdigest()
+def fingerprint(items, root):
+    """A short description of a list of (path, label) items, stored with cached splits.
+    Paths count relative to the dataset folder, so moving the data keeps the cache."""
+    digest = hashlib.sha1("\n".join(sorted(osp.relpath(p, root) for p, _ in items)).encode()).hexdigest()
     return {"count": len(items), "sha1": digest}
 
 
@@ -115,7 +116,7 @@ class OpenSetDataset(LEDatasetBase):
             lambda: splits.open_set_split(
                 pool_labels, len(classnames), cfg.DATASET.ID_RATIO, num_labeled, cfg.SEED, classnames
             ),
-            fingerprint(pool),
+            fingerprint(pool, cache_dir),
         )
         self.all_classnames = list(classnames)
         self.finish(
@@ -164,13 +165,13 @@ class MultiLabelDataset(LEDatasetBase):
                 raise ValueError(f"SEED={cfg.SEED}: the labeled share is drawn with the run's seed; set SEED >= 0")
             split = splits.cached_split(
                 cache_dir, key, f"ratio{ratio:g}", cfg.SEED,
-                lambda: splits.labeled_ratio_split(len(train), ratio, cfg.SEED), fingerprint(train),
+                lambda: splits.labeled_ratio_split(len(train), ratio, cfg.SEED), fingerprint(train, cache_dir),
             )
         self.all_classnames = list(classnames)
 
         def datum(item):
             path, labels = item
-            return Datum(path, tuple(int(v) for v in labels))
+            return Datum(path, labels if isinstance(labels, tuple) else tuple(int(v) for v in labels))
 
         super().__init__(
             train_x=[datum(train[i]) for i in split["labeled"]],

@@ -6,6 +6,7 @@ through these tables, so a method or benchmark is added in one spot.
 import json
 import os
 import os.path as osp
+import sys
 import time
 from collections import OrderedDict
 
@@ -200,6 +201,7 @@ def run(cfg, eval_only=False, model_dir="", load_epoch=None):
     )
     # written last: a seed folder with results.json is a finished run
     write_json_atomic(osp.join(cfg.OUTPUT_DIR, "results.json"), results)
+    sys.stdout.flush()
     return results
 
 

@@ -26,7 +26,8 @@ from . import config  # noqa: F401  declares LE-CLIP's config keys on either eng
 from . import evaluators  # noqa: F401  registers OpenSet/MultiLabel evaluators
 from . import ssl
 from .backbone import autocast, load_clip
-from .dassl import TrainerX, TrainerXU
+from .dassl import ENGINE, TrainerX, TrainerXU, set_random_seed
+from .engine.utils import epoch_seed
 from .engine.trainer import SimpleTrainer as BuiltinSimpleTrainer
 
 
@@ -86,6 +87,21 @@ class CLIPTrainer(TrainerXU):
         self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
         self.register_model(name, module, self.optim, self.sched)
         self.scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
+
+    def trainer_state(self):
+        """The filter's running threshold survives a resume (built-in engine)."""
+        return {**super().trainer_state(), "ssl_threshold": self.ssl_filter.threshold}
+
+    def load_trainer_state(self, state):
+        super().load_trainer_state(state)
+        self.ssl_filter.threshold = state.get("ssl_threshold", float("-inf"))
+
+    def before_epoch(self):
+        super().before_epoch()
+        if ENGINE == "dassl":  # Dassl does not reseed per epoch; the built-in engine does
+            seed = max(self.cfg.SEED, 0)
+            set_random_seed(epoch_seed(seed, self.epoch))
+            self.dm.set_epoch(self.epoch, seed)
 
     def before_train(self):
         self.ssl_filter = ssl.OODFilter(

@@ -43,6 +43,7 @@ def run_trainer(synth_root, tmp_path):
         try:
             return harness.run(cfg)
         finally:
-            sys.stdout = stdout  # the run tees stdout into its log.txt
+            sys.stdout.flush()  # the run tees stdout into its log.txt
+            sys.stdout = stdout
 
     return run

@@ -116,7 +116,15 @@ def aircraft(root, per_split=4, layout="fgvc_aircraft"):
         write_lines(os.path.join(base, f"images_variant_{split}.txt"), lines)
 
 
-def semiaves(root, classes=4):
+SEMIAVES_SPECIES = ["Charadrius_semipalmatus", "Tachycineta_thalassina", "Jacana_spinosa", "Falco_peregrinus"]
+
+
+def semiaves(root, classes=4, names=True, oracle=True):
+    """The authors' split files: l_train 3, val 1, test 2 per class; U_in 6, U_out 5 images.
+
+    With `names`, semi_aves_species_names.txt beside semi_aves/ ("k Genus_species", as
+    shipped); with `oracle`, u_train_in_oracle.txt (U_in image i is class i % classes).
+    """
     base = os.path.join(root, "semi_aves")
     counts = {"l_train": 3, "val": 1, "test": 2}
     for split, per_class in counts.items():
@@ -134,6 +142,10 @@ def semiaves(root, classes=4):
             jpeg(os.path.join(base, rel), i)
             lines.append(f"{rel} -1")
         write_lines(os.path.join(base, f"{split}.txt"), lines)
+    if oracle:  # listed in another order than u_train_in.txt, as the authors' file is
+        write_lines(os.path.join(base, "u_train_in_oracle.txt"), [f"u_train_in/{i}.jpg {i % classes}" for i in reversed(range(6))])
+    if names:
+        write_lines(os.path.join(root, "semi_aves_species_names.txt"), [f"{k} {n}" for k, n in enumerate(SEMIAVES_SPECIES[:classes])])
 
 
 def voc_annotation(objects):

@@ -1,12 +1,15 @@
 """The nine real benchmarks on miniature replicas of their official layouts."""
+import importlib.util
 import json
+import logging
 import os
+import random
 import sys
 
 import pytest
 
 import miniature
-from leclip import harness
+from leclip import harness, splits
 from leclip.dassl import build_dataset
 
 
@@ -62,9 +65,27 @@ def test_semiaves_settings(tmp_path):
     miniature.semiaves(tmp_path)
     inside = load("semiaves", tmp_path)
     assert inside.num_classes == 4 and len(inside.train_x) == 12 and len(inside.val) == 4 and len(inside.test) == 8
-    assert len(inside.train_u) == 6 and {d.label for d in inside.train_u} == {-1}
+    assert inside.classnames == ["Charadrius semipalmatus", "Tachycineta thalassina", "Jacana spinosa", "Falco peregrinus"]
+    # U_in's hidden labels come from the oracle file, matched by path (diagnostics only)
+    hidden = {os.path.basename(d.impath): d.label for d in inside.train_u}
+    assert hidden == {f"{i}.jpg": i % 4 for i in range(6)}
     both = load("semiaves", tmp_path, "DATASET.SETTING", "inout")
-    assert len(both.train_u) == 11 and sum(d.label >= 4 for d in both.train_u) == 5  # U_out is OOD
+    assert len(both.train_u) == 11
+    assert [d.label for d in both.train_u if "u_train_out" in d.impath] == [4] * 5  # the one out-of-class index K
+    assert both.all_classnames[4] == "out-of-class"
+
+
+def test_semiaves_without_names_or_oracle(tmp_path):
+    miniature.semiaves(tmp_path, names=False, oracle=False)
+    data = load("semiaves", tmp_path)
+    assert data.classnames == ["species 0", "species 1", "species 2", "species 3"]
+    assert {d.label for d in data.train_u} == {-1}  # unknown ID class
+
+
+def test_semiaves_needs_its_setting(tmp_path):
+    miniature.semiaves(tmp_path)
+    with pytest.raises(ValueError, match="'in' .*'inout'"):
+        load("semiaves", tmp_path, "DATASET.SETTING", "")
 
 
 def test_voc_labels_include_difficult_objects(tmp_path):
@@ -107,7 +128,7 @@ def test_nuswide_skips_missing_images_with_a_count(tmp_path, capsys):
     miniature.nuswide(tmp_path, missing=2)
     data = load("nuswide", tmp_path)
     assert len(data.train_u) == 4 and len(data.test) == 3
-    assert "skipped 2 of 6 listed images" in capsys.readouterr().out
+    assert capsys.readouterr().out.count("skipped 2 of 6 Train and 0 of 3 Test listed images missing") == 1
     assert data.train_u[0].label == (1, 0, 0)  # "animal" of image 0: (0 + 0) % 3 == 0
 
 
@@ -165,6 +186,138 @@ def test_check_dataset_lists_every_missing_file(tmp_path, capsys):
     assert check["main"](["cub", "--root", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "2 listed files are missing" in out and "Laysan_Albatross_2.jpg" in out
+
+
+def _check_script():
+    spec = importlib.util.spec_from_file_location("check_dataset", os.path.join(harness.REPO, "scripts", "check_dataset.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_check_dataset_counts_nuswide_images_missing_on_disk(tmp_path, capsys, monkeypatch):
+    check = _check_script()
+    miniature.nuswide(tmp_path, missing=2)
+    monkeypatch.setitem(check.OFFICIAL, "nuswide", (3, 6, 0, 3))  # the replica's own numbers
+    assert check.main(["nuswide", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Train images listed but missing on disk (skipped): 2" in out and "copy matches" in out
+    monkeypatch.setitem(check.OFFICIAL, "nuswide", (81, 6, 0, 3))
+    assert check.main(["nuswide", "--root", str(tmp_path)]) == 1
+    assert "classes:       3  (official 81)  DIFFERS" in capsys.readouterr().out
+
+
+def test_dassl_api_registers_the_nine_benchmarks():
+    from leclip import dassl
+
+    names = ["LEStanfordDogs", "LEStanfordCars", "LECUB", "LEFGVCAircraft", "LESemiAves",
+             "LEVOC2007", "LEVOC2012", "LECOCO", "LENUSWIDE"]
+    harness.setup_cfg(dataset_config_file=harness.dataset_config("dogs"), opts=[], root=".", seed=1)
+    assert all(name in dassl.DATASET_REGISTRY.registered_names() for name in names)
+
+
+def test_label_mapping_of_the_mat_files(tmp_path):
+    miniature.dogs(tmp_path)
+    miniature.cars(tmp_path)
+    dogs = load("dogs", tmp_path)
+    labels = {d.impath.split("Images" + os.sep)[1]: d.label for d in dogs.train_x + dogs.train_u + dogs.test}
+    # 1-based `labels` in the lists -> 0-based, in the lists' class order
+    assert labels["n02085782-Japanese_spaniel/train_0.jpg"] == 1 and labels["n02086079-Pekinese/test_1.jpg"] == 3
+    cars = load("cars", tmp_path)
+    labels = {os.path.basename(d.impath): d.label for d in cars.train_x + cars.train_u}
+    assert labels["00008.jpg"] == 0 and labels["00009.jpg"] == 1 and labels["00032.jpg"] == 3  # 8 per class
+    assert cars.classnames == ["2000 AM General Hummer SUV", "2012 Acura RL Sedan"]  # ID = first half
+    assert {d.classname for d in cars.train_u if d.label == 3} == {"2012 smart fortwo Convertible"}
+
+
+def test_splits_are_drawn_by_hand_checkable_rules():
+    pool = [0, 0, 0, 1, 1, 1, 2, 2, 3, 3]
+    state = random.getstate()
+    split = splits.open_set_split(pool, 4, 0.5, 2, seed=7)
+    assert random.getstate() == state  # a local generator, never the global one
+    assert split["num_id"] == 2 and split["id_classes"] == [0, 1]
+    assert [pool[i] for i in split["labeled"]] == [0, 0, 1, 1]
+    assert sorted(split["labeled"] + split["unlabeled"]) == list(range(10))
+    assert split == splits.open_set_split(pool, 4, 0.5, 2, seed=7)
+    assert any(splits.open_set_split(pool, 4, 0.5, 2, seed=s)["labeled"] != split["labeled"] for s in range(8, 12))
+    with pytest.raises(ValueError, match="'c2' has 2 training images, fewer than DATASET.NUM_LABELED=3"):
+        splits.open_set_split(pool, 4, 0.75, 3, seed=1, classnames=["c0", "c1", "c2", "c3"])
+    ratio = splits.labeled_ratio_split(20, 0.15, seed=3)
+    assert len(ratio["labeled"]) == 3 and len(ratio["unlabeled"]) == 17
+    assert not set(ratio["labeled"]) & set(ratio["unlabeled"])
+    with pytest.raises(ValueError, match="LABELED_RATIO=0"):
+        splits.labeled_ratio_split(20, 0, seed=3)
+
+
+def test_cached_split_reuses_rebuilds_and_survives_a_read_only_folder(tmp_path, caplog):
+    calls = []
+
+    def build():
+        calls.append(1)
+        return splits.labeled_ratio_split(10, 0.5, seed=1)
+
+    first = splits.cached_split(str(tmp_path), "toy", "ratio0.5", 1, build, {"count": 10})
+    path = tmp_path / "splits" / "toy" / "ratio0.5_seed1.json"
+    assert json.loads(path.read_text())["split"] == first and len(calls) == 1
+    assert splits.cached_split(str(tmp_path), "toy", "ratio0.5", 1, build, {"count": 10}) == first and len(calls) == 1
+    with caplog.at_level(logging.WARNING, logger="leclip"):
+        again = splits.cached_split(str(tmp_path), "toy", "ratio0.5", 1, build, {"count": 11})
+    assert again == first and len(calls) == 2 and "changed since" in caplog.text
+    path.write_text("{truncated")
+    assert splits.cached_split(str(tmp_path), "toy", "ratio0.5", 1, build, {"count": 11}) == first and len(calls) == 3
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with caplog.at_level(logging.WARNING, logger="leclip"):
+        assert splits.cached_split(str(blocker), "toy", "ratio0.5", 1, build, {"count": 10}) == first
+    assert "Cannot cache the split" in caplog.text
+
+
+def test_coco_index_cache_follows_the_json(tmp_path):
+    miniature.coco(tmp_path)
+    annotations = tmp_path / "coco" / "annotations" / "instances_val2014.json"
+    assert len(load("coco", tmp_path).test) == 3
+    assert (tmp_path / "coco" / "annotations" / "instances_val2014.json.leclip-index.json").exists()
+    instances = json.loads(annotations.read_text())
+    instances["annotations"] = [a for a in instances["annotations"] if a["image_id"] != 100]
+    annotations.write_text(json.dumps(instances))
+    assert len(load("coco", tmp_path).test) == 2  # the edited JSON is parsed again, not the stale index
+
+
+def test_coco_unknown_category_is_an_error(tmp_path):
+    miniature.coco(tmp_path)
+    annotations = tmp_path / "coco" / "annotations" / "instances_train2014.json"
+    instances = json.loads(annotations.read_text())
+    instances["annotations"][0]["category_id"] = 12
+    annotations.write_text(json.dumps(instances))
+    with pytest.raises(ValueError, match="instances_train2014.json: annotation 1 has unknown category id 12"):
+        load("coco", tmp_path)
+
+
+def test_nuswide_label_file_of_the_wrong_length_is_named(tmp_path):
+    miniature.nuswide(tmp_path)
+    path = tmp_path / "nuswide" / "TrainTestLabels" / "Labels_sky_Test.txt"
+    path.write_text("0\n1\n")
+    with pytest.raises(ValueError, match="Labels_sky_Test.txt has 2 labels for 3 listed images"):
+        load("nuswide", tmp_path)
+    path.write_text("0\n2\n1\n")
+    with pytest.raises(ValueError, match="Labels_sky_Test.txt holds values other than 0 and 1"):
+        load("nuswide", tmp_path)
+
+
+def test_unreadable_voc_annotation_is_named(tmp_path):
+    miniature.voc(tmp_path)
+    path = tmp_path / "VOCdevkit" / "VOC2007" / "Annotations" / "2007_000002.xml"
+    path.write_text("<annotation><object>")
+    with pytest.raises(ValueError, match="Unreadable VOC annotation .*2007_000002.xml"):
+        load("voc2007", tmp_path)
+
+
+def test_unknown_aircraft_variant_is_named(tmp_path):
+    miniature.aircraft(tmp_path)
+    with open(tmp_path / "fgvc_aircraft" / "images_variant_val.txt", "a") as f:
+        f.write("1000001 Boeing 797\n")
+    with pytest.raises(ValueError, match="images_variant_val.txt names variant 'Boeing 797'"):
+        load("aircraft", tmp_path)
 
 
 @pytest.mark.parametrize(

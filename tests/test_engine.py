@@ -1,5 +1,9 @@
-"""The built-in engine: registries, sampling, epochs, schedules, checkpoint/resume, errors."""
-import math
+"""The built-in engine: registries, config, views and sampling, epochs, schedules,
+checkpoint and exact resume, the Classification evaluator, logging, error messages,
+and the Dassl compatibility fixes (against a miniature Dassl with the same breakages)."""
+import logging
+import re
+import sys
 
 import numpy as np
 import pytest
@@ -7,9 +11,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
+from yacs.config import CfgNode as CN
 
+from leclip.dataset_base import LEDatasetBase
 from leclip.engine import (
     DATASET_REGISTRY,
+    DEFAULT_CFG,
     TRAINER_REGISTRY,
     DataManager,
     DatasetBase,
@@ -24,16 +31,17 @@ from leclip.engine import (
     build_view,
     get_cfg_default,
     load_checkpoint,
-    set_random_seed,
+    read_image,
+    register_view,
+    resume_from_checkpoint,
+    setup_logger,
 )
-from leclip.dataset_base import LEDatasetBase
-from leclip.engine.datamanager import read_image
 
 NUM_CLASSES = 3
 
 
 def write_images(folder, per_class=8):
-    """Tiny images whose mean colour encodes the class, so a linear model can learn."""
+    """Tiny images whose dominant colour is the class, so a linear model can learn."""
     items = []
     rng = np.random.default_rng(0)
     for label in range(NUM_CLASSES):
@@ -47,21 +55,25 @@ def write_images(folder, per_class=8):
 
 
 class ToyDataset(DatasetBase):
-    items = None
+    items = None  # set by the fixture
+    with_val = False
 
     def __init__(self, cfg):
         items = ToyDataset.items
-        super().__init__(train_x=items[::2], train_u=items[1::2], test=items)
+        val = items[::3] if ToyDataset.with_val else None
+        super().__init__(train_x=items[::2], train_u=items[1::2], val=val, test=items)
 
 
 class ToyTrainerMixin:
     def build_model(self):
-        self.model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, NUM_CLASSES))
+        # dropout: training draws from the global RNG, which resume must reproduce
+        self.model = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(3 * 8 * 8, NUM_CLASSES)).to(self.device)
         optim = build_optimizer(self.model, self.cfg.OPTIM)
         self.register_model("model", self.model, optim, build_lr_scheduler(optim, self.cfg.OPTIM))
 
     def step(self, batch):
-        loss = F.cross_entropy(self.model(batch["img"]), batch["label"])
+        images, labels = batch["img"].to(self.device), batch["label"].to(self.device)
+        loss = F.cross_entropy(self.model(images), labels)
         self.model_backward_and_update(loss)
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
@@ -79,8 +91,23 @@ class ToyTrainerXU(ToyTrainerMixin, TrainerXU):
         return self.step(batch_x)
 
 
-for cls in (ToyDataset, ToyTrainerX, ToyTrainerXU):
-    registry = DATASET_REGISTRY if cls is ToyDataset else TRAINER_REGISTRY
+class Killed(Exception):
+    pass
+
+
+class KilledAfterEpoch2(ToyTrainerX):
+    def after_epoch(self):
+        super().after_epoch()  # this epoch's checkpoint is on disk
+        if self.epoch + 1 == 2:
+            raise Killed
+
+
+for registry, cls in [
+    (DATASET_REGISTRY, ToyDataset),
+    (TRAINER_REGISTRY, ToyTrainerX),
+    (TRAINER_REGISTRY, ToyTrainerXU),
+    (TRAINER_REGISTRY, KilledAfterEpoch2),
+]:
     if cls.__name__ not in registry:
         registry.register(cls)
 
@@ -88,12 +115,14 @@ for cls in (ToyDataset, ToyTrainerX, ToyTrainerXU):
 @pytest.fixture
 def toy_cfg(tmp_path):
     ToyDataset.items = write_images(tmp_path)
+    ToyDataset.with_val = False
     cfg = get_cfg_default()
     cfg.DATASET.NAME = "ToyDataset"
     cfg.TRAINER.NAME = "ToyTrainerX"
     cfg.INPUT.SIZE = (8, 8)
     cfg.INPUT.RRCROP_SCALE = (0.8, 1.0)
     cfg.DATALOADER.TRAIN_X.BATCH_SIZE = 4
+    cfg.OPTIM.NAME = "sgd"
     cfg.OPTIM.LR = 0.05
     cfg.OPTIM.MAX_EPOCH = 4
     cfg.OPTIM.LR_SCHEDULER = "cosine"
@@ -103,6 +132,7 @@ def toy_cfg(tmp_path):
     return cfg
 
 
+# ---------------------------------------------------------------- registries, config, errors
 def test_registry_rejects_duplicates_and_lists_names():
     registry = Registry("THING")
 
@@ -123,50 +153,202 @@ def test_unknown_trainer_evaluator_and_view_list_valid_names(toy_cfg):
     toy_cfg.TEST.EVALUATOR = "NoSuchEvaluator"
     with pytest.raises(KeyError, match="Unknown evaluator 'NoSuchEvaluator'.*Classification"):
         build_evaluator(toy_cfg)
-    with pytest.raises(KeyError, match="Unknown view 'blurry'; valid views: .*strong"):
+    with pytest.raises(KeyError, match="Unknown view 'blurry'; valid views: jitter, strong, test, weak"):
         build_view(toy_cfg, "blurry")
+    with pytest.raises(KeyError, match="View 'weak' is already registered"):
+        register_view("weak", lambda cfg: None)
 
 
-def test_missing_and_unreadable_images_name_the_path(tmp_path):
-    with pytest.raises(FileNotFoundError, match="missing.png"):
+def test_defaults_use_dassl_keys_and_clip_statistics():
+    cfg = get_cfg_default()
+    assert cfg.DATALOADER.TRAIN_X.VIEWS == ["weak"] and cfg.DATALOADER.TRAIN_U.VIEWS == ["weak", "strong"]
+    assert cfg.INPUT.PIXEL_MEAN == [0.48145466, 0.4578275, 0.40821073]
+    assert cfg.INPUT.PIXEL_STD == [0.26862954, 0.26130258, 0.27577711]
+    cfg.OPTIM.LR = 123.0
+    assert DEFAULT_CFG.OPTIM.LR != 123.0  # a clone
+    # a config written for a Dassl fork merges: every key it sets exists here
+    dassl_style = CN(
+        {
+            "DATALOADER": {"TRAIN_X": {"BATCH_SIZE": 32, "SAMPLER": "RandomSampler"}, "TEST": {"BATCH_SIZE": 100},
+                           "NUM_WORKERS": 8},
+            "INPUT": {"SIZE": (224, 224), "INTERPOLATION": "bicubic", "TRANSFORMS": ["random_resized_crop"]},
+            "OPTIM": {"NAME": "sgd", "LR": 0.002, "MAX_EPOCH": 50, "LR_SCHEDULER": "cosine", "WARMUP_EPOCH": 1,
+                      "WARMUP_TYPE": "constant", "WARMUP_CONS_LR": 1e-5, "RMSPROP_ALPHA": 0.9},
+            "TRAIN": {"PRINT_FREQ": 5, "CHECKPOINT_FREQ": 1, "COUNT_ITER": "train_u"},
+            "TEST": {"FINAL_MODEL": "best_val", "PER_CLASS_RESULT": True, "NO_TEST": False},
+            "DATASET": {"NUM_SHOTS": 16, "SUBSAMPLE_CLASSES": "base", "NUM_LABELED": 5},
+            "MODEL": {"BACKBONE": {"NAME": "ViT-B/16"}, "INIT_WEIGHTS": ""},
+        }
+    )
+    cfg.merge_from_other_cfg(dassl_style)
+    assert cfg.OPTIM.WARMUP_TYPE == "constant"
+
+
+def test_missing_and_unreadable_images_name_the_path(tmp_path, toy_cfg):
+    with pytest.raises(FileNotFoundError, match="missing.png.*DATASET.ROOT"):
         read_image(str(tmp_path / "missing.png"))
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
-    with pytest.raises(OSError, match="broken.jpg"):
+    with pytest.raises(OSError, match="Cannot read image .*broken.jpg"):
         read_image(str(broken))
+    # and through a loader
+    data = LEDatasetBase(test=[Datum(str(tmp_path / "gone.png"), 0)], classnames=["a"])
+    with pytest.raises(FileNotFoundError, match="gone.png"):
+        next(iter(DataManager(toy_cfg, dataset=data).test_loader))
 
 
-def test_missing_checkpoint_names_the_path(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nowhere.pth"):
+def test_missing_checkpoints_name_the_path(tmp_path, toy_cfg):
+    with pytest.raises(FileNotFoundError, match='Checkpoint not found at ".*nowhere.pth"'):
         load_checkpoint(str(tmp_path / "nowhere.pth"))
+    with pytest.raises(FileNotFoundError, match='No "checkpoint" file in ".*empty"'):
+        resume_from_checkpoint(str(tmp_path / "empty"), nn.Linear(1, 1))
+    trainer = build_trainer(toy_cfg)
+    with pytest.raises(FileNotFoundError, match="No model at .*model.pth.tar-3"):
+        trainer.load_model(str(tmp_path / "nothing"), epoch=3)
 
 
-def first_batch_indices(cfg, seed):
-    torch.manual_seed(seed)
-    return next(iter(DataManager(cfg).train_loader_x))["index"].tolist()
+def test_unsupported_dataloader_options_are_refused(toy_cfg):
+    toy_cfg.DATALOADER.K_TRANSFORMS = 2
+    with pytest.raises(ValueError, match="DATALOADER.K_TRANSFORMS=2 is not supported.*VIEWS"):
+        DataManager(toy_cfg)
+    toy_cfg.DATALOADER.K_TRANSFORMS = 1
+    toy_cfg.DATALOADER.TRAIN_X.SAMPLER = "RandomDomainSampler"
+    with pytest.raises(ValueError, match="'RandomDomainSampler'.*RandomSampler"):
+        DataManager(toy_cfg)
 
 
-def test_sampling_is_deterministic_per_seed(toy_cfg):
-    assert first_batch_indices(toy_cfg, 1) == first_batch_indices(toy_cfg, 1)
-    orders = {tuple(first_batch_indices(toy_cfg, s)) for s in range(2, 7)}
+# ---------------------------------------------------------------- data
+def first_batch(cfg):
+    return next(iter(DataManager(cfg).train_loader_x))
+
+
+def test_sampling_depends_on_the_seed_only(toy_cfg):
+    torch.manual_seed(0)
+    a = first_batch(toy_cfg)
+    torch.manual_seed(99)  # the global RNG plays no part
+    state = torch.get_rng_state()
+    b = first_batch(toy_cfg)
+    assert torch.equal(torch.get_rng_state(), state)  # ... and is left untouched
+    assert a["index"].tolist() == b["index"].tolist() and torch.equal(a["img"], b["img"])
+    orders = set()
+    for seed in range(1, 5):
+        toy_cfg.SEED = seed
+        orders.add(tuple(first_batch(toy_cfg)["index"].tolist()))
     assert len(orders) > 1
 
 
-def test_views_and_batch_layout(toy_cfg):
-    toy_cfg.DATALOADER.TRAIN_U.VIEWS = ["weak", "strong"]
-    batch = next(iter(DataManager(toy_cfg).train_loader_u))
-    assert batch["img_weak"].shape == batch["img_strong"].shape == (4, 3, 8, 8)
-    assert torch.equal(batch["img"], batch["img_weak"])
-    assert batch["label"].dtype == torch.long and len(batch["impath"]) == 4
+def test_set_epoch_reseeds_the_loaders(toy_cfg):
+    dm = DataManager(toy_cfg)
+
+    def epoch_order(epoch):
+        dm.set_epoch(epoch)
+        return [i for batch in dm.train_loader_x for i in batch["index"].tolist()]
+
+    assert epoch_order(1) == epoch_order(1)
+    assert epoch_order(1) != epoch_order(2)
+    assert sorted(epoch_order(2)) == sorted(range(12))  # each image once per epoch
 
 
-def test_multi_hot_labels_collate_to_float(toy_cfg, tmp_path):
+def test_views_do_not_depend_on_worker_processes(toy_cfg):
+    toy_cfg.DATALOADER.TRAIN_X.VIEWS = ["strong"]
+    in_process = first_batch(toy_cfg)
+    toy_cfg.DATALOADER.NUM_WORKERS = 1
+    in_worker = first_batch(toy_cfg)
+    assert torch.equal(in_process["img"], in_worker["img"])
+
+
+def test_batch_layout_and_drop_last(toy_cfg):
+    toy_cfg.DATALOADER.TRAIN_U.SAME_AS_X = False
+    toy_cfg.DATALOADER.TRAIN_U.BATCH_SIZE = 5
+    toy_cfg.DATALOADER.TRAIN_U.VIEWS = ["weak", "strong", "jitter"]
+    dm = DataManager(toy_cfg)
+    batches = list(dm.train_loader_u)
+    assert [len(b["index"]) for b in batches] == [5, 5]  # 12 images: the last 2 dropped
+    batch = batches[0]
+    assert batch["img_weak"].shape == batch["img_strong"].shape == batch["img_jitter"].shape == (5, 3, 8, 8)
+    assert torch.equal(batch["img"], batch["img_weak"]) and not torch.equal(batch["img_weak"], batch["img_strong"])
+    assert batch["label"].dtype == torch.long and batch["domain"].tolist() == [0] * 5
+    assert all(path.endswith(".png") for path in batch["impath"])
+    # a set smaller than the batch keeps all its images
+    toy_cfg.DATALOADER.TRAIN_X.BATCH_SIZE = 50
+    assert [len(b["index"]) for b in DataManager(toy_cfg).train_loader_x] == [12]
+
+
+def test_multi_hot_labels_collate_to_float(toy_cfg):
     items = [Datum(d.impath, (1, 0, 1)) for d in ToyDataset.items[:4]]
     data = LEDatasetBase(train_x=items, test=items, classnames=["a", "b", "c"])
-    batch = next(iter(DataManager(toy_cfg, dataset=data).test_loader))
-    assert batch["label"].dtype == torch.float32 and batch["label"].shape == (4, 3)
+    dm = DataManager(toy_cfg, dataset=data)
+    batch = next(iter(dm.test_loader))
+    assert batch["label"].dtype == torch.float32 and batch["label"].tolist() == [[1.0, 0.0, 1.0]] * 4
+    assert dm.train_loader_u is None and dm.val_loader is None
 
 
+# ---------------------------------------------------------------- optimizer and schedules
+def lrs(optim_cfg, epochs):
+    param = nn.Parameter(torch.zeros(1))
+    optim = torch.optim.SGD([param], lr=optim_cfg.LR)
+    sched = build_lr_scheduler(optim, optim_cfg)
+    values = []
+    for _ in range(epochs):
+        values.append(optim.param_groups[0]["lr"])
+        optim.step()
+        sched.step()
+    return values
+
+
+def optim_cfg(**overrides):
+    cfg = get_cfg_default().OPTIM
+    for key, value in overrides.items():
+        cfg[key] = value
+    return cfg
+
+
+def test_cosine_with_constant_warmup():
+    cfg = optim_cfg(LR=0.002, MAX_EPOCH=4, LR_SCHEDULER="cosine", WARMUP_EPOCH=1, WARMUP_TYPE="constant",
+                    WARMUP_CONS_LR=1e-5)
+    # one warm-up epoch, then the cosine from its epoch 0 (WARMUP_RECOUNT)
+    # 0.002 * (1 + cos(pi * t / 4)) / 2 for t = 0..3
+    assert lrs(cfg, 5) == pytest.approx([1e-5, 0.002, 0.00170710678, 0.001, 0.000292893219], rel=1e-8)
+
+
+def test_cosine_with_linear_warmup():
+    cfg = optim_cfg(LR=0.1, MAX_EPOCH=4, LR_SCHEDULER="cosine", WARMUP_EPOCH=2, WARMUP_TYPE="linear",
+                    WARMUP_MIN_LR=1e-3)
+    # epoch 0: the minimum; epoch 1: LR * 1/2; then cosine epochs 0, 1, 2
+    assert lrs(cfg, 5) == pytest.approx([1e-3, 0.05, 0.1, 0.085355339, 0.05], rel=1e-8)
+
+
+def test_step_schedules_and_warmup_without_recount():
+    cfg = optim_cfg(LR=0.1, MAX_EPOCH=8, LR_SCHEDULER="single_step", STEPSIZE=(2,), GAMMA=0.5)
+    assert np.allclose(lrs(cfg, 5), [0.1, 0.1, 0.05, 0.05, 0.025])
+    cfg = optim_cfg(LR=0.1, MAX_EPOCH=8, LR_SCHEDULER="multi_step", STEPSIZE=(1, 3), GAMMA=0.1)
+    assert np.allclose(lrs(cfg, 4), [0.1, 0.01, 0.01, 0.001])
+    # Dassl without recount: the step schedule keeps counting from epoch 0, restarting
+    # from the full LR after warm-up (epochs 0-2 warm, decays at epochs 4 and 6)
+    cfg = optim_cfg(LR=0.1, MAX_EPOCH=8, LR_SCHEDULER="single_step", STEPSIZE=(2,), GAMMA=0.5, WARMUP_EPOCH=3,
+                    WARMUP_TYPE="constant", WARMUP_CONS_LR=0.01, WARMUP_RECOUNT=False)
+    assert np.allclose(lrs(cfg, 7), [0.01, 0.01, 0.01, 0.1, 0.05, 0.05, 0.025])
+
+
+def test_staged_lr_and_bad_names():
+    model = nn.Sequential()
+    model.add_module("base", nn.Linear(2, 2))
+    model.add_module("head", nn.Linear(2, 1))
+    cfg = optim_cfg(NAME="sgd", LR=0.1, STAGED_LR=True, NEW_LAYERS=("head",), BASE_LR_MULT=0.1)
+    optim = build_optimizer(model, cfg)
+    assert [g["lr"] for g in optim.param_groups] == pytest.approx([0.01, 0.1])
+    assert optim.param_groups[1]["params"][0] is model.head.weight
+    with pytest.raises(ValueError, match="OPTIM.NAME='lbfgs'"):
+        build_optimizer(model, optim_cfg(NAME="lbfgs"))
+    with pytest.raises(ValueError, match="no parameter to optimize"):
+        build_optimizer([], optim_cfg())
+    with pytest.raises(ValueError, match="OPTIM.LR_SCHEDULER='poly'"):
+        build_lr_scheduler(optim, optim_cfg(LR_SCHEDULER="poly"))
+    with pytest.raises(ValueError, match="OPTIM.WARMUP_TYPE='exp'"):
+        build_lr_scheduler(optim, optim_cfg(WARMUP_EPOCH=1, WARMUP_TYPE="exp"))
+
+
+# ---------------------------------------------------------------- trainers
 @pytest.mark.parametrize("count_iter,expected", [("train_x", 3), ("train_u", 2), ("smaller_one", 2)])
 def test_trainer_xu_epoch_length(toy_cfg, count_iter, expected):
     toy_cfg.TRAINER.NAME = "ToyTrainerXU"
@@ -180,95 +362,194 @@ def test_trainer_xu_epoch_length(toy_cfg, count_iter, expected):
     assert trainer.num_batches == expected and trainer.seen_u == 5 * expected
 
 
-def lrs(optim_cfg, epochs):
-    param = nn.Parameter(torch.zeros(1))
-    optim = torch.optim.SGD([param], lr=optim_cfg.LR)
-    sched = build_lr_scheduler(optim, optim_cfg)
-    values = []
-    for _ in range(epochs):
-        values.append(optim.param_groups[0]["lr"])
-        optim.step()
-        sched.step()
-    return values
+def test_bad_count_iter_is_named(toy_cfg):
+    toy_cfg.TRAINER.NAME = "ToyTrainerXU"
+    toy_cfg.TRAIN.COUNT_ITER = "longer_one"
+    with pytest.raises(ValueError, match="TRAIN.COUNT_ITER='longer_one'"):
+        build_trainer(toy_cfg).train()
 
 
-def test_cosine_with_constant_warmup_matches_hand_values():
-    cfg = get_cfg_default().OPTIM
-    cfg.LR, cfg.MAX_EPOCH, cfg.LR_SCHEDULER = 0.002, 4, "cosine"
-    cfg.WARMUP_EPOCH, cfg.WARMUP_TYPE, cfg.WARMUP_CONS_LR = 1, "constant", 1e-5
-    # warm-up epoch, then cosine restarted at 0 (Dassl's WARMUP_RECOUNT)
-    expected = [1e-5] + [0.002 * 0.5 * (1 + math.cos(math.pi * t / 4)) for t in range(4)]
-    assert np.allclose(lrs(cfg, 5), expected)
-
-
-def test_linear_warmup_then_single_step():
-    cfg = get_cfg_default().OPTIM
-    cfg.LR, cfg.MAX_EPOCH, cfg.LR_SCHEDULER, cfg.STEPSIZE, cfg.GAMMA = 0.1, 6, "single_step", (2,), 0.5
-    cfg.WARMUP_EPOCH, cfg.WARMUP_TYPE, cfg.WARMUP_MIN_LR = 2, "linear", 1e-3
-    assert np.allclose(lrs(cfg, 6), [1e-3, 0.05, 0.1, 0.1, 0.05, 0.05])
-
-
-def test_bad_optimizer_and_scheduler_names(toy_cfg):
-    toy_cfg.OPTIM.NAME = "lbfgs"
-    with pytest.raises(ValueError, match="OPTIM.NAME='lbfgs'"):
-        build_optimizer(nn.Linear(2, 2), toy_cfg.OPTIM)
-    toy_cfg.OPTIM.LR_SCHEDULER = "poly"
-    optim = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
-    with pytest.raises(ValueError, match="OPTIM.LR_SCHEDULER='poly'"):
-        build_lr_scheduler(optim, toy_cfg.OPTIM)
-
-
-class Killed(Exception):
-    pass
-
-
-class KilledAfterEpoch2(ToyTrainerX):
-    def after_epoch(self):
-        super().after_epoch()  # the checkpoint of this epoch is on disk
-        if self.epoch + 1 == 2:
-            raise Killed
-
-
-if "KilledAfterEpoch2" not in TRAINER_REGISTRY:
-    TRAINER_REGISTRY.register(KilledAfterEpoch2)
-
-
-def build_seeded(cfg):
-    set_random_seed(cfg.SEED)  # as train.py does before building the trainer
-    return build_trainer(cfg)
-
-
-def final_state(cfg):
-    trainer = build_seeded(cfg)
+def test_training_logs_dassl_lines(toy_cfg, capsys):
+    toy_cfg.OPTIM.MAX_EPOCH = 1
+    trainer = build_trainer(toy_cfg)
     trainer.train()
-    return trainer.model.state_dict(), trainer.test_results
+    out = capsys.readouterr().out
+    assert re.search(
+        r"epoch \[1/1\] batch \[3/3\] time [\d.]+ \([\d.]+\) data [\d.]+ \([\d.]+\) loss [\d.]+ \([\d.]+\) "
+        r"lr \d\.\d{4}e[-+]\d\d eta 0:00:00",
+        out,
+    )
+    assert "No checkpoint found, train from scratch" in out
+    assert "Finish training\nDeploy the last-epoch model\nEvaluate on the *test* set\n=> result" in out
+    assert re.search(r"\* accuracy: [\d.]+%", out)
+    assert trainer.test_results["accuracy"] == trainer.evaluator.last_results["accuracy"]
 
 
-def test_kill_and_resume_reaches_the_uninterrupted_result(toy_cfg, tmp_path):
+def final_state(cfg, rng_seed):
+    torch.manual_seed(rng_seed)  # the global RNG at start differs between runs
+    trainer = build_trainer(cfg)
+    trainer.train()
+    return trainer
+
+
+def test_kill_and_resume_reaches_the_uninterrupted_result(toy_cfg, tmp_path, capsys):
     toy_cfg.TRAIN.CHECKPOINT_FREQ = 1
     toy_cfg.DATALOADER.TRAIN_X.VIEWS = ["strong"]  # random augmentation must resume too
+    toy_cfg.OPTIM.WARMUP_EPOCH = 1
+    toy_cfg.OPTIM.WARMUP_TYPE = "linear"
     toy_cfg.OUTPUT_DIR = str(tmp_path / "straight")
-    weights_straight, results_straight = final_state(toy_cfg)
+    straight = final_state(toy_cfg, 0)
 
     toy_cfg.OUTPUT_DIR = str(tmp_path / "killed")
     killed = toy_cfg.clone()
     killed.TRAINER.NAME = "KilledAfterEpoch2"
     with pytest.raises(Killed):
-        build_seeded(killed).train()
-    # a fresh process on the same output folder resumes at epoch 3
-    weights_resumed, results_resumed = final_state(toy_cfg)
+        final_state(killed, 1)
+    capsys.readouterr()
+    # a fresh trainer on the same output folder resumes at epoch 3
+    resumed = final_state(toy_cfg, 2)
+    assert "will resume training" in capsys.readouterr().out and resumed.start_epoch == 2
 
-    for key in weights_straight:
-        assert torch.equal(weights_straight[key], weights_resumed[key]), key
-    assert results_straight == results_resumed
+    straight_weights, resumed_weights = straight.model.state_dict(), resumed.model.state_dict()
+    for key in straight_weights:
+        assert torch.equal(straight_weights[key], resumed_weights[key]), key
+    assert straight.test_results == resumed.test_results
+    assert straight.get_current_lr() == resumed.get_current_lr()
 
 
-def test_classification_evaluator_hand_values(toy_cfg):
-    evaluator = build_evaluator(toy_cfg)
+def test_random_seed_is_kept_across_a_resume(toy_cfg):
+    toy_cfg.SEED = -1
+    toy_cfg.TEST.NO_TEST = True
+    killed = toy_cfg.clone()
+    killed.TRAINER.NAME = "KilledAfterEpoch2"
+    toy_cfg.TRAIN.CHECKPOINT_FREQ = killed.TRAIN.CHECKPOINT_FREQ = 1
+    first = build_trainer(killed)
+    with pytest.raises(Killed):
+        first.train()
+    resumed = build_trainer(toy_cfg)
+    assert resumed.seed != first.seed  # drawn afresh ...
+    resumed.train()
+    assert resumed.seed == first.seed  # ... until the checkpoint gives the run's own back
+
+
+def test_best_val_saves_the_best_model_and_resumes_from_the_last(toy_cfg, tmp_path, capsys):
+    ToyDataset.with_val = True
+    toy_cfg.TEST.FINAL_MODEL = "best_val"
+    toy_cfg.OPTIM.MAX_EPOCH = 2
+    trainer = build_trainer(toy_cfg)
+    trainer.train()
+    out = capsys.readouterr().out
+    assert out.count("Evaluate on the *val* set") == 2
+    assert "Deploy the model with the best val performance" in out
+    folder = tmp_path / "out" / "model"
+    assert (folder / "model-best.pth.tar").exists()
+    assert (folder / "checkpoint").read_text() == "model.pth.tar-2\n"
+    assert load_checkpoint(str(folder / "model-best.pth.tar"))["val_result"] == trainer.best_result
+
+
+# ---------------------------------------------------------------- evaluator
+def test_classification_evaluator_hand_values(toy_cfg, capsys):
+    toy_cfg.TEST.PER_CLASS_RESULT = True
+    evaluator = build_evaluator(toy_cfg, lab2cname={0: "a", 1: "b", 2: "c"})
     logits = torch.tensor([[2.0, 0, 0], [0, 2, 0], [0, 2, 0], [0, 0, 2]])
     evaluator.process(logits, torch.tensor([0, 1, 2, 2]))
     results = evaluator.evaluate()
-    assert results["accuracy"] == pytest.approx(75.0)
-    # per-class F1: 1, 2/3, 2/3
+    assert list(results)[:3] == ["accuracy", "error_rate", "macro_f1"]
+    assert results["accuracy"] == pytest.approx(75.0) and results["error_rate"] == pytest.approx(25.0)
+    # per-class F1: 1, 2/3, 2/3; per-class accuracy: 1, 1, 1/2
     assert results["macro_f1"] == pytest.approx(100 * (1 + 2 / 3 + 2 / 3) / 3)
+    assert results["perclass_accuracy"] == pytest.approx(100 * 2.5 / 3)
     assert evaluator.last_results is results
+    out = capsys.readouterr().out
+    assert "=> result\n* total: 4\n* correct: 3\n* accuracy: 75.0%\n* error: 25.0%\n* macro_f1: 77.8%" in out
+    assert "* class: 2 (c)\ttotal: 2\tcorrect: 1\tacc: 50.0%" in out
+    evaluator.reset()
+    with pytest.raises(RuntimeError, match="no prediction was processed"):
+        evaluator.evaluate()
+
+
+# ---------------------------------------------------------------- logging
+def test_setup_logger_twice_writes_each_line_once(tmp_path):
+    stdout = sys.stdout
+    try:
+        setup_logger(str(tmp_path))
+        setup_logger(str(tmp_path))
+        print("printed once")
+        logging.getLogger("leclip").info("logged once")
+        sys.stdout.flush()
+    finally:
+        sys.stdout = stdout
+    text = (tmp_path / "log.txt").read_text()
+    assert text.count("printed once") == 1 and text.count("logged once") == 1
+
+
+# ---------------------------------------------------------------- Dassl compatibility
+MINI_DASSL = {
+    # the warm-up wrapper hands `verbose` to torch, as Dassl's lr_scheduler.py does
+    "dassl/optim/lr_scheduler.py": """
+from torch.optim.lr_scheduler import _LRScheduler
+
+class _BaseWarmupScheduler(_LRScheduler):
+    def __init__(self, optimizer, successor, warmup_epoch, last_epoch=-1, verbose=False):
+        self.successor = successor
+        self.warmup_epoch = warmup_epoch
+        super().__init__(optimizer, last_epoch, verbose)
+
+class ConstantWarmupScheduler(_BaseWarmupScheduler):
+    def __init__(self, optimizer, successor, warmup_epoch, cons_lr, last_epoch=-1, verbose=False):
+        self.cons_lr = cons_lr
+        super().__init__(optimizer, successor, warmup_epoch, last_epoch, verbose)
+
+    def get_lr(self):
+        return [self.cons_lr for _ in self.base_lrs]
+""",
+    # load_checkpoint relies on torch.load's old default, as Dassl's torchtools.py does
+    "dassl/utils/torchtools.py": """
+import torch
+
+def load_checkpoint(fpath):
+    return torch.load(fpath, map_location="cpu")
+""",
+    "dassl/__init__.py": "",
+    "dassl/optim/__init__.py": "",
+    "dassl/utils/__init__.py": "from .torchtools import load_checkpoint\n",
+}
+
+
+@pytest.fixture
+def mini_dassl(tmp_path, monkeypatch):
+    for rel, text in MINI_DASSL.items():
+        path = tmp_path / "pkg" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path / "pkg"))
+    from leclip import dassl_compat
+
+    monkeypatch.setattr(dassl_compat, "_applied", False)
+    had_np_int = "int" in np.__dict__
+    yield dassl_compat
+    for name in [m for m in sys.modules if m == "dassl" or m.startswith("dassl.")]:
+        del sys.modules[name]
+    if not had_np_int and "int" in np.__dict__:
+        del np.int
+
+
+def test_dassl_compat_fixes_the_three_breakages(mini_dassl, tmp_path):
+    from dassl.optim.lr_scheduler import ConstantWarmupScheduler
+    from dassl.utils import load_checkpoint as dassl_load
+
+    optim = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    successor = torch.optim.lr_scheduler.CosineAnnealingLR(optim, 4.0)
+    with pytest.raises(TypeError):
+        ConstantWarmupScheduler(optim, successor, 1, 1e-5)
+    # Dassl's checkpoints hold the successor scheduler object
+    torch.save({"scheduler": {"successor": successor}}, tmp_path / "ckpt")
+    with pytest.raises(Exception, match="weights_only"):
+        dassl_load(str(tmp_path / "ckpt"))
+
+    mini_dassl.patch()
+    mini_dassl.patch()  # idempotent
+    warmup = ConstantWarmupScheduler(optim, successor, 1, 1e-5)
+    assert optim.param_groups[0]["lr"] == 1e-5 and warmup.warmup_epoch == 1
+    assert isinstance(dassl_load(str(tmp_path / "ckpt"))["scheduler"]["successor"], type(successor))
+    assert np.int is int

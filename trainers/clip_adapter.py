@@ -1,8 +1,10 @@
 """CLIP-Adapter: a residual bottleneck adapter on the frozen image feature.
 
 Gao et al., "CLIP-Adapter: Better Vision-Language Models with Feature Adapters" (IJCV
-2023). Text features are the zero-shot prompts (DATASET.PROMPT_TEMPLATE), fixed; the
-adapter (reduction 4) is blended with ratio 0.2 (leclip.adapters.ResidualAdapter).
+2023), as released (github.com/gaopengcuhk/CLIP-Adapter, clip_adapter.py): the image
+feature f (before normalisation) becomes ratio * A(f) + (1 - ratio) * f with A two
+bias-free linear layers with ReLUs (reduction 4, ratio 0.2; leclip.adapters); the text
+features are the fixed hand-written prompts (DATASET.PROMPT_TEMPLATE); only A learns.
 """
 import torch
 import torch.nn.functional as F
@@ -18,18 +20,27 @@ add_defaults({"TRAINER.CLIP_ADAPTER.RATIO": 0.2, "TRAINER.CLIP_ADAPTER.REDUCTION
 
 @TRAINER_REGISTRY.register()
 class LECLIPAdapter(CLIPTrainer):
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        adapter = cfg.TRAINER.CLIP_ADAPTER
+        if not 0 <= adapter.RATIO <= 1 or adapter.REDUCTION < 1:
+            raise ValueError(
+                f"TRAINER.CLIP_ADAPTER: RATIO={adapter.RATIO}, REDUCTION={adapter.REDUCTION}: "
+                "RATIO is a blend weight in [0, 1] and REDUCTION at least 1 (released: 0.2, 4)"
+            )
+
     def build_model(self):
         cfg = self.cfg.TRAINER.CLIP_ADAPTER
         self.clip_model = self.load_clip().to(self.device)
         self.text_features = class_text_features(
             self.clip_model, self.classnames, self.cfg.DATASET.PROMPT_TEMPLATE, self.device
         )
-        width = self.clip_model.text_projection.shape[1]
+        width = self.clip_model.text_projection.shape[1]  # the joint space's width
         self.adapter = ResidualAdapter(width, cfg.REDUCTION, cfg.RATIO).to(self.device)
         self.setup_optimization("adapter", self.adapter)
 
     def forward_train(self, images):
-        with torch.no_grad():
+        with torch.no_grad():  # the image tower is frozen
             features = self.clip_model.encode_image(images).float()
         features = F.normalize(self.adapter(features), dim=-1)
         return {"logits": self.logit_scale_value() * features @ self.text_features.t()}

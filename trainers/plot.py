@@ -1,14 +1,14 @@
 """PLOT: N prompt sets matched to local image features by optimal transport.
 
 Chen et al., "PLOT: Prompt Learning with Optimal Transport for Vision-Language Models"
-(ICLR 2023). The class score is the transport-weighted cosine between the image's patch
-features and the class's N prompt features (Sinkhorn, eps 0.1, at most 100 iterations,
-the released stopping rule; leclip.ot). The released code uses ResNet feature maps; on
-a ViT the patch tokens play that role.
+(ICLR 2023), as released (github.com/CHENGY12/PLOT, plot-coop). Each class has N
+learnable prompts; its logit is the logit scale times the transport-weighted cosine
+between the image's patch features and the class's N prompt features (Sinkhorn, eps
+0.1, at most 100 iterations, the released stopping rule; leclip.ot). The release uses
+ResNet-50 attention-pool feature maps; on a ViT the patch features play that role.
 """
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from leclip.backbone import ImageEncoder, PromptLearner, TextEncoder
 from leclip.config import add_defaults
@@ -22,15 +22,15 @@ add_defaults(
         "TRAINER.PLOT.CSC": False,
         "TRAINER.PLOT.CTX_INIT": "",
         "TRAINER.PLOT.CLASS_TOKEN_POSITION": "end",
-        "TRAINER.PLOT.N": 4,
-        "TRAINER.PLOT.EPS": 0.1,
-        "TRAINER.PLOT.MAX_ITER": 100,
+        "TRAINER.PLOT.N": 4,  # prompt sets
+        "TRAINER.PLOT.EPS": 0.1,  # entropic regularisation of the transport
+        "TRAINER.PLOT.MAX_ITER": 100,  # Sinkhorn iterations at most
     }
 )
 
 
 class PLOTModel(nn.Module):
-    def __init__(self, clip_model, prompt_learner, eps, max_iter):
+    def __init__(self, clip_model, prompt_learner, eps=0.1, max_iter=100):
         super().__init__()
         self.prompt_learner = prompt_learner
         self.text_encoder = TextEncoder(clip_model)
@@ -39,17 +39,35 @@ class PLOTModel(nn.Module):
         self.logit_scale = clip_model.logit_scale
         self.eps, self.max_iter = eps, max_iter
 
-    def forward(self, images):
-        with torch.no_grad():
-            _, patches = self.image_encoder(images)
+    def prompt_features(self):
+        """[N, C, D]: the prompt learner is set-major (set s, class c at s * C + c)."""
         text = self.text_encoder(*self.prompt_learner())
-        n_sets, n_cls = self.prompt_learner.n_sets, self.prompt_learner.n_cls
-        text = F.normalize(text, dim=-1).view(n_sets, n_cls, -1)
-        return {"logits": self.logit_scale.exp() * ot_similarity(patches, text, self.eps, self.max_iter)}
+        return text.view(self.prompt_learner.n_sets, self.prompt_learner.n_cls, -1)
+
+    def forward(self, images):
+        with torch.no_grad():  # the image tower is frozen
+            _, patches = self.image_encoder(images)
+        similarity = ot_similarity(patches, self.prompt_features(), self.eps, self.max_iter)
+        return {"logits": self.logit_scale.exp() * similarity}
 
 
 @TRAINER_REGISTRY.register()
 class LEPLOT(CLIPTrainer):
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        plot = cfg.TRAINER.PLOT
+        if plot.N < 1 or plot.MAX_ITER < 1 or plot.EPS <= 0:
+            raise ValueError(
+                f"TRAINER.PLOT: N={plot.N}, MAX_ITER={plot.MAX_ITER}, EPS={plot.EPS}: "
+                "N and MAX_ITER must be at least 1 and EPS positive (released: 4, 100, 0.1)"
+            )
+        if plot.CTX_INIT and plot.N > 1:
+            # identical prompts get identical plans and gradients: they would never diverge
+            raise ValueError(
+                f"TRAINER.PLOT.CTX_INIT={plot.CTX_INIT!r} starts all {plot.N} prompt sets from the same words, "
+                "so they never diverge; leave CTX_INIT empty (random init, as released) or set TRAINER.PLOT.N 1"
+            )
+
     def build_model(self):
         cfg = self.cfg.TRAINER.PLOT
         self.clip_model = self.load_clip()

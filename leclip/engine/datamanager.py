@@ -1,35 +1,55 @@
 """LE-CLIP's data manager: labeled and unlabeled loaders with named views.
 
-Used by LE-CLIP trainers on both engines. Shuffling draws from the global torch RNG,
-which the trainer reseeds at every epoch, so an epoch's batches depend only on
-(seed, epoch): a resumed run sees the same batches as an uninterrupted one.
+Used by LE-CLIP trainers on both engines. Batches are dicts: `img` (the first view),
+`img_<view>` per view, `label` (LongTensor, or FloatTensor [B, C] for multi-hot
+tuples), `index`, `impath`, `domain`.
+
+Sampling is deterministic and never touches the global RNGs: every loader owns a
+torch.Generator that draws the order and one augmentation seed per image, so an image's
+views do not depend on NUM_WORKERS. The generators are seeded from (SEED, epoch,
+loader); the trainer calls `set_epoch` at the start of every epoch, so an epoch's
+batches depend on (SEED, epoch) only and a resumed run sees the same batches.
 """
 import torch
-from PIL import Image
 from tabulate import tabulate
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .transforms import build_view
+from .utils import epoch_seed, fresh_seed, local_rng, read_image
 
-
-def read_image(path):
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"Image listed by the dataset is missing: {path} (check DATASET.ROOT)") from None
-    except OSError as err:
-        raise OSError(f"Cannot read image {path}: {err} (re-download or remove the file)") from None
+SAMPLERS = ("RandomSampler", "SequentialSampler")
+# generator stream of each standard loader; loaders made later by make_loader use AD_HOC
+STREAMS = {"train_x": 0, "train_u": 1, "val": 2, "test": 3}
+AD_HOC = 4
 
 
 def label_tensor(label):
     if isinstance(label, (tuple, list)):
         return torch.tensor(label, dtype=torch.float32)
-    return torch.tensor(label, dtype=torch.long)
+    return torch.tensor(int(label), dtype=torch.long)
+
+
+class SeededSampler(Sampler):
+    """Yields (index, image seed) pairs; the order (shuffled or not) and the seeds are
+    drawn from `generator`."""
+
+    def __init__(self, num_items, shuffle, generator):
+        self.num_items = num_items
+        self.shuffle = shuffle
+        self.generator = generator
+
+    def __iter__(self):
+        n = self.num_items
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        seeds = torch.randint(0, 2**62, (n,), generator=self.generator)
+        return iter(zip(order.tolist(), seeds.tolist()))
+
+    def __len__(self):
+        return self.num_items
 
 
 class ViewDataset(Dataset):
-    """Datum list -> dict(img, img_<view>..., label, index, impath)."""
+    """Datum list -> dict(img, img_<view>..., label, index, impath, domain)."""
 
     def __init__(self, data_source, views):
         self.data_source = data_source
@@ -38,59 +58,115 @@ class ViewDataset(Dataset):
     def __len__(self):
         return len(self.data_source)
 
-    def __getitem__(self, index):
+    def __getitem__(self, key):
+        index, seed = key if isinstance(key, tuple) else (key, None)
         item = self.data_source[index]
         image = read_image(item.impath)
-        output = {"label": label_tensor(item.label), "index": index, "impath": item.impath}
-        for i, (name, transform) in enumerate(self.views.items()):
-            output[f"img_{name}"] = transform(image)
-            if i == 0:
-                output["img"] = output[f"img_{name}"]
+        output = {"label": label_tensor(item.label), "index": index, "impath": item.impath, "domain": item.domain}
+        if seed is None:
+            self._add_views(output, image)
+        else:
+            with local_rng(seed):
+                self._add_views(output, image)
         return output
+
+    def _add_views(self, output, image):
+        for name, transform in self.views.items():
+            output[f"img_{name}"] = transform(image)
+        output["img"] = output[f"img_{next(iter(self.views))}"]
 
 
 class DataManager:
     def __init__(self, cfg, dataset=None):
         if dataset is None:
-            from leclip.dassl import build_dataset  # lazy: the engine imports this module
+            from leclip.dassl import build_dataset  # lazy: leclip.dassl imports this engine
 
             dataset = build_dataset(cfg)
         self.cfg = cfg
         self.dataset = dataset
+        self.seed = cfg.SEED if cfg.SEED >= 0 else fresh_seed()
+        self.epoch = 0
+        self._generators = {}
         loader_cfg = cfg.DATALOADER
-        batch_x = loader_cfg.TRAIN_X.BATCH_SIZE
-        batch_u = batch_x if loader_cfg.TRAIN_U.SAME_AS_X else loader_cfg.TRAIN_U.BATCH_SIZE
-        self.train_loader_x = self.make_loader(dataset.train_x, loader_cfg.TRAIN_X.VIEWS, True, batch_x)
-        self.train_loader_u = self.make_loader(dataset.train_u, loader_cfg.TRAIN_U.VIEWS, True, batch_u)
-        self.val_loader = self.make_loader(dataset.val)
-        self.test_loader = self.make_loader(dataset.test)
+        for key, supported in (("K_TRANSFORMS", 1), ("RETURN_IMG0", False)):
+            if loader_cfg[key] != supported or type(loader_cfg[key]) is not type(supported):
+                raise ValueError(
+                    f"DATALOADER.{key}={loader_cfg[key]!r} is not supported by LE-CLIP's DataManager: "
+                    "list named views in DATALOADER.TRAIN_X.VIEWS / TRAIN_U.VIEWS instead"
+                )
+        x_cfg, u_cfg = loader_cfg.TRAIN_X, loader_cfg.TRAIN_U
+        u_source = x_cfg if u_cfg.SAME_AS_X else u_cfg
+        self.train_loader_x = self.make_loader(
+            dataset.train_x, x_cfg.VIEWS, True, x_cfg.BATCH_SIZE, x_cfg.SAMPLER, stream="train_x"
+        )
+        self.train_loader_u = self.make_loader(
+            dataset.train_u, u_cfg.VIEWS, True, u_source.BATCH_SIZE, u_source.SAMPLER, stream="train_u"
+        )
+        test_cfg = loader_cfg.TEST
+        self.val_loader = self.make_loader(dataset.val, ("test",), False, test_cfg.BATCH_SIZE, test_cfg.SAMPLER, "val")
+        self.test_loader = self.make_loader(
+            dataset.test, ("test",), False, test_cfg.BATCH_SIZE, test_cfg.SAMPLER, "test"
+        )
         self.num_classes = dataset.num_classes
+        self.num_source_domains = len(cfg.DATASET.SOURCE_DOMAINS)
         self.lab2cname = dataset.lab2cname
         self.classnames = dataset.classnames
         if cfg.VERBOSE:
             self.show_dataset_summary()
 
-    def make_loader(self, data_source, views=("test",), train=False, batch_size=None):
-        """A loader over `data_source` (None when it is empty)."""
+    def make_loader(self, data_source, views=("test",), train=False, batch_size=None, sampler=None, stream=None):
+        """A loader over `data_source` (None when it is empty).
+
+        `views`: view names (or one name); `train`: drop the last incomplete batch when
+        the set holds at least one full batch; `sampler`: RandomSampler (default when
+        training) or SequentialSampler; `batch_size`: default DATALOADER.TEST.BATCH_SIZE.
+        """
         if not data_source:
             return None
-        if isinstance(views, str):
-            views = (views,)
+        views = [views] if isinstance(views, str) else list(views)
+        if not views:
+            raise ValueError("A loader needs at least one view: set DATALOADER.TRAIN_X.VIEWS / TRAIN_U.VIEWS")
+        sampler = sampler or ("RandomSampler" if train else "SequentialSampler")
+        if sampler not in SAMPLERS:
+            raise ValueError(
+                f"Sampler {sampler!r} (DATALOADER.*.SAMPLER) is not available in LE-CLIP's DataManager; "
+                f"use one of {SAMPLERS}"
+            )
         batch_size = batch_size or self.cfg.DATALOADER.TEST.BATCH_SIZE
-        dataset = ViewDataset(data_source, {name: build_view(self.cfg, name) for name in views})
+        generator = torch.Generator()
+        generator.manual_seed(epoch_seed(self.seed, self.epoch, STREAMS.get(stream, AD_HOC)))
+        if stream is not None:
+            self._generators[stream] = generator
         return DataLoader(
-            dataset,
-            batch_size=min(batch_size, len(data_source)),
-            shuffle=train,
-            drop_last=train,
+            ViewDataset(data_source, {name: build_view(self.cfg, name) for name in views}),
+            batch_size=batch_size,
+            sampler=SeededSampler(len(data_source), sampler == "RandomSampler", generator),
+            drop_last=train and len(data_source) >= batch_size,
             num_workers=self.cfg.DATALOADER.NUM_WORKERS,
             pin_memory=torch.cuda.is_available() and self.cfg.USE_CUDA,
+            generator=generator,  # worker seeds too come from the loader's own stream
         )
 
+    def set_epoch(self, epoch, seed=None):
+        """Reseed every loader's generator from (seed, epoch); `seed` replaces self.seed."""
+        if seed is not None:
+            self.seed = seed
+        self.epoch = epoch
+        for stream, generator in self._generators.items():
+            generator.manual_seed(epoch_seed(self.seed, epoch, STREAMS[stream]))
+
     def show_dataset_summary(self):
-        rows = [["Dataset", self.cfg.DATASET.NAME], ["# classes", f"{self.num_classes:,}"]]
-        for name in ("train_x", "train_u", "val", "test"):
+        cfg = self.cfg
+        table = [["Dataset", cfg.DATASET.NAME]]
+        if cfg.DATASET.SOURCE_DOMAINS:
+            table.append(["Source", cfg.DATASET.SOURCE_DOMAINS])
+        if cfg.DATASET.TARGET_DOMAINS:
+            table.append(["Target", cfg.DATASET.TARGET_DOMAINS])
+        table.append(["# classes", f"{self.num_classes:,}"])
+        table.append(["# train_x", f"{len(self.dataset.train_x or []):,}"])
+        for name in ("train_u", "val"):
             data = getattr(self.dataset, name)
             if data:
-                rows.append([f"# {name}", f"{len(data):,}"])
-        print(tabulate(rows))
+                table.append([f"# {name}", f"{len(data):,}"])
+        table.append(["# test", f"{len(self.dataset.test or []):,}"])
+        print(tabulate(table))

@@ -19,6 +19,8 @@ def build_dataset(cfg):
         raise KeyError(
             f"Unknown dataset {cfg.DATASET.NAME!r}; registered datasets: {', '.join(sorted(avai_datasets))}"
         )
+    if cfg.VERBOSE:
+        print(f"Loading dataset: {cfg.DATASET.NAME}")
     return DATASET_REGISTRY.get(cfg.DATASET.NAME)(cfg)
 
 

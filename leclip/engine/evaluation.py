@@ -1,6 +1,8 @@
 """Evaluator registry and Dassl's `Classification` evaluator (accuracy, macro-F1)."""
-from collections import OrderedDict
+import os.path as osp
+from collections import OrderedDict, defaultdict
 
+import numpy as np
 import torch
 
 from .registry import Registry
@@ -11,12 +13,16 @@ EVALUATOR_REGISTRY = Registry("EVALUATOR")
 def build_evaluator(cfg, **kwargs):
     names = EVALUATOR_REGISTRY.registered_names()
     if cfg.TEST.EVALUATOR not in names:
-        raise KeyError(f"Unknown evaluator {cfg.TEST.EVALUATOR!r} (TEST.EVALUATOR); registered: {', '.join(sorted(names))}")
+        raise KeyError(
+            f"Unknown evaluator {cfg.TEST.EVALUATOR!r} (TEST.EVALUATOR); registered: {', '.join(sorted(names))}"
+        )
+    if cfg.VERBOSE:
+        print(f"Loading evaluator: {cfg.TEST.EVALUATOR}")
     return EVALUATOR_REGISTRY.get(cfg.TEST.EVALUATOR)(cfg, **kwargs)
 
 
 class EvaluatorBase:
-    def __init__(self, cfg, **kwargs):
+    def __init__(self, cfg):
         self.cfg = cfg
 
     def reset(self):
@@ -29,36 +35,80 @@ class EvaluatorBase:
         raise NotImplementedError
 
 
-def _to_numpy(x):
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
-
-
 @EVALUATOR_REGISTRY.register()
 class Classification(EvaluatorBase):
+    """Top-1 accuracy and macro-F1 (over the classes present in gt) of `mo.argmax(1)`.
+
+    Results (percent): accuracy, error_rate, macro_f1 (+ perclass_accuracy with
+    TEST.PER_CLASS_RESULT); the last ones are kept in `last_results`.
+    """
+
     def __init__(self, cfg, lab2cname=None, **kwargs):
         super().__init__(cfg)
+        if cfg.TEST.PER_CLASS_RESULT and lab2cname is None:
+            raise ValueError("TEST.PER_CLASS_RESULT needs the class names: build_evaluator(cfg, lab2cname=...)")
         self._lab2cname = lab2cname
         self.last_results = OrderedDict()
         self.reset()
 
     def reset(self):
-        self._y_true, self._y_pred = [], []
+        self._y_true = []
+        self._y_pred = []
 
     def process(self, mo, gt):
-        self._y_pred.extend(_to_numpy(mo.max(1)[1]).tolist())
-        self._y_true.extend(_to_numpy(gt).tolist())
+        # mo: [B, num_classes] outputs; gt: [B] class indices
+        self._y_pred.extend(mo.max(1)[1].detach().cpu().tolist())
+        self._y_true.extend(gt.detach().cpu().tolist())
 
     def evaluate(self):
-        from leclip.metrics import accuracy, macro_f1
+        from leclip.metrics import accuracy, macro_f1  # on use: it loads sklearn
 
-        acc = accuracy(self._y_pred, self._y_true)
-        f1 = macro_f1(self._y_pred, self._y_true)
-        total = len(self._y_true)
-        correct = round(acc * total / 100)
+        if not self._y_true:
+            raise RuntimeError("Classification.evaluate(): no prediction was processed (is the split empty?)")
+        y_true, y_pred = np.asarray(self._y_true), np.asarray(self._y_pred)
+        total = len(y_true)
+        correct = int((y_true == y_pred).sum())
+        acc = accuracy(y_pred, y_true)
+        err = 100.0 - acc
+        f1 = macro_f1(y_pred, y_true)
+        # the first value is what trainer.test() returns
+        results = OrderedDict(accuracy=acc, error_rate=err, macro_f1=f1)
         print(
             "=> result\n"
-            f"* total: {total:,}\n* correct: {correct:,}\n* accuracy: {acc:.1f}%\n"
-            f"* error: {100 - acc:.1f}%\n* macro_f1: {f1:.1f}%"
+            f"* total: {total:,}\n"
+            f"* correct: {correct:,}\n"
+            f"* accuracy: {acc:.1f}%\n"
+            f"* error: {err:.1f}%\n"
+            f"* macro_f1: {f1:.1f}%"
         )
-        self.last_results = OrderedDict(accuracy=acc, error=100 - acc, macro_f1=f1)
-        return self.last_results
+        if self.cfg.TEST.PER_CLASS_RESULT:
+            results["perclass_accuracy"] = self._per_class(y_true, y_pred)
+        if self.cfg.TEST.COMPUTE_CMAT:
+            self._save_confusion_matrix(y_true, y_pred)
+        self.last_results = results
+        return results
+
+    def _per_class(self, y_true, y_pred):
+        hits = defaultdict(list)
+        for label, pred in zip(y_true.tolist(), y_pred.tolist()):
+            hits[label].append(label == pred)
+        print("=> per-class result")
+        accs = []
+        for label in sorted(hits):
+            total, correct = len(hits[label]), sum(hits[label])
+            accs.append(100.0 * correct / total)
+            print(
+                f"* class: {label} ({self._lab2cname[label]})\t"
+                f"total: {total:,}\tcorrect: {correct:,}\tacc: {accs[-1]:.1f}%"
+            )
+        mean_acc = float(np.mean(accs))
+        print(f"* average: {mean_acc:.1f}%")
+        return mean_acc
+
+    def _save_confusion_matrix(self, y_true, y_pred):
+        from sklearn.metrics import confusion_matrix
+
+        cmat = confusion_matrix(y_true, y_pred, normalize="true")
+        save_path = osp.join(self.cfg.OUTPUT_DIR, "cmat.pt")
+        torch.save(cmat, save_path)
+        print(f"Confusion matrix is saved to {save_path}")

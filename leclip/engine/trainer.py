@@ -1,9 +1,10 @@
 """Trainer loops with Dassl's interface: TrainerBase, SimpleTrainer, TrainerX, TrainerXU.
 
-Differences from Dassl, all in favour of reproducibility: every epoch starts by
-reseeding the RNGs from (cfg.SEED, epoch), and checkpoints carry the scaler-free
-optimizer and scheduler state, so a run killed after epoch k and resumed ends with the
-same weights and metrics as an uninterrupted run.
+Differences from Dassl, all for reproducibility: every epoch starts by reseeding the
+global RNGs and the DataManager's loaders from (seed, epoch), and checkpoints also carry
+the RNG state and `trainer_state()` (seed, best val result; subclasses add theirs), so a
+run killed after epoch k and resumed ends with the same weights and metrics as an
+uninterrupted run. TensorBoard is not used: `write_scalar` is a hook that does nothing.
 """
 import datetime
 import os.path as osp
@@ -13,24 +14,28 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import BEST, latest_checkpoint, load_checkpoint, load_latest, restore, save_checkpoint
 from .datamanager import DataManager
 from .evaluation import build_evaluator
 from .registry import Registry
-from .utils import AverageMeter, MetricMeter, set_random_seed
+from .utils import AverageMeter, MetricMeter, epoch_seed, fresh_seed, get_rng_state, set_random_seed, set_rng_state
 
 TRAINER_REGISTRY = Registry("TRAINER")
+COUNT_ITERS = ("train_x", "train_u", "smaller_one")
 
 
 def build_trainer(cfg):
     names = TRAINER_REGISTRY.registered_names()
     if cfg.TRAINER.NAME not in names:
         raise KeyError(f"Unknown trainer {cfg.TRAINER.NAME!r} (TRAINER.NAME); registered: {', '.join(sorted(names))}")
+    if cfg.VERBOSE:
+        print(f"Loading trainer: {cfg.TRAINER.NAME}")
     return TRAINER_REGISTRY.get(cfg.TRAINER.NAME)(cfg)
 
 
 class TrainerBase:
-    """Model registry, checkpointing and the generic epoch loop."""
+    """Registered models (each with its optimizer and scheduler), checkpoints, the
+    generic epoch loop and the backward/update helpers."""
 
     def __init__(self):
         self._models = OrderedDict()
@@ -40,32 +45,43 @@ class TrainerBase:
 
     def register_model(self, name="model", model=None, optim=None, sched=None):
         if self.__dict__.get("_models") is None:
-            raise AttributeError("Cannot assign model before super().__init__() call")
+            raise AttributeError("Cannot register a model before super().__init__() is called")
         if name in self._models:
-            raise KeyError(f"Model {name!r} is already registered")
+            raise KeyError(f"Model {name!r} is already registered (registered: {list(self._models)})")
         self._models[name] = model
         self._optims[name] = optim
         self._scheds[name] = sched
 
     def get_model_names(self, names=None):
-        names_real = list(self._models.keys())
+        names_real = list(self._models)
         if names is None:
             return names_real
-        names = [names] if isinstance(names, str) else names
+        names = [names] if isinstance(names, str) else list(names)
         for name in names:
             if name not in names_real:
                 raise KeyError(f"Unknown model {name!r}; registered: {names_real}")
         return names
 
+    # ---------------------------------------------------------------- checkpoints
+    def trainer_state(self):
+        """Saved with every checkpoint, given back to `load_trainer_state` on resume."""
+        return {"rng": get_rng_state()}
+
+    def load_trainer_state(self, state):
+        set_rng_state(state["rng"])
+
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+        trainer_state = self.trainer_state()
         for name in self.get_model_names():
+            optim, sched = self._optims[name], self._scheds[name]
             save_checkpoint(
                 {
                     "state_dict": self._models[name].state_dict(),
                     "epoch": epoch + 1,
-                    "optimizer": self._optims[name].state_dict() if self._optims[name] else None,
-                    "scheduler": self._scheds[name].state_dict() if self._scheds[name] else None,
+                    "optimizer": optim.state_dict() if optim is not None else None,
+                    "scheduler": sched.state_dict() if sched is not None else None,
                     "val_result": val_result,
+                    "trainer_state": trainer_state,
                 },
                 osp.join(directory, name),
                 is_best=is_best,
@@ -73,39 +89,58 @@ class TrainerBase:
             )
 
     def resume_model_if_exist(self, directory):
-        paths = [latest_checkpoint(osp.join(directory, name)) for name in self.get_model_names()]
-        if not paths or any(p is None for p in paths):
+        """Load the latest checkpoint of every model from `directory`; returns the epoch
+        to start from (0 when some model has none)."""
+        names = self.get_model_names()
+        if not names or any(latest_checkpoint(osp.join(directory, name)) is None for name in names):
             print("No checkpoint found, train from scratch")
             return 0
-        print(f'Found checkpoint at "{directory}" (will resume training)')
-        start_epoch = 0
-        for name, path in zip(self.get_model_names(), paths):
-            checkpoint = load_checkpoint(path)
-            self._models[name].load_state_dict(checkpoint["state_dict"])
-            if self._optims[name] is not None and checkpoint.get("optimizer"):
-                self._optims[name].load_state_dict(checkpoint["optimizer"])
-            if self._scheds[name] is not None and checkpoint.get("scheduler"):
-                self._scheds[name].load_state_dict(checkpoint["scheduler"])
-            start_epoch = checkpoint["epoch"]
-            print(f'Loaded {name} from "{path}" (epoch = {start_epoch})')
-        return start_epoch
+        print(f"Found checkpoint at {directory} (will resume training)")
+        epochs = {}
+        for name in names:
+            checkpoint = load_latest(osp.join(directory, name))
+            restore(checkpoint, self._models[name], self._optims[name], self._scheds[name])
+            epochs[name] = checkpoint["epoch"]
+            print(f"Previous epoch: {epochs[name]}")
+        if len(set(epochs.values())) > 1:
+            raise RuntimeError(
+                f"The checkpoints in {directory} stop at different epochs {epochs} (the run was killed while "
+                f"saving): write model.pth.tar-{min(epochs.values())} into each model's `checkpoint` file, or "
+                "delete the folder to start again"
+            )
+        if checkpoint.get("trainer_state") is not None:
+            self.load_trainer_state(checkpoint["trainer_state"])
+        return epochs[names[0]]
 
     def load_model(self, directory, epoch=None):
+        """Load model-best.pth.tar (or model.pth.tar-<epoch>) of every model."""
         if not directory:
             print("Note that load_model() is skipped as no pretrained model is given")
             return
-        model_file = f"model.pth.tar-{epoch}" if epoch is not None else "model-best.pth.tar"
+        model_file = BEST if epoch is None else f"model.pth.tar-{epoch}"
         for name in self.get_model_names():
-            path = osp.join(directory, name, model_file)
-            if not osp.exists(path):
-                raise FileNotFoundError(f'Model not found at "{path}" (check --model-dir / --load-epoch)')
-            checkpoint = load_checkpoint(path)
-            print(f'Load {path} to {name} (epoch={checkpoint["epoch"]})')
+            model_path = osp.join(directory, name, model_file)
+            if not osp.exists(model_path):
+                raise FileNotFoundError(f"No model at {model_path} (check --model-dir and --load-epoch)")
+            checkpoint = load_checkpoint(model_path)
+            val_result = checkpoint.get("val_result")
+            shown = "" if val_result is None else f", val_result={val_result:.1f}"
+            print(f"Load {model_path} to {name} (epoch={checkpoint['epoch']}{shown})")
             self._models[name].load_state_dict(checkpoint["state_dict"])
 
+    # ---------------------------------------------------------------- models
     def set_model_mode(self, mode="train", names=None):
+        if mode not in ("train", "test", "eval"):
+            raise ValueError(f"set_model_mode({mode!r}): use 'train', 'test' or 'eval'")
         for name in self.get_model_names(names):
             self._models[name].train(mode == "train")
+
+    def get_current_lr(self, names=None):
+        """LR of the first param group of the first model that has an optimizer (0 if none)."""
+        for name in self.get_model_names(names):
+            if self._optims[name] is not None:
+                return self._optims[name].param_groups[0]["lr"]
+        return 0.0
 
     def update_lr(self, names=None):
         for name in self.get_model_names(names):
@@ -117,11 +152,15 @@ class TrainerBase:
             raise FloatingPointError("Loss is infinite or NaN!")
 
     def init_writer(self, log_dir):
-        pass  # tensorboard is optional in Dassl; scalars go to the log here
+        pass
+
+    def close_writer(self):
+        pass
 
     def write_scalar(self, tag, scalar_value, global_step=None):
         pass
 
+    # ---------------------------------------------------------------- loop
     def train(self, start_epoch, max_epoch):
         self.start_epoch = start_epoch
         self.max_epoch = max_epoch
@@ -183,7 +222,7 @@ class TrainerBase:
 
 
 class SimpleTrainer(TrainerBase):
-    """Builds data, model and evaluator from the cfg; trains and tests."""
+    """Builds data, model and evaluator from the cfg; trains, checkpoints and tests."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -196,27 +235,45 @@ class SimpleTrainer(TrainerBase):
         self.max_epoch = cfg.OPTIM.MAX_EPOCH
         self.output_dir = cfg.OUTPUT_DIR
         self.cfg = cfg
+        # base of every epoch's seeds; SEED < 0 draws one, kept in the checkpoints
+        self.seed = cfg.SEED if cfg.SEED >= 0 else fresh_seed()
+        # the model's initialisation too depends on the seed only, whoever calls
+        set_random_seed(self.seed)
         self.build_data_loader()
         self.build_model()
         self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
         self.best_result = -np.inf
 
     def check_cfg(self, cfg):
-        pass
+        """Check the cfg for this trainer (optional)."""
 
     def build_data_loader(self):
         dm = DataManager(self.cfg)
         self.train_loader_x = dm.train_loader_x
-        self.train_loader_u = dm.train_loader_u
-        self.val_loader = dm.val_loader
+        self.train_loader_u = dm.train_loader_u  # None without unlabeled data
+        self.val_loader = dm.val_loader  # None without val data
         self.test_loader = dm.test_loader
         self.num_classes = dm.num_classes
-        self.num_source_domains = 1
+        self.num_source_domains = dm.num_source_domains
         self.lab2cname = dm.lab2cname
         self.dm = dm
 
     def build_model(self):
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__}.build_model(): the built-in engine has no backbone zoo; "
+            "build the model and register_model() it"
+        )
+
+    def trainer_state(self):
+        state = super().trainer_state()
+        state.update(seed=self.seed, best_result=self.best_result)
+        return state
+
+    def load_trainer_state(self, state):
+        super().load_trainer_state(state)
+        if self.cfg.SEED < 0:  # a fixed SEED stays the user's choice
+            self.seed = state.get("seed", self.seed)
+        self.best_result = state.get("best_result", self.best_result)
 
     def train(self):
         super().train(self.start_epoch, self.max_epoch)
@@ -224,12 +281,13 @@ class SimpleTrainer(TrainerBase):
     def before_train(self):
         directory = self.cfg.RESUME or self.cfg.OUTPUT_DIR
         self.start_epoch = self.resume_model_if_exist(directory)
+        self.init_writer(osp.join(self.output_dir, "tensorboard"))
         self.time_start = time.time()
 
     def after_train(self):
         print("Finish training")
         if not self.cfg.TEST.NO_TEST:
-            if self.cfg.TEST.FINAL_MODEL == "best_val" and self.val_loader is not None:
+            if self.cfg.TEST.FINAL_MODEL == "best_val":
                 print("Deploy the model with the best val performance")
                 self.load_model(self.output_dir)
             else:
@@ -237,36 +295,46 @@ class SimpleTrainer(TrainerBase):
             self.test()
         elapsed = str(datetime.timedelta(seconds=round(time.time() - self.time_start)))
         print(f"Elapsed: {elapsed}")
+        self.close_writer()
 
     def before_epoch(self):
         # an epoch's randomness depends on (seed, epoch) only: exact resume
-        seed = max(self.cfg.SEED, 0)
-        set_random_seed(seed * 10_000 + self.epoch)
+        set_random_seed(epoch_seed(self.seed, self.epoch))
+        dm = getattr(self, "dm", None)
+        if dm is not None:
+            dm.set_epoch(self.epoch, self.seed)
 
     def after_epoch(self):
         last_epoch = (self.epoch + 1) == self.max_epoch
-        do_test = not self.cfg.TEST.NO_TEST
         freq = self.cfg.TRAIN.CHECKPOINT_FREQ
-        meet_checkpoint_freq = (self.epoch + 1) % freq == 0 if freq > 0 else False
-        if do_test and self.cfg.TEST.FINAL_MODEL == "best_val" and self.val_loader is not None:
-            result = self.test(split="val")
-            if result > self.best_result:
-                self.best_result = result
-                self.save_model(self.epoch, self.output_dir, val_result=result, model_name="model-best.pth.tar")
+        meet_checkpoint_freq = freq > 0 and (self.epoch + 1) % freq == 0
+        if not self.cfg.TEST.NO_TEST and self.cfg.TEST.FINAL_MODEL == "best_val":
+            curr_result = self.test(split="val")
+            if curr_result > self.best_result:
+                self.best_result = curr_result
+                self.save_model(self.epoch, self.output_dir, val_result=curr_result, model_name=BEST)
         if meet_checkpoint_freq or last_epoch:
             self.save_model(self.epoch, self.output_dir)
 
     @torch.no_grad()
     def test(self, split=None):
+        """Evaluate on `split` (default TEST.SPLIT; val falls back to test when there is
+        no val set). Returns the first metric; all of them stay in `self.test_results`."""
         self.set_model_mode("eval")
         self.evaluator.reset()
         split = split or self.cfg.TEST.SPLIT
-        loader = self.val_loader if split == "val" and self.val_loader is not None else self.test_loader
+        if split == "val" and self.val_loader is not None:
+            data_loader = self.val_loader
+        else:
+            split = "test"
+            data_loader = self.test_loader
         print(f"Evaluate on the *{split}* set")
-        for batch in loader:
-            images, labels = self.parse_batch_test(batch)
-            self.evaluator.process(self.model_inference(images), labels)
+        for batch in data_loader:
+            input, label = self.parse_batch_test(batch)
+            self.evaluator.process(self.model_inference(input), label)
         results = self.evaluator.evaluate()
+        for name, value in results.items():
+            self.write_scalar(f"{split}/{name}", value, self.epoch)
         self.test_results = results
         return list(results.values())[0]
 
@@ -276,76 +344,94 @@ class SimpleTrainer(TrainerBase):
     def parse_batch_test(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device)
 
-    def get_current_lr(self, names=None):
-        name = self.get_model_names(names)[0]
-        return self._optims[name].param_groups[0]["lr"]
-
-    def _log_progress(self, losses, batch_time, data_time, end_of_epoch):
+    def log_progress(self, losses, batch_time, data_time):
+        """Dassl's progress line every TRAIN.PRINT_FREQ batches (every batch when an
+        epoch is shorter than that), and the scalars."""
         freq = self.cfg.TRAIN.PRINT_FREQ
-        if not ((self.batch_idx + 1) % freq == 0 or (freq > 0 and self.num_batches < freq and end_of_epoch)):
-            return
-        remaining = self.num_batches - self.batch_idx - 1 + (self.max_epoch - self.epoch - 1) * self.num_batches
-        eta = str(datetime.timedelta(seconds=int(batch_time.avg * remaining)))
-        lr = self.get_current_lr() if self._optims and any(self._optims.values()) else 0.0
-        print(
-            f"epoch [{self.epoch + 1}/{self.max_epoch}] batch [{self.batch_idx + 1}/{self.num_batches}] "
-            f"time {batch_time.val:.3f} ({batch_time.avg:.3f}) data {data_time.val:.3f} ({data_time.avg:.3f}) "
-            f"{losses} lr {lr:.4e} eta {eta}"
-        )
+        meet_freq = freq > 0 and (self.batch_idx + 1) % freq == 0
+        if meet_freq or self.num_batches < freq:
+            remaining = self.num_batches - self.batch_idx - 1 + (self.max_epoch - self.epoch - 1) * self.num_batches
+            eta = str(datetime.timedelta(seconds=int(batch_time.avg * remaining)))
+            print(
+                f"epoch [{self.epoch + 1}/{self.max_epoch}] "
+                f"batch [{self.batch_idx + 1}/{self.num_batches}] "
+                f"time {batch_time.val:.3f} ({batch_time.avg:.3f}) "
+                f"data {data_time.val:.3f} ({data_time.avg:.3f}) "
+                f"{losses} "
+                f"lr {self.get_current_lr():.4e} "
+                f"eta {eta}"
+            )
+        n_iter = self.epoch * self.num_batches + self.batch_idx
+        for name, meter in losses.meters.items():
+            self.write_scalar("train/" + name, meter.avg, n_iter)
+        self.write_scalar("train/lr", self.get_current_lr(), n_iter)
+
+    def require_loader(self, loader, split):
+        if loader is None:
+            raise ValueError(
+                f"{type(self).__name__} trains on {split}, but dataset {self.cfg.DATASET.NAME!r} has no {split} "
+                "in this setting"
+            )
+        return loader
 
 
 class TrainerX(SimpleTrainer):
-    """Trains on labeled data only."""
+    """Trains on labeled data only: `forward_backward(batch)` per batch of train_x."""
 
     def run_epoch(self):
         self.set_model_mode("train")
         losses, batch_time, data_time = MetricMeter(), AverageMeter(), AverageMeter()
-        self.num_batches = len(self.train_loader_x)
+        loader = self.require_loader(self.train_loader_x, "train_x")
+        self.num_batches = len(loader)
         end = time.time()
-        for self.batch_idx, batch in enumerate(self.train_loader_x):
+        for self.batch_idx, batch in enumerate(loader):
             data_time.update(time.time() - end)
-            losses.update(self.forward_backward(batch))
+            loss_summary = self.forward_backward(batch)
             batch_time.update(time.time() - end)
-            self._log_progress(losses, batch_time, data_time, self.batch_idx + 1 == self.num_batches)
+            losses.update(loss_summary)
+            self.log_progress(losses, batch_time, data_time)
             end = time.time()
 
     def parse_batch_train(self, batch):
-        return batch["img"].to(self.device), batch["label"].to(self.device)
+        return batch["img"].to(self.device), batch["label"].to(self.device), batch["domain"].to(self.device)
 
 
 class TrainerXU(SimpleTrainer):
-    """Trains on a labeled and an unlabeled loader together."""
+    """Trains on labeled and unlabeled data: `forward_backward(batch_x, batch_u)`.
+
+    TRAIN.COUNT_ITER sets the epoch length (train_x, train_u or smaller_one); the
+    shorter loader restarts when it runs out.
+    """
 
     def run_epoch(self):
         self.set_model_mode("train")
         losses, batch_time, data_time = MetricMeter(), AverageMeter(), AverageMeter()
-        len_x, len_u = len(self.train_loader_x), len(self.train_loader_u)
+        loader_x = self.require_loader(self.train_loader_x, "train_x")
+        loader_u = self.require_loader(self.train_loader_u, "train_u")
         count_iter = self.cfg.TRAIN.COUNT_ITER
-        if count_iter == "train_x":
-            self.num_batches = len_x
-        elif count_iter == "train_u":
-            self.num_batches = len_u
-        elif count_iter == "smaller_one":
-            self.num_batches = min(len_x, len_u)
-        else:
-            raise ValueError(f"TRAIN.COUNT_ITER={count_iter!r}: use train_x, train_u or smaller_one")
-        iter_x, iter_u = iter(self.train_loader_x), iter(self.train_loader_u)
+        if count_iter not in COUNT_ITERS:
+            raise ValueError(f"TRAIN.COUNT_ITER={count_iter!r}: use one of {COUNT_ITERS}")
+        lengths = {"train_x": len(loader_x), "train_u": len(loader_u)}
+        lengths["smaller_one"] = min(lengths.values())
+        self.num_batches = lengths[count_iter]
+        iter_x, iter_u = iter(loader_x), iter(loader_u)
         end = time.time()
         for self.batch_idx in range(self.num_batches):
             try:
                 batch_x = next(iter_x)
             except StopIteration:
-                iter_x = iter(self.train_loader_x)
+                iter_x = iter(loader_x)
                 batch_x = next(iter_x)
             try:
                 batch_u = next(iter_u)
             except StopIteration:
-                iter_u = iter(self.train_loader_u)
+                iter_u = iter(loader_u)
                 batch_u = next(iter_u)
             data_time.update(time.time() - end)
-            losses.update(self.forward_backward(batch_x, batch_u))
+            loss_summary = self.forward_backward(batch_x, batch_u)
             batch_time.update(time.time() - end)
-            self._log_progress(losses, batch_time, data_time, self.batch_idx + 1 == self.num_batches)
+            losses.update(loss_summary)
+            self.log_progress(losses, batch_time, data_time)
             end = time.time()
 
     def parse_batch_train(self, batch_x, batch_u):
@@ -354,4 +440,3 @@ class TrainerXU(SimpleTrainer):
             batch_x["label"].to(self.device),
             batch_u["img"].to(self.device),
         )
-

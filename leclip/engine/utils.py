@@ -1,12 +1,17 @@
-"""Small utilities with Dassl's names: seeding, logging to log.txt, meters."""
+"""Small utilities with Dassl's names (seeding, logging to log.txt, meters, image
+reading) plus the RNG helpers that make a resumed run equal an uninterrupted one."""
 import logging
 import os
+import platform
 import random
 import sys
 from collections import defaultdict
+from contextlib import contextmanager
 
 import numpy as np
+import PIL
 import torch
+from PIL import Image
 
 
 def set_random_seed(seed):
@@ -16,41 +21,117 @@ def set_random_seed(seed):
     torch.cuda.manual_seed_all(seed)
 
 
+def epoch_seed(seed, *keys):
+    """A well-mixed 32-bit seed from a base seed and integer keys (epoch, stream, ...)."""
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1, dtype=np.uint32)[0])
+
+
+def fresh_seed():
+    """A random base seed, for SEED < 0 ("randomise everything" in Dassl)."""
+    return int.from_bytes(os.urandom(4), "little")
+
+
+@contextmanager
+def local_rng(seed):
+    """Run a block with torch's CPU RNG and Python's `random` seeded to `seed`, then
+    restore both, so the block neither depends on nor disturbs the global streams."""
+    torch_state, python_state = torch.default_generator.get_state(), random.getstate()
+    torch.default_generator.manual_seed(seed)  # CPU only: CUDA streams stay untouched
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        torch.default_generator.set_state(torch_state)
+        random.setstate(python_state)
+
+
+def get_rng_state():
+    """Every global RNG state (Python, numpy, torch CPU and CUDA), for checkpoints."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
 def mkdir_if_missing(dirname):
     os.makedirs(dirname, exist_ok=True)
 
 
+def read_image(path):
+    """An RGB PIL image; a missing or unreadable file raises one error naming it."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"Image listed by the dataset is missing: {path} (check DATASET.ROOT)") from None
+    except OSError as err:
+        raise OSError(f"Cannot read image {path}: {err} (re-download the file or remove it from the split)") from None
+
+
 class _Tee:
-    """Write to the console and to log.txt, as Dassl's setup_logger does."""
+    """stdout that also appends to a log file, as Dassl's Logger does."""
 
     def __init__(self, console, path):
         self.console = console
+        self.path = path
         self.file = open(path, "a")
 
     def write(self, msg):
         self.console.write(msg)
-        self.file.write(msg)
-        self.flush()
+        if not self.file.closed:  # a replaced tee that someone restored still prints
+            self.file.write(msg)
 
     def flush(self):
         self.console.flush()
-        self.file.flush()
+        if not self.file.closed:
+            self.file.flush()
 
     def isatty(self):
         return False
 
+    def __getattr__(self, name):
+        return getattr(self.console, name)
+
+
+_LOG_HANDLER_FLAG = "_leclip_log_txt"
+
 
 def setup_logger(output=None):
-    """Send stdout to `output/log.txt` too (`output` may also be a *.txt path)."""
+    """Tee stdout into `output/log.txt` (or into `output` itself when it ends in .txt or
+    .log) and send the `leclip` logger there too.
+
+    Unlike Dassl, an existing log is appended to, so a resumed run keeps one log.txt.
+    A second call replaces the first: no line is ever written twice.
+    """
     if not output:
         return
     fpath = output if output.endswith((".txt", ".log")) else os.path.join(output, "log.txt")
     mkdir_if_missing(os.path.dirname(fpath) or ".")
-    console = sys.stdout.console if isinstance(sys.stdout, _Tee) else sys.stdout
-    if isinstance(sys.stdout, _Tee):
-        sys.stdout.file.close()
+    console = sys.stdout
+    if isinstance(console, _Tee):
+        console.file.close()
+        console = console.console
     sys.stdout = _Tee(console, fpath)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
+
+    logger = logging.getLogger("leclip")
+    for handler in [h for h in logger.handlers if getattr(h, _LOG_HANDLER_FLAG, False)]:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    setattr(handler, _LOG_HANDLER_FLAG, True)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def count_num_param(model=None, params=None):
@@ -60,19 +141,24 @@ def count_num_param(model=None, params=None):
 
 
 def collect_env_info():
+    cuda = torch.version.cuda if torch.cuda.is_available() else "not available"
     return (
-        f"Python {sys.version.split()[0]}, torch {torch.__version__}, "
-        f"CUDA available: {torch.cuda.is_available()}"
+        f"Python {platform.python_version()}, torch {torch.__version__} (CUDA {cuda}), "
+        f"numpy {np.__version__}, Pillow {PIL.__version__}, {platform.platform()}"
     )
 
 
 class AverageMeter:
+    """Current value and running (or exponential moving) average."""
+
     def __init__(self, ema=False):
         self.ema = ema
         self.reset()
 
     def reset(self):
-        self.val = self.avg = self.sum = 0.0
+        self.val = 0
+        self.avg = 0
+        self.sum = 0
         self.count = 0
 
     def update(self, val, n=1):
@@ -81,10 +167,12 @@ class AverageMeter:
         self.val = val
         self.sum += val * n
         self.count += n
-        self.avg = (0.9 * self.avg + 0.1 * val) if self.ema and self.count > n else self.sum / self.count
+        self.avg = self.avg * 0.9 + val * 0.1 if self.ema else self.sum / self.count
 
 
 class MetricMeter:
+    """A named set of AverageMeters, printed as `name val (avg)`."""
+
     def __init__(self, delimiter=" "):
         self.meters = defaultdict(AverageMeter)
         self.delimiter = delimiter
@@ -93,9 +181,9 @@ class MetricMeter:
         if input_dict is None:
             return
         if not isinstance(input_dict, dict):
-            raise TypeError("Input to MetricMeter.update() must be a dictionary")
-        for k, v in input_dict.items():
-            self.meters[k].update(v)
+            raise TypeError(f"MetricMeter.update() takes a dict of losses, got {type(input_dict).__name__}")
+        for name, value in input_dict.items():
+            self.meters[name].update(value)
 
     def __str__(self):
         return self.delimiter.join(f"{name} {m.val:.4f} ({m.avg:.4f})" for name, m in self.meters.items())

@@ -1,0 +1,264 @@
+"""CFSG-CLIP: coarse- and fine-guidance branches on one frozen CLIP (METHODS.md).
+
+Coarse branch: CoOp prompts -> t_c; frozen image encoder (no_grad) -> global and patch
+features, both through a residual adapter; the semantic filtering module (SFM,
+`leclip.sfm`) pools the patches that show class m into z_c. Fine branch: own prompts
+-> t_f; a learnable projection of z_c is injected as an extra token into the first D
+blocks of the frozen image encoder (`DeepTokens`, replace or concat) and its own SFM
+gives z_f. Each branch has a global and a local (SFM) head; each head gets a
+supervised CE and a FixMatch term masked by the filter F. Inference: mean of the
+heads' probabilities, ID score = its max.
+
+Class m of the SFM: the label for labeled images; else the argmax of the branch's global
+prediction (for a strong view: on its weak view). Only prompts, adapter and injection
+projection learn; they are the registered model "cfsg" (and its checkpoints).
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from leclip import ssl
+from leclip.adapters import ResidualAdapter
+from leclip.backbone import DeepTokens, ImageEncoder, PromptLearner, TextEncoder
+from leclip.config import add_defaults
+from leclip.dassl import TRAINER_REGISTRY, MetricMeter
+from leclip.sfm import WEIGHTINGS, SemanticFilter
+from leclip.trainer_base import CLIPTrainer
+
+add_defaults(
+    {
+        "TRAINER.CFSG.N_CTX": 16,  # (ours) context tokens of each branch's prompts
+        "TRAINER.CFSG.CTX_INIT": "",  # e.g. "a photo of a"; empty = random N(0, 0.02)
+        # ablation switches; the fine branch exists when SFM_FINE or VSI is on
+        "TRAINER.CFSG.ADAPTER": True,  # residual adapter on the coarse features
+        "TRAINER.CFSG.SFM_COARSE": True,
+        "TRAINER.CFSG.SFM_FINE": True,
+        "TRAINER.CFSG.VSI": True,  # visual-semantic injection (needs SFM_COARSE)
+        "TRAINER.CFSG.ADAPTER_RATIO": 0.2,  # (ours) CLIP-Adapter's blend ratio
+        "TRAINER.CFSG.ADAPTER_REDUCTION": 4,  # (ours) CLIP-Adapter's bottleneck reduction
+        "TRAINER.CFSG.TOP_K": 10,  # (ours) patches kept by the SFM; above N keeps all
+        "TRAINER.CFSG.WEIGHTING": "visual",  # visual | textual (uniform weights)
+        "TRAINER.CFSG.INJECT_MODE": "replace",  # replace | concat
+        "TRAINER.CFSG.DEPTH": 9,  # (ours) blocks 1..D get the injected token; above T means all
+        # (ours) class m of an unlabeled/test image: "branch" = argmax of the branch's own
+        # global prediction, "coarse" = the coarse branch's for both
+        "TRAINER.CFSG.SFM_CLASS": "branch",
+        "TRAINER.CFSG.LAMBDA_C": 1.0,  # (ours) unlabeled weight of the coarse branch (x SSL.LAMBDA)
+        "TRAINER.CFSG.LAMBDA_F": 1.0,  # (ours) unlabeled weight of the fine branch (x SSL.LAMBDA)
+        # (ours) heads whose probabilities are averaged at inference (switched-off heads skipped)
+        "TRAINER.CFSG.ENSEMBLE": ["coarse_global", "coarse_local", "fine_global", "fine_local"],
+    }
+)
+
+# head name -> key of its logits in a branch's output
+HEADS = {"global": "logits", "local": "sfm_logits"}
+SFM_CLASSES = ("branch", "coarse")
+
+
+class CFSGModel(nn.Module):
+    """Frozen CLIP with CFSG-CLIP's two branches; `self.learnable` holds what trains."""
+
+    def __init__(self, clip_model, classnames, cfg):
+        super().__init__()
+        self.image_encoder = ImageEncoder(clip_model)
+        self.image_encoder.require_vit("CFSG-CLIP")
+        self.text_encoder = TextEncoder(clip_model)
+        self.logit_scale = clip_model.logit_scale
+        self.check(cfg)
+        self.sfm_on = {"coarse": cfg.SFM_COARSE, "fine": cfg.SFM_FINE}
+        self.branches = ("coarse", "fine") if (cfg.SFM_FINE or cfg.VSI) else ("coarse",)
+        self.vsi = cfg.VSI
+        self.inject_mode = cfg.INJECT_MODE
+        self.depth = min(cfg.DEPTH, self.image_encoder.num_blocks)
+        self.sfm_class = cfg.SFM_CLASS
+        self.sfm = SemanticFilter(min(cfg.TOP_K, self.image_encoder.num_patches), cfg.WEIGHTING)
+        self.ensemble = [
+            (branch, HEADS[head])
+            for branch, head in (name.split("_") for name in cfg.ENSEMBLE)
+            if branch in self.branches and (head == "global" or self.sfm_on[branch])
+        ]
+        if not self.ensemble:
+            raise ValueError(f"TRAINER.CFSG.ENSEMBLE={list(cfg.ENSEMBLE)} names no head this configuration has")
+
+        dim = self.image_encoder.output_dim
+        learnable = {}
+        for branch in self.branches:
+            learnable[f"{branch}_prompts"] = PromptLearner(clip_model, classnames, n_ctx=cfg.N_CTX, ctx_init=cfg.CTX_INIT)
+        if cfg.ADAPTER:
+            learnable["adapter"] = ResidualAdapter(dim, cfg.ADAPTER_REDUCTION, cfg.ADAPTER_RATIO)
+        if cfg.VSI:
+            learnable["inject"] = nn.Linear(dim, self.image_encoder.width)
+        self.learnable = nn.ModuleDict(learnable)
+
+    @staticmethod
+    def check(cfg):
+        choices = {"WEIGHTING": WEIGHTINGS, "INJECT_MODE": DeepTokens.MODES, "SFM_CLASS": SFM_CLASSES}
+        for key, allowed in choices.items():
+            if cfg[key] not in allowed:
+                raise ValueError(f"TRAINER.CFSG.{key}={cfg[key]!r}: use one of {allowed}")
+        known = [f"{b}_{h}" for b in ("coarse", "fine") for h in HEADS]
+        unknown = [name for name in cfg.ENSEMBLE if name not in known]
+        if unknown:
+            raise ValueError(f"TRAINER.CFSG.ENSEMBLE has unknown heads {unknown}: use names from {known}")
+        if cfg.VSI and not cfg.SFM_COARSE:
+            raise ValueError(
+                "TRAINER.CFSG.VSI injects the coarse SFM feature z_c: set TRAINER.CFSG.SFM_COARSE True or VSI False"
+            )
+        for key in ("TOP_K", "DEPTH"):
+            if cfg[key] < 1:
+                raise ValueError(f"TRAINER.CFSG.{key}={cfg[key]}: use a positive integer")
+
+    def describe(self):
+        parts = ["coarse: prompts" + (" + adapter" if "adapter" in self.learnable else "")]
+        if "fine" in self.branches:
+            parts.append("fine: prompts" + (f" + VSI {self.inject_mode} in blocks 1..{self.depth}" if self.vsi else ""))
+        sfm = [b for b in self.branches if self.sfm_on[b]]
+        if sfm:
+            parts.append(f"SFM ({'/'.join(sfm)}): top-{self.sfm.top_k}, {self.sfm.weighting} weighting")
+        heads = ", ".join(f"{b}_{'global' if k == 'logits' else 'local'}" for b, k in self.ensemble)
+        return "CFSG-CLIP | " + " | ".join(parts) + f" | inference: mean of {heads}"
+
+    def text_features(self):
+        """Normalised class text features of each branch {branch: [K, D]}."""
+        return {
+            b: F.normalize(self.text_encoder(*self.learnable[f"{b}_prompts"]()), dim=-1) for b in self.branches
+        }
+
+    def forward(self, images, text=None, classes=None):
+        """Outputs per branch (logits [B, K], local_logits [B, N, K] per patch, and with
+        the SFM: sfm_logits [B, K], pooled [B, D], classes [B]) plus the ensemble's
+        log-probabilities as `logits`. `classes` maps a branch to the class m of each
+        image for its SFM; a branch not given uses its SFM_CLASS rule."""
+        text = self.text_features() if text is None else text
+        classes = classes or {}
+        with torch.no_grad():
+            frozen_global, frozen_patches = self.image_encoder(images)
+        global_c, patches_c = frozen_global, frozen_patches
+        if "adapter" in self.learnable:
+            global_c, patches_c = self.learnable["adapter"](global_c), self.learnable["adapter"](patches_c)
+        out = {"coarse": self.branch("coarse", global_c, patches_c, text["coarse"], classes.get("coarse"))}
+        if "fine" in self.branches:
+            if self.vsi:
+                token = self.learnable["inject"](out["coarse"]["pooled"]).unsqueeze(1)
+                hook = DeepTokens({block: token for block in range(self.depth)}, self.inject_mode)
+                global_f, patches_f = self.image_encoder(images, token_hook=hook)
+            else:  # without injection the fine branch sees the frozen features
+                global_f, patches_f = frozen_global, frozen_patches
+            fine_class = classes.get("fine")
+            if fine_class is None and self.sfm_class == "coarse":
+                fine_class = out["coarse"]["logits"].argmax(dim=-1)
+            out["fine"] = self.branch("fine", global_f, patches_f, text["fine"], fine_class)
+        out["logits"] = self.ensemble_log_probs(out)
+        return out
+
+    def branch(self, name, global_feature, patches, text, classes=None):
+        scale = self.logit_scale.exp()
+        out = {
+            "logits": scale * F.normalize(global_feature, dim=-1) @ text.t(),
+            "local_logits": scale * F.normalize(patches, dim=-1) @ text.t(),
+        }
+        if self.sfm_on[name]:
+            classes = out["logits"].argmax(dim=-1) if classes is None else classes
+            pooled, _, _ = self.sfm(patches, global_feature, text[classes])
+            out.update(sfm_logits=scale * F.normalize(pooled, dim=-1) @ text.t(), pooled=pooled, classes=classes)
+        return out
+
+    def ensemble_log_probs(self, out):
+        """log of the mean of the ensemble heads' probabilities (stable: logsumexp)."""
+        log_probs = torch.stack([out[b][key].float().log_softmax(dim=-1) for b, key in self.ensemble])
+        return torch.logsumexp(log_probs, dim=0) - math.log(len(self.ensemble))
+
+
+class HeadStats:
+    """The filter's per-epoch diagnostics (`ssl.PseudoLabelStats`) for each branch/head."""
+
+    def __init__(self, names):
+        self.stats = {name: ssl.PseudoLabelStats() for name in names}
+
+    def reset(self):
+        for stats in self.stats.values():
+            stats.reset()
+
+    def update(self, name, *args):
+        self.stats[name].update(*args)
+
+    def log_line(self):
+        return "; ".join(f"{name}: {stats.log_line()}" for name, stats in self.stats.items())
+
+
+@TRAINER_REGISTRY.register()
+class CFSG(CLIPTrainer):
+    def build_model(self):
+        self.clip_model = self.load_clip()
+        self.model = CFSGModel(self.clip_model, self.classnames, self.cfg.TRAINER.CFSG).to(self.device)
+        print(self.model.describe())
+        self.setup_optimization("cfsg", self.model.learnable)
+
+    def heads(self, branch):
+        return {h: k for h, k in HEADS.items() if h == "global" or self.model.sfm_on[branch]}
+
+    def before_train(self):
+        super().before_train()
+        self.ssl_stats = HeadStats([f"{b}/{h}" for b in self.model.branches for h in self.heads(b)])
+
+    def run_epoch(self):
+        # F's thresholds restart each epoch, so a resumed run equals an uninterrupted one
+        ssl_cfg = self.cfg.TRAINER.SSL
+        self.ssl_filters = {
+            b: ssl.OODFilter(ssl_cfg.CONF_THRESH, ssl_cfg.SCORE, ssl_cfg.OOD_QUANTILE) for b in self.model.branches
+        }
+        self.epoch_losses = MetricMeter()
+        super().run_epoch()
+        losses = " ".join(f"{name} {meter.avg:.4f}" for name, meter in self.epoch_losses.meters.items())
+        print(f"epoch [{self.epoch + 1}/{self.max_epoch}] losses: {losses}")
+
+    def forward_backward(self, batch_x, batch_u=None):
+        summary = super().forward_backward(batch_x, batch_u)
+        self.epoch_losses.update(summary)
+        return summary
+
+    def forward_train(self, images, text=None, classes=None):
+        return self.model(images, text, classes)
+
+    def compute_loss(self, batch_x, batch_u):
+        images, labels = self.to_device(batch_x), self.to_device(batch_x, "label")
+        text = self.model.text_features()  # once per step, shared by every view
+        out_x = self.forward_train(images, text, {b: labels for b in self.model.branches})
+        losses = {
+            f"loss_x_{b}": sum(F.cross_entropy(out_x[b][k].float(), labels) for k in self.heads(b).values())
+            for b in self.model.branches
+        }
+        if batch_u is None:
+            return losses
+        with torch.no_grad():
+            out_weak = self.forward_train(self.to_device(batch_u, "img_weak"), text)
+        weak_classes = {b: out_weak[b].get("classes") for b in self.model.branches}
+        out_strong = self.forward_train(self.to_device(batch_u, "img_strong"), text, weak_classes)
+        hidden = batch_u["label"]
+        hidden = hidden if bool((hidden >= 0).all()) else None  # -1: no hidden label to check against
+        weights = {"coarse": self.cfg.TRAINER.CFSG.LAMBDA_C, "fine": self.cfg.TRAINER.CFSG.LAMBDA_F}
+        for b in self.model.branches:
+            loss = self.branch_fixmatch_loss(b, out_x[b], out_weak[b], out_strong[b], hidden)
+            losses[f"loss_u_{b}"] = self.cfg.TRAINER.SSL.LAMBDA * weights[b] * loss
+        return losses
+
+    def branch_fixmatch_loss(self, branch, out_x, out_weak, out_strong, hidden):
+        """FixMatch on each head of a branch, masked by F; F's ID score is the branch's."""
+        scale = self.logit_scale_value()
+        id_filter = self.ssl_filters[branch]
+        id_filter.update(self.id_scores(out_x, scale).detach())
+        scores = self.id_scores(out_weak, scale)
+        loss = 0.0
+        for head, key in self.heads(branch).items():
+            probs = out_weak[key].float().softmax(dim=-1)
+            pseudo, confidence, _ = ssl.hard_pseudo_labels(probs, self.cfg.TRAINER.SSL.CONF_THRESH)
+            mask = id_filter(confidence, scores)
+            self.ssl_stats.update(f"{branch}/{head}", mask, pseudo, hidden, self.num_classes)
+            loss = loss + ssl.fixmatch_loss(out_strong[key], pseudo, mask)
+        return loss
+
+    def predict(self, images):
+        probs = self.forward_train(images)["logits"].exp()
+        return probs, probs.max(dim=-1).values
