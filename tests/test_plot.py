@@ -129,16 +129,3 @@ def test_plot_model_uses_n_set_major_prompt_sets():
 def test_bad_plot_config_is_named(run_trainer, opts, message):
     with pytest.raises(ValueError, match=message):
         run_trainer("LEPLOT", CONFIG, opts)
-
-
-def test_plot_learns_on_the_embedded_world(run_trainer):
-    untrained = run_trainer("LEPLOT", CONFIG, ["OPTIM.MAX_EPOCH", "0"])
-    trained = run_trainer("LEPLOT", CONFIG, ["OPTIM.MAX_EPOCH", "8"])
-    assert trained["closed_accuracy"] > untrained["closed_accuracy"] + 2
-
-
-def test_plot_runs_with_fixmatch(run_trainer, tmp_path):
-    out = tmp_path / "fixmatch"
-    opts = ["OPTIM.MAX_EPOCH", "1", "TRAINER.SSL.MODE", "fixmatch"]
-    assert run_trainer("LEPLOT", CONFIG, opts, output_dir=str(out))["ssl_mode"] == "fixmatch"
-    assert "unlabeled: pass_rate" in (out / "log.txt").read_text()  # the unlabeled batches ran
