@@ -85,7 +85,9 @@ class CFSGModel(nn.Module):
         dim = self.image_encoder.output_dim
         learnable = {}
         for branch in self.branches:
-            learnable[f"{branch}_prompts"] = PromptLearner(clip_model, classnames, n_ctx=cfg.N_CTX, ctx_init=cfg.CTX_INIT)
+            learnable[f"{branch}_prompts"] = PromptLearner(
+                clip_model, classnames, n_ctx=cfg.N_CTX, ctx_init=cfg.CTX_INIT
+            )
         if cfg.ADAPTER:
             learnable["adapter"] = ResidualAdapter(dim, cfg.ADAPTER_REDUCTION, cfg.ADAPTER_RATIO)
         if cfg.VSI:
