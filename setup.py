@@ -16,6 +16,7 @@ setup(
         "leclip.engine",
         "leclip.backbone",
         "leclip.world",
+        "leclip.multilabel",
         "leclip.trainers",
         "leclip.datasets",
     ],
