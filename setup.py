@@ -14,6 +14,7 @@ setup(
     packages=[
         "leclip",
         "leclip.engine",
+        "leclip.data",
         "leclip.backbone",
         "leclip.world",
         "leclip.multilabel",

@@ -6,7 +6,7 @@ images/<id>.jpg, variants.txt, images_variant_{train,val,test}.txt ("<id> <varia
 import os.path as osp
 
 from leclip.dassl import DATASET_REGISTRY
-from leclip.dataset_base import OpenSetDataset, check_images, dataset_root, read_lines
+from leclip.data import OpenSetDataset, check_images, dataset_root, read_lines
 
 LAYOUTS = ("fgvc_aircraft", osp.join("fgvc-aircraft-2013b", "data"))
 

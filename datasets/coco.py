@@ -11,7 +11,7 @@ import os
 import os.path as osp
 
 from leclip.dassl import DATASET_REGISTRY
-from leclip.dataset_base import MultiLabelDataset, check_images, dataset_root, multi_hot, require_file
+from leclip.data import MultiLabelDataset, check_images, dataset_root, multi_hot, require_file
 
 
 def parse_instances(path):

@@ -2,7 +2,7 @@
 import os.path as osp
 
 from leclip.dassl import DATASET_REGISTRY
-from leclip.dataset_base import OpenSetDataset, check_images, dataset_root, read_lines
+from leclip.data import OpenSetDataset, check_images, dataset_root, read_lines
 
 
 def read_table(path):

@@ -5,7 +5,7 @@ import numpy as np
 from scipy.io import loadmat
 
 from leclip.dassl import DATASET_REGISTRY
-from leclip.dataset_base import OpenSetDataset, check_images, dataset_root, require_file
+from leclip.data import OpenSetDataset, check_images, dataset_root, require_file
 
 
 def read_list(path):

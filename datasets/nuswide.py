@@ -10,7 +10,7 @@ import os.path as osp
 import numpy as np
 
 from leclip.dassl import DATASET_REGISTRY
-from leclip.dataset_base import MultiLabelDataset, dataset_root, missing_files, read_lines, require_file
+from leclip.data import MultiLabelDataset, dataset_root, missing_files, read_lines, require_file
 
 
 def read_label_column(path, num_images):

@@ -13,7 +13,7 @@ import logging
 import os.path as osp
 
 from leclip.dassl import DATASET_REGISTRY
-from leclip.dataset_base import OpenSetDataset, check_images, dataset_root, read_lines
+from leclip.data import OpenSetDataset, check_images, dataset_root, read_lines, reject_set_keys
 
 NAME_FILES = ("semi_aves_species_names.txt", "classnames.txt")
 
@@ -56,6 +56,11 @@ class LESemiAves(OpenSetDataset):
         setting = cfg.DATASET.SETTING
         if setting not in ("in", "inout"):
             raise ValueError(f"DATASET.SETTING={setting!r}: Semi-Aves uses 'in' (U_in) or 'inout' (U_in + U_out)")
+        reject_set_keys(
+            cfg,
+            {"DATASET.NUM_LABELED": -1, "DATASET.LABELED_RATIO": 0.0},
+            "Semi-Aves' labeled set is l_train: its setting is DATASET.SETTING in | inout",
+        )
         root = dataset_root(cfg, self.dataset_dir)
         labeled, val, test = read_split(root, "l_train"), read_split(root, "val"), read_split(root, "test")
         num_classes = 1 + max(label for _, label in labeled + val + test)

@@ -7,7 +7,7 @@ import os.path as osp
 import xml.etree.ElementTree as ET
 
 from leclip.dassl import DATASET_REGISTRY
-from leclip.dataset_base import MultiLabelDataset, check_images, dataset_root, multi_hot, read_lines, require_file
+from leclip.data import MultiLabelDataset, check_images, dataset_root, multi_hot, read_lines, require_file
 
 CLASSES = [
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

@@ -40,6 +40,7 @@ __all__ = [
     "collect_env_info",
     "MetricMeter",
     "AverageMeter",
+    "check_cfg_values",
 ]
 
 
@@ -62,6 +63,9 @@ def _choose_engine():
 
 
 ENGINE = _choose_engine()
+
+# engine-independent: the loop keys' valid values, checked for LE-CLIP's trainers on both
+from .engine.config import check_cfg_values  # noqa: E402,F401
 
 if ENGINE == "dassl":
     from . import dassl_compat

@@ -3,8 +3,10 @@
 `OpenSetClassification` (task A): closed accuracy, open-set balanced accuracy with the
 labeled-quantile threshold (`TEST.OOD_QUANTILE`), AUROC. The trainer passes the ID
 scores of the labeled training images with `set_reference_scores` before testing.
-`MultiLabelClassification` (tasks B, C): mAP, CF1, OF1 (threshold 0.5).
+`MultiLabelClassification` (tasks B, C): mAP, CF1, OF1; the trainer passes each
+image's scores and its predicted positives (its own per-class decision rule).
 Both keep the last results in `last_results` (percent), headline metric first.
+`for_task` picks the evaluator from the dataset's task.
 """
 import math
 from collections import OrderedDict
@@ -17,6 +19,23 @@ from .dassl import EVALUATOR_REGISTRY, EvaluatorBase
 
 def _cat(chunks):
     return torch.cat(chunks).numpy() if chunks else None
+
+
+def for_task(task, cfg, lab2cname, engine_evaluator):
+    """The evaluator of a dataset's task; a Dassl fork's own (closed-set) dataset keeps
+    the engine's TEST.EVALUATOR."""
+    chosen = {"ossl": OpenSetClassification, "multilabel": MultiLabelClassification}.get(task)
+    if chosen is None:
+        return engine_evaluator
+    if cfg.TEST.EVALUATOR not in ("Classification", chosen.__name__):
+        raise ValueError(
+            f"TEST.EVALUATOR={cfg.TEST.EVALUATOR!r}: LE-CLIP trainers evaluate a {task} dataset with "
+            f"{chosen.__name__}; remove TEST.EVALUATOR"
+        )
+    for key in ("PER_CLASS_RESULT", "COMPUTE_CMAT"):
+        if cfg.TEST[key]:
+            raise ValueError(f"TEST.{key} is an option of Dassl's Classification evaluator, not of {chosen.__name__}: remove it")
+    return chosen(cfg, lab2cname=lab2cname)
 
 
 @EVALUATOR_REGISTRY.register()
@@ -79,19 +98,23 @@ class MultiLabelClassification(EvaluatorBase):
         self.reset()
 
     def reset(self):
-        self._scores, self._targets = [], []
+        self._scores, self._targets, self._positives = [], [], []
 
-    def process(self, output, gt):
-        self._scores.append(output.detach().float().cpu())
+    def process(self, scores, gt, positives):
+        """scores [B, C] (ranked for mAP), gt [B, C] multi-hot, positives [B, C] bool."""
+        self._scores.append(scores.detach().float().cpu())
         self._targets.append(gt.detach().float().cpu())
+        self._positives.append(positives.detach().bool().cpu())
 
     def evaluate(self):
         scores, targets = _cat(self._scores), _cat(self._targets)
         mean_ap = metrics.mean_average_precision(scores, targets)
-        cf1, of1 = metrics.cf1_of1(scores, targets, 0.5)
+        cf1, of1 = metrics.cf1_of1(_cat(self._positives), targets)
         self.last_results = OrderedDict(mAP=mean_ap, CF1=cf1, OF1=of1)
+        present = int((targets.sum(axis=0) > 0).sum())
         print(
-            f"=> result\n* total: {len(targets):,}\n* mAP: {mean_ap:.2f}%\n"
-            f"* CF1: {cf1:.2f}%\n* OF1: {of1:.2f}%"
+            f"=> result\n* total: {len(targets):,}\n"
+            f"* classes with a positive: {present} of {targets.shape[1]} (only these are averaged)\n"
+            f"* mAP: {mean_ap:.2f}%\n* CF1: {cf1:.2f}%\n* OF1: {of1:.2f}%"
         )
         return self.last_results

@@ -4,13 +4,15 @@ Open-set metrics follow PROTOCOLS.md: closed accuracy over ID test images with t
 argmax over ID classes; balanced accuracy over K+1 classes (OOD test images form one
 "unknown" class, predicted when the ID score is below the threshold), as IOMatch
 defines it; AUROC of the ID score (ID positive). Multi-label: mAP over the classes with
-at least one positive, and CF1/OF1 at a fixed threshold.
+at least one positive, and CF1/OF1 of per-class independent decisions over the same
+classes (a trained model's sigmoid at 0.5, zero-shot CLIP's top-k classes): never a
+softmax thresholded at 0.5, which allows at most one positive per image.
 """
 import warnings
 
 import numpy as np
 import torch
-from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score
+from sklearn.metrics import average_precision_score, balanced_accuracy_score, roc_auc_score
 
 
 def _np(x):
@@ -19,21 +21,13 @@ def _np(x):
     return np.asarray(x)
 
 
-def accuracy(pred, gt):
-    pred, gt = _np(pred), _np(gt)
-    return 100.0 * float((pred == gt).mean()) if len(gt) else float("nan")
-
-
-def macro_f1(pred, gt):
-    pred, gt = _np(pred), _np(gt)
-    return 100.0 * f1_score(gt, pred, average="macro", labels=np.unique(gt), zero_division=0)
-
-
 def closed_accuracy(probs, labels, num_id):
     """Top-1 accuracy over the ID test images (labels < num_id), argmax over ID classes."""
     probs, labels = _np(probs), _np(labels)
     is_id = labels < num_id
-    return accuracy(probs[is_id, :num_id].argmax(axis=1), labels[is_id])
+    if not is_id.any():
+        return float("nan")
+    return 100.0 * float((probs[is_id, :num_id].argmax(axis=1) == labels[is_id]).mean())
 
 
 def ood_threshold(labeled_scores, quantile):
@@ -73,16 +67,28 @@ def mean_average_precision(scores, targets):
     return 100.0 * float(np.mean(aps)) if aps else float("nan")
 
 
-def cf1_of1(scores, targets, threshold=0.5):
-    """Per-class-averaged F1 (CF1) and overall F1 (OF1) of scores >= threshold."""
-    pred = (_np(scores) >= threshold).astype(np.float64)
+def top_k_positives(scores, k):
+    """[N, C] bool: each image's k highest-scoring classes (zero-shot CLIP's rule)."""
+    scores = torch.as_tensor(scores)
+    k = min(k, scores.shape[1])
+    return torch.zeros_like(scores, dtype=torch.bool).scatter_(1, scores.topk(k, dim=1).indices, True)
+
+
+def cf1_of1(positives, targets):
+    """Per-class-averaged F1 (CF1) and overall F1 (OF1) of predicted positives [N, C]
+    (bool), over the classes with at least one positive target, as mAP."""
+    pred = _np(positives).astype(np.float64)
     targets = _np(targets).astype(np.float64)
+    present = targets.sum(axis=0) > 0
+    pred, targets = pred[:, present], targets[:, present]
+    if targets.shape[1] == 0:
+        return float("nan"), float("nan")
     tp = (pred * targets).sum(axis=0)
     n_pred, n_pos = pred.sum(axis=0), targets.sum(axis=0)
     cp = np.mean(np.divide(tp, n_pred, out=np.zeros_like(tp), where=n_pred > 0))
-    cr = np.mean(np.divide(tp, n_pos, out=np.zeros_like(tp), where=n_pos > 0))
+    cr = np.mean(tp / n_pos)
     op = tp.sum() / max(n_pred.sum(), 1)
-    orec = tp.sum() / max(n_pos.sum(), 1)
+    orec = tp.sum() / n_pos.sum()
     cf1 = 2 * cp * cr / (cp + cr) if cp + cr > 0 else 0.0
     of1 = 2 * op * orec / (op + orec) if op + orec > 0 else 0.0
     return 100.0 * cf1, 100.0 * of1

@@ -1,12 +1,15 @@
-"""Shared semi-supervised pieces: pseudo-labels, ID scores, the filter F, diagnostics.
+"""Shared semi-supervised pieces: pseudo-labels, ID scores, the filter F, diagnostics,
+and the one FixMatch step built from them.
 
-Used by CFSG-CLIP and by every baseline's `TRAINER.SSL.MODE fixmatch`, so the table
-compares methods, not training recipes.
+`FixMatchStep` is used by every baseline's `TRAINER.SSL.MODE fixmatch` and by both
+branches of CFSG-CLIP, so the table compares methods, not training recipes.
 """
 import torch
 import torch.nn.functional as F
 
 ID_SCORES = ("msp", "mcm", "glmcm")
+# how long the filter's running threshold lives: the whole run (checkpointed) or one epoch
+FILTER_LIFETIMES = ("run", "epoch")
 
 
 def hard_pseudo_labels(probs, conf_thresh):
@@ -46,11 +49,8 @@ class OODFilter:
     over batches. Before any labeled batch, every score passes.
     """
 
-    def __init__(self, conf_thresh, score_name, quantile, momentum=0.9):
-        if score_name not in ID_SCORES:
-            raise ValueError(f"Unknown ID score {score_name!r} (TRAINER.SSL.SCORE): use one of {ID_SCORES}")
+    def __init__(self, conf_thresh, quantile, momentum=0.9):
         self.conf_thresh = conf_thresh
-        self.score_name = score_name
         self.quantile = quantile
         self.momentum = momentum
         self.threshold = float("-inf")
@@ -108,3 +108,78 @@ class PseudoLabelStats:
 
     def log_line(self):
         return " ".join(f"{k} {v:.1f}%" for k, v in self.summary().items()) + f" (n={self.seen})"
+
+
+class FixMatchStep:
+    """FixMatch with the filter F on named output groups and heads.
+
+    `heads` maps a group (an ID score and a filter of its own: one for a baseline, one
+    per branch for CFSG-CLIP) to {head name: key of its logits in the group's output}.
+    Per step: the weak view's outputs give hard pseudo-labels without gradient; each
+    group's filter takes its threshold from the labeled batch's ID scores and keeps the
+    confident weak-view images whose ID score passes; each head's loss is the masked CE
+    of the strong view's logits, normalised by the batch size.
+
+    The outputs are dicts with `logits` ([B, K], scaled) and optionally `local_logits`
+    ([B, N, K], for GL-MCM); `groups(out)` returns {group: that dict}.
+    """
+
+    def __init__(self, heads, conf_thresh, score, quantile, lifetime="run", momentum=0.9):
+        if score not in ID_SCORES:
+            raise ValueError(f"Unknown ID score {score!r} (TRAINER.SSL.SCORE): use one of {ID_SCORES}")
+        if lifetime not in FILTER_LIFETIMES:
+            raise ValueError(f"TRAINER.SSL.FILTER_LIFETIME={lifetime!r}: use one of {FILTER_LIFETIMES}")
+        self.heads = heads
+        self.conf_thresh = conf_thresh
+        self.score = score
+        self.lifetime = lifetime
+        self.filters = {group: OODFilter(conf_thresh, quantile, momentum) for group in heads}
+        self.stats = {(group, head): PseudoLabelStats() for group, keys in heads.items() for head in keys}
+
+    def start_epoch(self):
+        for stats in self.stats.values():
+            stats.reset()
+        if self.lifetime == "epoch":
+            for flt in self.filters.values():
+                flt.threshold = float("-inf")
+
+    def id_scores(self, out, logit_scale):
+        local = out.get("local_logits")
+        return id_score(
+            self.score, out["logits"].float() / logit_scale, None if local is None else local.float() / logit_scale
+        )
+
+    def __call__(self, groups_x, forward, images_weak, images_strong, logit_scale, hidden_labels=None, num_id=None):
+        """{group: loss}. `groups_x`: the groups of the labeled batch's outputs;
+        `forward(images, out_weak)`: the method's outputs as groups (`out_weak` is None
+        for the weak view; a method whose strong-view forward depends on the weak view,
+        as CFSG-CLIP's SFM class, reads it). `hidden_labels` only feed the diagnostics."""
+        with torch.no_grad():
+            groups_weak = forward(images_weak, None)
+        groups_strong = forward(images_strong, groups_weak)
+        losses = {}
+        for group, keys in self.heads.items():
+            flt = self.filters[group]
+            flt.update(self.id_scores(groups_x[group], logit_scale).detach())
+            scores = self.id_scores(groups_weak[group], logit_scale)
+            loss = 0.0
+            for head, key in keys.items():
+                probs = groups_weak[group][key].float().softmax(dim=-1)
+                pseudo, confidence, _ = hard_pseudo_labels(probs, self.conf_thresh)
+                mask = flt(confidence, scores)
+                self.stats[group, head].update(mask, pseudo, hidden_labels, num_id)
+                loss = loss + fixmatch_loss(groups_strong[group][key], pseudo, mask)
+            losses[group] = loss
+        return losses
+
+    def state(self):
+        return {group: flt.threshold for group, flt in self.filters.items()}
+
+    def load_state(self, thresholds):
+        for group, threshold in thresholds.items():
+            self.filters[group].threshold = threshold
+
+    def log_line(self):
+        if len(self.stats) == 1:
+            return next(iter(self.stats.values())).log_line()
+        return "; ".join(f"{group}/{head}: {stats.log_line()}" for (group, head), stats in self.stats.items())

@@ -1,60 +1,68 @@
 """`CLIPTrainer`: the base class of every LE-CLIP trainer.
 
-A method is a small subclass (as in USB): it builds its model in `build_model`, says
-how an image batch becomes outputs in `forward_train` / `forward_eval`, and may
-override `supervised_loss`, `compute_loss` or `predict`. This class owns what every
-method shares, on either engine (Dassl.pytorch or `leclip.engine`):
+A method is a small subclass (as in USB): `build_model` loads CLIP and builds
+`self.model`, whose `encode_classes()` returns what the method derives from its class
+names (text features, prompt features, deep prompts: anything image-independent) and
+whose `forward(images, classes)` returns the outputs. This class owns what every method
+shares, on either engine (Dassl.pytorch or `leclip.engine`):
 
 - data: LE-CLIP's DataManager (named views, multi-hot labels, hidden OOD labels);
 - device and precision: CUDA when available, AMP there (`TRAINER.PREC`), fp32 on CPU;
-- the semi-supervised recipe `TRAINER.SSL.MODE: none | fixmatch` (hard pseudo-labels
-  from the weak view, loss on the strong view, filter F on confidence and ID score),
-  with per-epoch diagnostics;
-- testing: open-set (closed accuracy, balanced accuracy with the labeled-quantile
-  threshold, AUROC) or multi-label (mAP, CF1, OF1), picked from the dataset's task.
+- the class side computed once per step (shared by every view) and once per evaluation;
+- the semi-supervised recipe `TRAINER.SSL.MODE: none | fixmatch` (`ssl.FixMatchStep`:
+  hard pseudo-labels from the weak view, loss on the strong view, filter F on
+  confidence and ID score), with per-epoch diagnostics;
+- testing with the evaluator of the dataset's task: open-set (closed accuracy,
+  balanced accuracy with the labeled-quantile threshold, AUROC) or multi-label.
 
-Outputs of `forward_train` / `forward_eval` are dicts with at least `logits`
-([B, K], already multiplied by the logit scale); `local_logits` ([B, N, K]) enables the
-GL-MCM score.
+Outputs are dicts with at least `logits` ([B, K], already multiplied by the logit
+scale); `local_logits` ([B, N, K]) enables the GL-MCM score.
 """
 import time
 
 import torch
 import torch.nn.functional as F
 
-from . import config  # noqa: F401  declares LE-CLIP's config keys on either engine
-from . import evaluators  # noqa: F401  registers OpenSet/MultiLabel evaluators
-from . import ssl
-from .backbone import autocast, load_clip
-from .dassl import ENGINE, TrainerX, TrainerXU, set_random_seed
-from .engine.utils import epoch_seed
-from .engine.trainer import SimpleTrainer as BuiltinSimpleTrainer
+from . import config, evaluators, ssl
+from .backbone import autocast, load_clip, resolve_logit_scale
+from .data import DataManager
+from .data.seeding import epoch_seed
+from .dassl import ENGINE, TrainerX, TrainerXU, build_dataset, build_lr_scheduler, build_optimizer, set_random_seed
+
+# the dataset tasks (`dataset.task`; "closed" for a Dassl fork's own datasets)
+SINGLE_LABEL = ("ossl", "closed")
 
 
 class CLIPTrainer(TrainerXU):
     # Trainers with nothing to learn (zero-shot) set this to False.
     learns = True
+    # the dataset tasks this method serves
+    tasks = SINGLE_LABEL
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        # the evaluator follows from the dataset's task, not from TEST.EVALUATOR
+        self.evaluator = evaluators.for_task(self.task, cfg, self.lab2cname, self.evaluator)
 
     # ---------------------------------------------------------------- set-up
     def check_cfg(self, cfg):
-        modes = ("none", "fixmatch")
-        if cfg.TRAINER.SSL.MODE not in modes:
-            raise ValueError(f"TRAINER.SSL.MODE={cfg.TRAINER.SSL.MODE!r}: use one of {modes}")
-        precisions = ("amp", "fp16", "fp32")
-        if cfg.TRAINER.PREC not in precisions:
-            raise ValueError(f"TRAINER.PREC={cfg.TRAINER.PREC!r}: use one of {precisions}")
+        config.check_config(cfg)
 
     @property
     def use_unlabeled(self):
         return self.cfg.TRAINER.SSL.MODE == "fixmatch"
 
     def build_data_loader(self):
-        # the built-in engine's wiring of LE-CLIP's DataManager, on either engine
-        BuiltinSimpleTrainer.build_data_loader(self)
+        DataManager(self.cfg, build_dataset(self.cfg)).attach(self)
+        self.task = getattr(self.dm.dataset, "task", "closed")
+        if self.task not in self.tasks:
+            raise ValueError(
+                f"{type(self).__name__} does not serve {self.cfg.DATASET.NAME}'s task ({self.task}); "
+                f"it serves {', '.join(self.tasks)} datasets (see the README's method table)"
+            )
         if not self.use_unlabeled:
             self.train_loader_u = None
-        self.task = getattr(self.dm.dataset, "task", "closed")
-        if self.use_unlabeled and self.train_loader_u is None:
+        elif self.train_loader_u is None:
             raise ValueError(
                 f"TRAINER.SSL.MODE fixmatch needs unlabeled data, but {self.cfg.DATASET.NAME} "
                 "has no train_u in this setting; use TRAINER.SSL.MODE none"
@@ -65,10 +73,12 @@ class CLIPTrainer(TrainerXU):
         return self.dm.dataset.classnames
 
     def load_clip(self):
+        """The frozen CLIP of MODEL.BACKBONE (on the CPU); sets `self.logit_scale`."""
         cfg = self.cfg
         model = load_clip(cfg.MODEL.BACKBONE.NAME, path=cfg.MODEL.BACKBONE.PATH, device="cpu")
         for p in model.parameters():
             p.requires_grad_(False)
+        self.logit_scale = resolve_logit_scale(model, cfg.TRAINER.LOGIT_SCALE)
         return model
 
     @property
@@ -80,21 +90,36 @@ class CLIPTrainer(TrainerXU):
 
     def setup_optimization(self, name, module):
         """Register `module` (its trainable parameters) with the cfg's optimizer."""
-        from .dassl import build_lr_scheduler, build_optimizer
-
         params = [p for p in module.parameters() if p.requires_grad]
         self.optim = build_optimizer(params, self.cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
         self.register_model(name, module, self.optim, self.sched)
         self.scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
 
+    # ---------------------------------------------------------------- FixMatch
+    def fixmatch_heads(self):
+        """{group: {head: logits key}} of the FixMatch step (one filter per group)."""
+        return {"main": {"global": "logits"}}
+
+    def output_groups(self, out):
+        """The FixMatch groups of a forward's outputs."""
+        return {"main": out}
+
+    def unlabeled_weights(self):
+        """Weight of each group's unlabeled loss (times TRAINER.SSL.LAMBDA)."""
+        return {"main": 1.0}
+
     def trainer_state(self):
-        """The filter's running threshold survives a resume (built-in engine)."""
-        return {**super().trainer_state(), "ssl_threshold": self.ssl_filter.threshold}
+        """The filter's running thresholds survive a resume (built-in engine)."""
+        state = super().trainer_state()
+        if self.use_unlabeled:
+            state["ssl_thresholds"] = self.fixmatch.state()
+        return state
 
     def load_trainer_state(self, state):
         super().load_trainer_state(state)
-        self.ssl_filter.threshold = state.get("ssl_threshold", float("-inf"))
+        if self.use_unlabeled:
+            self.fixmatch.load_state(state["ssl_thresholds"])
 
     def before_epoch(self):
         super().before_epoch()
@@ -104,23 +129,21 @@ class CLIPTrainer(TrainerXU):
             self.dm.set_epoch(self.epoch, seed)
 
     def before_train(self):
-        self.ssl_filter = ssl.OODFilter(
-            self.cfg.TRAINER.SSL.CONF_THRESH,
-            self.cfg.TRAINER.SSL.SCORE,
-            self.cfg.TRAINER.SSL.OOD_QUANTILE,
-        )
-        self.ssl_stats = ssl.PseudoLabelStats()
+        if self.use_unlabeled:
+            ssl_cfg = self.cfg.TRAINER.SSL
+            self.fixmatch = ssl.FixMatchStep(
+                self.fixmatch_heads(), ssl_cfg.CONF_THRESH, ssl_cfg.SCORE, ssl_cfg.OOD_QUANTILE, ssl_cfg.FILTER_LIFETIME
+            )
         super().before_train()
 
     # ---------------------------------------------------------------- training
     def run_epoch(self):
-        self.ssl_stats.reset()
         if self.train_loader_u is None:
             TrainerX.run_epoch(self)
-        else:
-            TrainerXU.run_epoch(self)
-        if self.train_loader_u is not None:
-            print(f"epoch [{self.epoch + 1}/{self.max_epoch}] unlabeled: {self.ssl_stats.log_line()}")
+            return
+        self.fixmatch.start_epoch()
+        TrainerXU.run_epoch(self)
+        print(f"epoch [{self.epoch + 1}/{self.max_epoch}] unlabeled: {self.fixmatch.log_line()}")
 
     def forward_backward(self, batch_x, batch_u=None):
         with self.autocast():
@@ -148,69 +171,76 @@ class CLIPTrainer(TrainerXU):
         return batch[key].to(self.device)
 
     def compute_loss(self, batch_x, batch_u):
-        """Supervised loss on the labeled batch, plus FixMatch on the unlabeled one."""
+        """Supervised loss on the labeled batch, plus FixMatch on the unlabeled one; the
+        class side is encoded once for every view of the step."""
+        classes = self.encode_classes()
         images, labels = self.to_device(batch_x), self.to_device(batch_x, "label")
-        out_x = self.forward_train(images)
-        losses = {"loss_x": self.supervised_loss(out_x, labels)}
+        out_x = self.forward_labeled(images, labels, classes)
+        losses = self.supervised_losses(out_x, labels)
         if batch_u is not None:
-            losses["loss_u"] = self.cfg.TRAINER.SSL.LAMBDA * self.fixmatch_loss(out_x, batch_u)
+            weights = self.unlabeled_weights()
+            for group, loss in self.fixmatch_losses(out_x, batch_u, classes).items():
+                name = "loss_u" if group == "main" else f"loss_u_{group}"
+                losses[name] = self.cfg.TRAINER.SSL.LAMBDA * weights[group] * loss
         return losses
+
+    def fixmatch_losses(self, out_x, batch_u, classes):
+        def forward(images, groups_weak):
+            return self.output_groups(self.forward_unlabeled(images, classes, groups_weak))
+
+        return self.fixmatch(
+            self.output_groups(out_x),
+            forward,
+            self.to_device(batch_u, "img_weak"),
+            self.to_device(batch_u, "img_strong"),
+            self.logit_scale,
+            batch_u["label"],
+            self.num_classes,
+        )
+
+    def supervised_losses(self, out, labels):
+        return {"loss_x": self.supervised_loss(out, labels)}
 
     def supervised_loss(self, out, labels):
         return F.cross_entropy(out["logits"], labels)
 
-    def fixmatch_loss(self, out_x, batch_u, key="logits"):
-        """FixMatch on `out[key]`: weak-view pseudo-labels, strong-view loss, filter F."""
-        with torch.no_grad():
-            out_weak = self.forward_train(self.to_device(batch_u, "img_weak"))
-        mask, pseudo = self.unlabeled_mask(out_x, out_weak, batch_u, key)
-        out_strong = self.forward_train(self.to_device(batch_u, "img_strong"))
-        return ssl.fixmatch_loss(out_strong[key], pseudo, mask)
+    def encode_classes(self):
+        """The model's class side (text features, ...), computed once per step / evaluation."""
+        return self.model.encode_classes()
 
-    def unlabeled_mask(self, out_x, out_weak, batch_u, key="logits"):
-        """Filter F: keep confident weak-view predictions whose ID score passes."""
-        scale = self.logit_scale_value()
-        self.ssl_filter.update(self.id_scores(out_x, scale).detach())
-        probs = out_weak[key].float().softmax(dim=-1)
-        pseudo, confidence, _ = ssl.hard_pseudo_labels(probs, self.cfg.TRAINER.SSL.CONF_THRESH)
-        mask = self.ssl_filter(confidence, self.id_scores(out_weak, scale))
-        self.ssl_stats.update(mask, pseudo, batch_u["label"].to(mask.device), self.num_classes)
-        return mask.float(), pseudo
+    def forward_train(self, images, classes):
+        return self.model(images, classes)
 
-    def id_scores(self, out, scale):
-        local = out.get("local_logits")
-        return ssl.id_score(
-            self.cfg.TRAINER.SSL.SCORE,
-            out["logits"].float() / scale,
-            None if local is None else local.float() / scale,
-        )
+    def forward_labeled(self, images, labels, classes):
+        """Outputs on labeled images (a method may use their labels, e.g. CFSG-CLIP's SFM)."""
+        return self.forward_train(images, classes)
 
-    def logit_scale_value(self):
-        return self.clip_model.logit_scale.exp().item()
+    def forward_unlabeled(self, images, classes, groups_weak):
+        """Outputs on an unlabeled view; `groups_weak` is None for the weak view and its
+        FixMatch groups for the strong view (CFSG-CLIP's SFM class comes from there)."""
+        return self.forward_train(images, classes)
 
-    def forward_train(self, images):
-        raise NotImplementedError
-
-    def forward_eval(self, images):
-        return self.forward_train(images)
+    def forward_eval(self, images, classes):
+        return self.forward_train(images, classes)
 
     # ---------------------------------------------------------------- testing
-    def predict(self, images):
-        """(probabilities over the K classes [B, K], ID score [B]); default MSP."""
-        probs = self.forward_eval(images)["logits"].float().softmax(dim=-1)
+    def predict(self, images, classes):
+        """Single-label: (probabilities over the K classes [B, K], ID score [B]), default
+        MSP. A method serving multi-label data returns (scores [B, C], positives [B, C])."""
+        probs = self.forward_eval(images, classes)["logits"].float().softmax(dim=-1)
         return probs, probs.max(dim=-1).values
 
     def model_inference(self, images):
-        return self.predict(images)[0]
+        return self.predict(images, self.encode_classes())[0]
 
     @torch.no_grad()
-    def reference_scores(self):
+    def reference_scores(self, classes):
         """ID scores of the labeled training images (test transform), for the threshold."""
         loader = self.dm.make_loader(self.dm.dataset.train_x, views="test")
         scores = []
         for batch in loader:
             with self.autocast():
-                scores.append(self.predict(self.to_device(batch))[1].float().cpu())
+                scores.append(self.predict(self.to_device(batch), classes)[1].float().cpu())
         return torch.cat(scores)
 
     @torch.no_grad()
@@ -219,16 +249,20 @@ class CLIPTrainer(TrainerXU):
         self.evaluator.reset()
         split = split or self.cfg.TEST.SPLIT
         loader = self.val_loader if split == "val" and self.val_loader is not None else self.test_loader
+        with self.autocast():
+            classes = self.encode_classes()  # once per evaluation
         open_set = self.task == "ossl"
         if open_set:
-            self.evaluator.set_reference_scores(self.reference_scores())
+            self.evaluator.set_reference_scores(self.reference_scores(classes))
         start = time.time()
         for batch in loader:
             with self.autocast():
-                probs, scores = self.predict(self.to_device(batch))
+                probs, second = self.predict(self.to_device(batch), classes)
             labels = batch["label"]
             if open_set:
-                self.evaluator.process(probs.float().cpu(), labels, scores.float().cpu())
+                self.evaluator.process(probs.float().cpu(), labels, second.float().cpu())
+            elif self.task == "multilabel":
+                self.evaluator.process(probs.float().cpu(), labels, second.cpu())
             else:
                 self.evaluator.process(probs.float().cpu(), labels)
         results = self.evaluator.evaluate()

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from leclip import harness
-from leclip.dataset_base import MissingImagesError
+from leclip.data import MissingImagesError
 
 # official numbers: classes, training images (task A: the whole pool, Aircraft train + val;
 # Semi-Aves: l_train + U_in + U_out), validation images, test images

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from leclip.backbone import random_clip
 from leclip.dassl import get_cfg_default
 from leclip.sfm import SemanticFilter
-from leclip.trainers.cfsg import CFSG, CFSGModel, HeadStats
+from leclip.trainers.cfsg import CFSG, CFSGModel
 
 CLASSES = ["crimson disc", "navy square", "olive ring"]
 BLOCKS = 3
@@ -37,7 +37,11 @@ def clip_model():
 
 def make_model(clip_model, **overrides):
     torch.manual_seed(0)
-    return CFSGModel(clip_model, CLASSES, cfsg_cfg(**overrides))
+    return CFSGModel(clip_model, CLASSES, cfsg_cfg(**overrides), clip_model.logit_scale.exp().item())
+
+
+def run(model, images, classes=None):
+    return model(images, model.encode_classes(), classes)
 
 
 # ---------------------------------------------------------------- SFM
@@ -107,7 +111,7 @@ def test_injected_token_in_blocks_1_to_d_then_flows_on(clip_model, mode):
     images = torch.randn(2, 3, 32, 32)
     calls, handles = record_block_inputs(clip_model)
     with torch.no_grad():
-        out = model(images)
+        out = run(model, images)
     for h in handles:
         h.remove()
     num_tokens = 1 + 16
@@ -129,7 +133,7 @@ def test_injected_token_in_blocks_1_to_d_then_flows_on(clip_model, mode):
 def test_only_prompts_adapter_and_projection_learn(clip_model):
     model = make_model(clip_model)
     labels = torch.tensor([0, 2])
-    out = model(torch.randn(2, 3, 32, 32), classes={"coarse": labels, "fine": labels})
+    out = run(model, torch.randn(2, 3, 32, 32), {"coarse": labels, "fine": labels})
     loss = sum(F.cross_entropy(out[b][k], labels) for b in ("coarse", "fine") for k in ("logits", "sfm_logits"))
     loss.backward()
     names = {n for n, p in model.learnable.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
@@ -142,10 +146,10 @@ def test_sfm_class_is_the_label_when_given_else_the_global_argmax(clip_model):
     model = make_model(clip_model)
     images = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
-        out = model(images)
+        out = run(model, images)
         labels = (out["coarse"]["logits"].argmax(-1) + 1) % 3
-        given = model(images, classes={"coarse": labels, "fine": labels})
-        coarse_rule = make_model(clip_model, SFM_CLASS="coarse")(images)
+        given = run(model, images, {"coarse": labels, "fine": labels})
+        coarse_rule = run(make_model(clip_model, SFM_CLASS="coarse"), images)
     for b in ("coarse", "fine"):
         assert torch.equal(out[b]["classes"], out[b]["logits"].argmax(-1))
         assert torch.equal(given[b]["classes"], labels)
@@ -158,11 +162,11 @@ def test_sfm_class_is_the_label_when_given_else_the_global_argmax(clip_model):
 def test_inference_is_the_mean_of_the_four_heads(clip_model):
     model = make_model(clip_model)
     with torch.no_grad():
-        out = model(torch.randn(3, 3, 32, 32))
+        out = run(model, torch.randn(3, 3, 32, 32))
     heads = [out[b][k].softmax(-1) for b in ("coarse", "fine") for k in ("logits", "sfm_logits")]
     mean = torch.stack(heads).mean(0)
-    trainer = SimpleNamespace(forward_train=lambda images: out)
-    probs, scores = CFSG.predict(trainer, None)
+    trainer = SimpleNamespace(model=lambda images, text: out)
+    probs, scores = CFSG.predict(trainer, None, None)
     assert torch.allclose(probs, mean, atol=1e-6)
     assert torch.allclose(scores, mean.max(-1).values, atol=1e-6)
 
@@ -171,16 +175,16 @@ def test_ablation_switches_drop_branches_and_heads(clip_model):
     coop_adapter = make_model(clip_model, SFM_COARSE=False, SFM_FINE=False, VSI=False)
     assert coop_adapter.branches == ("coarse",) and set(coop_adapter.learnable) == {"coarse_prompts", "adapter"}
     with torch.no_grad():
-        out = coop_adapter(torch.randn(2, 3, 32, 32))
+        out = run(coop_adapter, torch.randn(2, 3, 32, 32))
     assert "sfm_logits" not in out["coarse"]
     assert torch.allclose(out["logits"].exp(), out["coarse"]["logits"].softmax(-1), atol=1e-6)
     no_vsi = make_model(clip_model, VSI=False)
     assert no_vsi.branches == ("coarse", "fine") and "inject" not in no_vsi.learnable
     with torch.no_grad():
         images = torch.randn(2, 3, 32, 32)
-        fine = no_vsi(images)["fine"]["logits"]
+        fine = run(no_vsi, images)["fine"]["logits"]
         frozen = F.normalize(clip_model.encode_image(images), dim=-1)
-        text = no_vsi.text_features()["fine"]
+        text = no_vsi.encode_classes()["fine"]
     assert torch.allclose(fine, clip_model.logit_scale.exp() * frozen @ text.t(), atol=1e-4)
 
 
@@ -207,50 +211,37 @@ def test_bad_config_is_a_clear_error(clip_model, overrides, message):
 def test_resnet_backbone_is_a_clear_error():
     resnet = random_clip(vision_layers=(1, 1, 1, 1), vision_width=16)
     with pytest.raises(ValueError, match="CFSG-CLIP needs a ViT CLIP backbone"):
-        CFSGModel(resnet, CLASSES, cfsg_cfg())
+        CFSGModel(resnet, CLASSES, cfsg_cfg(), 100.0)
 
 
-# ---------------------------------------------------------------- filter F
-def test_unlabeled_loss_is_masked_per_head_by_the_filter():
-    scale = 100.0
-    cfg = get_cfg_default()
-    cfg.TRAINER.SSL.SCORE, cfg.TRAINER.SSL.CONF_THRESH, cfg.TRAINER.SSL.OOD_QUANTILE = "mcm", 0.7, 0.05
-    from leclip import ssl
+# ---------------------------------------------------------------- FixMatch
+def test_strong_view_pools_the_patches_of_the_class_its_weak_view_predicts(clip_model):
+    """CFSG's FixMatch forward: the weak view picks each branch's SFM class by its own
+    global argmax; the strong view takes the weak view's classes, not its own argmax."""
+    model = make_model(clip_model)
+    trainer = SimpleNamespace(model=model)
+    text = model.encode_classes()
+    images = torch.randn(6, 3, 32, 32)
+    with torch.no_grad():
+        out_weak = CFSG.forward_unlabeled(trainer, images, text, None)
+        own = {b: out_weak[b]["logits"].argmax(-1) for b in ("coarse", "fine")}
+        weak_classes = {b: (own[b] + 1) % 3 for b in own}  # differs from the strong view's own argmax
+        groups_weak = {b: {"classes": weak_classes[b]} for b in own}
+        out_strong = CFSG.forward_unlabeled(trainer, images, text, groups_weak)
+    for b in ("coarse", "fine"):
+        assert torch.equal(out_weak[b]["classes"], own[b])
+        assert torch.equal(out_strong[b]["classes"], weak_classes[b])
+    assert not torch.allclose(out_strong["coarse"]["pooled"], out_weak["coarse"]["pooled"])
 
-    trainer = SimpleNamespace(
-        cfg=cfg,
-        model=SimpleNamespace(sfm_on={"coarse": True}),
-        clip_model=SimpleNamespace(logit_scale=torch.tensor(math.log(scale))),
-        ssl_filters={"coarse": ssl.OODFilter(0.7, "mcm", 0.05)},
-        ssl_stats=HeadStats(["coarse/global", "coarse/local"]),
-        num_classes=3,
-    )
-    for name in ("heads", "logit_scale_value", "id_scores"):
-        setattr(trainer, name, getattr(CFSG, name).__get__(trainer))
 
-    def logits(*rows):
-        return scale * torch.tensor(rows)
-
-    # labeled MCM = softmax(.5, .1, .1)[0] = 0.4272 for every image -> threshold 0.4272
-    out_x = {"logits": logits(*[[0.5, 0.1, 0.1]] * 4)}
-    # a: confident, MCM .5267 (passes); b: confident, MCM .3792 (ID score fails);
-    # c: unconfident (.525); d: unconfident globally (.525), MCM .4453, confident locally
-    out_weak = {
-        "logits": logits([0.9, 0.1, 0.1], [0.5, 0.3, 0.3], [0.5, 0.499, 0.1], [0.9, 0.899, -0.5]),
-        "sfm_logits": logits([0.5, 0.499, 0.1], [0.9, 0.1, 0.1], [0.1, 0.9, 0.1], [0.1, 0.1, 0.9]),
+def test_fixmatch_groups_are_the_branches_with_their_heads(clip_model):
+    model = make_model(clip_model, SFM_FINE=False)
+    trainer = SimpleNamespace(model=model)
+    trainer.heads = CFSG.heads.__get__(trainer)
+    assert CFSG.fixmatch_heads(trainer) == {
+        "coarse": {"global": "logits", "local": "sfm_logits"},
+        "fine": {"global": "logits"},
     }
-    out_strong = {"logits": torch.randn(4, 3), "sfm_logits": torch.randn(4, 3)}
-    hidden = torch.tensor([0, 1, 5, 2])  # c is OOD (class 5 >= 3)
-    loss = CFSG.branch_fixmatch_loss(trainer, "coarse", out_x, out_weak, out_strong, hidden)
-    # global head keeps only a (pseudo 0); local head keeps only d (pseudo 2)
-    expected = (
-        F.cross_entropy(out_strong["logits"][:1], torch.tensor([0]))
-        + F.cross_entropy(out_strong["sfm_logits"][3:], torch.tensor([2]))
-    ) / 4
-    assert torch.allclose(loss, expected, atol=1e-6)
-    stats = trainer.ssl_stats.stats
-    assert stats["coarse/global"].summary() == {"pass_rate": 25.0, "precision": 100.0, "ood_rejection": 100.0}
-    assert stats["coarse/local"].summary()["pass_rate"] == 25.0
 
 
 # ---------------------------------------------------------------- ablation table
@@ -263,7 +254,7 @@ def test_every_ablation_row_is_a_valid_configuration(clip_model):
         cfg = get_cfg_default()
         cfg.merge_from_list(overrides.split())
         cfg.TRAINER.CFSG.N_CTX = 4
-        model = CFSGModel(clip_model, CLASSES, cfg.TRAINER.CFSG)
+        model = CFSGModel(clip_model, CLASSES, cfg.TRAINER.CFSG, 100.0)
         parts.append(tuple(sorted(model.learnable)))
     assert parts[:4] == [
         ("adapter", "coarse_prompts"),
@@ -303,8 +294,8 @@ def test_resumed_run_equals_an_uninterrupted_one_and_logs_each_branch(run_traine
     for head in ("coarse/global", "coarse/local", "fine/global", "fine/local"):
         diagnostics = rf"{head}: pass_rate [\d.]+%( precision [\d.]+%)? ood_rejection [\d.]+%"
         assert re.search(r"\[2/2\] unlabeled: .*" + diagnostics, log)
-    losses = r"loss_x_coarse [\d.]+ loss_x_fine [\d.]+ loss_u_coarse [\d.]+ loss_u_fine [\d.]+"
-    assert re.search(r"\[2/2\] losses: " + losses, log)
+    losses = r"loss_x_coarse [\d.]+ \([\d.]+\) loss_x_fine [\d.]+ \([\d.]+\) loss_u_coarse [\d.]+ \([\d.]+\) "
+    assert re.search(r"epoch \[2/2\] batch .*" + losses + r"loss_u_fine", log)
 
 
 def test_cfsg_learns_on_synth_fg(run_trainer):

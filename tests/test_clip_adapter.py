@@ -1,14 +1,12 @@
 """CLIP-Adapter against hand computations: the residual blend and the logits; and a run
 that learns on the embedded world."""
-from types import SimpleNamespace
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from leclip.adapters import ResidualAdapter
 from leclip.backbone import class_text_features, random_clip
-from leclip.trainers.clip_adapter import LECLIPAdapter
+from leclip.trainers.clip_adapter import AdaptedCLIP
 
 CONFIG = "configs/trainers/LECLIPAdapter/synth.yaml"
 
@@ -33,17 +31,14 @@ def test_logits_are_the_scaled_cosine_of_the_blended_image_feature():
         p.requires_grad_(False)
     classes = ["red disc", "blue ring", "green square"]
     width = clip_model.text_projection.shape[1]
-    trainer = SimpleNamespace(
-        clip_model=clip_model,
-        adapter=ResidualAdapter(width, reduction=4, ratio=0.2),
-        text_features=class_text_features(clip_model, classes, "a photo of a {}."),
-        logit_scale_value=lambda: clip_model.logit_scale.exp().item(),
-    )
+    scale = clip_model.logit_scale.exp().item()
+    text_features = class_text_features(clip_model, classes, "a photo of a {}.")
+    model = AdaptedCLIP(clip_model, text_features, ResidualAdapter(width, reduction=4, ratio=0.2), scale)
     images = torch.randn(3, 3, 32, 32)
-    logits = LECLIPAdapter.forward_train(trainer, images)["logits"]
+    logits = model(images, model.encode_classes())["logits"]
 
     f = clip_model.encode_image(images)
-    w1, w2 = trainer.adapter.fc[0].weight, trainer.adapter.fc[2].weight
+    w1, w2 = model.adapter.fc[0].weight, model.adapter.fc[2].weight
     blended = 0.2 * F.relu(F.relu(f @ w1.t()) @ w2.t()) + 0.8 * f
     text = F.normalize(class_text_features(clip_model, classes, "a photo of a {}."), dim=-1)
     expected = clip_model.logit_scale.exp() * F.normalize(blended, dim=-1) @ text.t()

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 import miniature
-from leclip import harness, splits
+from leclip import harness
+from leclip.data import splits
 from leclip.dassl import build_dataset
 
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from yacs.config import CfgNode as CN
 
-from leclip.dataset_base import LEDatasetBase
+from leclip.data import LEDatasetBase, build_view, read_image, register_view
 from leclip.engine import (
     DATASET_REGISTRY,
     DEFAULT_CFG,
@@ -24,15 +24,13 @@ from leclip.engine import (
     Registry,
     TrainerX,
     TrainerXU,
+    build_dataset,
     build_evaluator,
     build_lr_scheduler,
     build_optimizer,
     build_trainer,
-    build_view,
     get_cfg_default,
     load_checkpoint,
-    read_image,
-    register_view,
     resume_from_checkpoint,
     setup_logger,
 )
@@ -210,16 +208,16 @@ def test_missing_checkpoints_name_the_path(tmp_path, toy_cfg):
 def test_unsupported_dataloader_options_are_refused(toy_cfg):
     toy_cfg.DATALOADER.K_TRANSFORMS = 2
     with pytest.raises(ValueError, match="DATALOADER.K_TRANSFORMS=2 is not supported.*VIEWS"):
-        DataManager(toy_cfg)
+        DataManager(toy_cfg, build_dataset(toy_cfg))
     toy_cfg.DATALOADER.K_TRANSFORMS = 1
     toy_cfg.DATALOADER.TRAIN_X.SAMPLER = "RandomDomainSampler"
     with pytest.raises(ValueError, match="'RandomDomainSampler'.*RandomSampler"):
-        DataManager(toy_cfg)
+        DataManager(toy_cfg, build_dataset(toy_cfg))
 
 
 # ---------------------------------------------------------------- data
 def first_batch(cfg):
-    return next(iter(DataManager(cfg).train_loader_x))
+    return next(iter(DataManager(cfg, build_dataset(cfg)).train_loader_x))
 
 
 def test_sampling_depends_on_the_seed_only(toy_cfg):
@@ -238,7 +236,7 @@ def test_sampling_depends_on_the_seed_only(toy_cfg):
 
 
 def test_set_epoch_reseeds_the_loaders(toy_cfg):
-    dm = DataManager(toy_cfg)
+    dm = DataManager(toy_cfg, build_dataset(toy_cfg))
 
     def epoch_order(epoch):
         dm.set_epoch(epoch)
@@ -261,7 +259,7 @@ def test_batch_layout_and_drop_last(toy_cfg):
     toy_cfg.DATALOADER.TRAIN_U.SAME_AS_X = False
     toy_cfg.DATALOADER.TRAIN_U.BATCH_SIZE = 5
     toy_cfg.DATALOADER.TRAIN_U.VIEWS = ["weak", "strong", "jitter"]
-    dm = DataManager(toy_cfg)
+    dm = DataManager(toy_cfg, build_dataset(toy_cfg))
     batches = list(dm.train_loader_u)
     assert [len(b["index"]) for b in batches] == [5, 5]  # 12 images: the last 2 dropped
     batch = batches[0]
@@ -271,7 +269,7 @@ def test_batch_layout_and_drop_last(toy_cfg):
     assert all(path.endswith(".png") for path in batch["impath"])
     # a set smaller than the batch keeps all its images
     toy_cfg.DATALOADER.TRAIN_X.BATCH_SIZE = 50
-    assert [len(b["index"]) for b in DataManager(toy_cfg).train_loader_x] == [12]
+    assert [len(b["index"]) for b in DataManager(toy_cfg, build_dataset(toy_cfg)).train_loader_x] == [12]
 
 
 def test_multi_hot_labels_collate_to_float(toy_cfg):

@@ -88,7 +88,8 @@ def last_block_input(clip_model, images):
 @pytest.mark.parametrize("local", ["value", "tokens"])
 def test_local_logits_follow_the_released_equations(local):
     clip_model = random_clip(vision_layers=3, context_length=24, seed=6)
-    model = PromptedCLIP(clip_model, PromptLearner(clip_model, ["disc", "ring"], n_ctx=4), local=local)
+    scale = clip_model.logit_scale.exp().item()
+    model = PromptedCLIP(clip_model, PromptLearner(clip_model, ["disc", "ring"], n_ctx=4), scale, local=local)
     images = torch.randn(2, 3, 32, 32)
     v, block = clip_model.visual, clip_model.visual.transformer.resblocks[-1]
     x = last_block_input(clip_model, images)
@@ -101,9 +102,9 @@ def test_local_logits_follow_the_released_equations(local):
     else:
         tokens = block(x.transpose(0, 1)).transpose(0, 1)
     patches = v.ln_post(tokens[:, 1:]) @ v.proj
-    text = model.text_features()
+    text = model.encode_classes()
     expected = clip_model.logit_scale.exp() * F.normalize(patches, dim=-1) @ text.t()
-    out = model(images)
+    out = model(images, text)
     assert out["local_logits"].shape == (2, 16, 2)
     assert torch.allclose(out["local_logits"], expected, atol=1e-4)
     global_expected = clip_model.logit_scale.exp() * F.normalize(clip_model.encode_image(images), dim=-1) @ text.t()
@@ -114,9 +115,9 @@ def test_predict_uses_global_probabilities_and_gl_mcm():
     logits = torch.tensor([[20.0, 10.0]])  # scale 50: similarities 0.4, 0.2
     local = torch.tensor([[[5.0, 15.0], [10.0, 10.0]]])  # similarities (0.1, 0.3), (0.2, 0.2)
     trainer = SimpleNamespace(
-        forward_eval=lambda images: {"logits": logits, "local_logits": local}, logit_scale_value=lambda: 50.0
+        forward_eval=lambda images, classes: {"logits": logits, "local_logits": local}, logit_scale=50.0
     )
-    probs, score = LELoCoOp.predict(trainer, None)
+    probs, score = LELoCoOp.predict(trainer, None, None)
     assert probs[0, 0].item() == pytest.approx(1 / (1 + math.exp(-10)))
     global_mcm = 1 / (1 + math.exp(-0.2))
     local_mcm = max(1 / (1 + math.exp(-0.2)), 0.5)

@@ -12,7 +12,7 @@ from leclip.trainers.maple import MaPLeModel
 
 def test_maple_prompts_per_depth_on_both_towers():
     clip_model = random_clip(vision_layers=4, transformer_layers=4, context_length=24, seed=4)
-    model = MaPLeModel(clip_model, ["red disc", "blue ring"], n_ctx=2, ctx_init="a photo of a", depth=3)
+    model = MaPLeModel(clip_model, ["red disc", "blue ring"], n_ctx=2, ctx_init="a photo of a", depth=3, logit_scale=1.0)
     text_hook, vision_hook = model.hooks()
     text_rec, vision_rec = Recorder(text_hook), Recorder(vision_hook)
     prompts, tokens = model.prompt_learner()
@@ -37,7 +37,7 @@ def test_maple_prompts_per_depth_on_both_towers():
 
 def test_maple_depth_is_clipped_to_the_model():
     clip_model = random_clip(vision_layers=2, transformer_layers=2, context_length=24)
-    assert MaPLeModel(clip_model, ["disc"], 2, "a photo of a", depth=9).depth == 2
+    assert MaPLeModel(clip_model, ["disc"], 2, "a photo of a", depth=9, logit_scale=1.0).depth == 2
 
 
 @pytest.fixture

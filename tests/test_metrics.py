@@ -49,14 +49,44 @@ def test_map_skips_classes_without_positives():
 
 
 def test_cf1_of1_by_hand():
-    scores = np.array([[0.9, 0.6], [0.2, 0.7], [0.8, 0.1]])
-    targets = np.array([[1, 0], [0, 1], [0, 0]])
+    positives = np.array([[1, 1, 0], [0, 1, 0], [1, 0, 1]], dtype=bool)
+    targets = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 0]])  # class 2 has no positive: left out
     # class 0: tp 1, predicted 2, positives 1 -> P 1/2 R 1; class 1: tp 1, pred 2, pos 1 -> P 1/2 R 1
     cp, cr = 0.5, 1.0
-    op, orr = 2 / 4, 2 / 2
-    cf1, of1 = metrics.cf1_of1(scores, targets)
+    op, orr = 2 / 4, 2 / 2  # class 2's false positive is not counted either
+    cf1, of1 = metrics.cf1_of1(positives, targets)
     assert cf1 == pytest.approx(100 * 2 * cp * cr / (cp + cr))
     assert of1 == pytest.approx(100 * 2 * op * orr / (op + orr))
+
+
+def test_cf1_counts_a_class_never_predicted_as_zero_precision():
+    positives = np.array([[1, 0], [0, 0]], dtype=bool)
+    targets = np.array([[1, 0], [0, 1]])
+    # class 0: P 1 R 1; class 1: nothing predicted -> P 0, R 0; CP = CR = 1/2
+    cf1, of1 = metrics.cf1_of1(positives, targets)
+    assert cf1 == pytest.approx(50.0)
+    assert of1 == pytest.approx(100 * 2 * 1 * 0.5 / 1.5)  # OP 1/1, OR 1/2
+
+
+def test_top_k_positives_allows_several_positives_per_image():
+    scores = torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.1, 0.2, 0.3, 0.4]])
+    assert metrics.top_k_positives(scores, 3).tolist() == [[True, True, True, False], [False, True, True, True]]
+    assert metrics.top_k_positives(scores, 9).all()  # k above the class count: every class
+
+
+def test_mean_average_precision_skips_classes_without_positives():
+    scores = np.array([[0.9, 0.2, 0.5], [0.1, 0.8, 0.4], [0.4, 0.3, 0.6]])
+    targets = np.array([[1, 0, 0], [0, 1, 0], [0, 1, 0]])
+    # class 0: AP 1; class 1: ranks 0.8 (+), 0.3 (+), 0.2 (-) -> AP 1; class 2 has no positive
+    assert metrics.mean_average_precision(scores, targets) == pytest.approx(100.0)
+    targets[1, 1] = 0  # class 1 positive only at 0.3, behind 0.8 -> AP 1/2
+    assert metrics.mean_average_precision(scores, targets) == pytest.approx(75.0)
+
+
+def test_open_set_threshold_is_the_005_quantile_of_the_labeled_scores_by_default():
+    evaluator = OpenSetClassification(get_cfg_default(), lab2cname={0: "a", 1: "b"})
+    evaluator.set_reference_scores(torch.arange(100, dtype=torch.float32))
+    assert evaluator.threshold == pytest.approx(4.95)  # numpy's linear quantile of 0..99 at 0.05
 
 
 def make_cfg():
@@ -88,7 +118,10 @@ def test_open_set_evaluator_requires_reference_scores():
 
 def test_multilabel_evaluator():
     evaluator = MultiLabelClassification(make_cfg())
-    evaluator.process(torch.tensor([[0.9, 0.2], [0.1, 0.8]]), torch.tensor([[1, 0], [0, 1]]))
+    scores = torch.tensor([[0.9, 0.2, 0.7], [0.1, 0.8, 0.6]])
+    positives = torch.tensor([[True, False, True], [False, True, False]])
+    evaluator.process(scores, torch.tensor([[1, 0, 0], [0, 1, 0]]), positives)
     results = evaluator.evaluate()
     assert list(results) == ["mAP", "CF1", "OF1"]
-    assert results["mAP"] == pytest.approx(100.0) and results["OF1"] == pytest.approx(100.0)
+    assert results["mAP"] == pytest.approx(100.0)  # class 2 has no positive: not averaged
+    assert results["OF1"] == pytest.approx(100.0)  # nor is its false positive counted

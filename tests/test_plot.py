@@ -101,7 +101,7 @@ def test_transport_runs_in_fp32_under_autocast():
 def test_plot_model_uses_n_set_major_prompt_sets():
     clip_model = random_clip(context_length=24, seed=7)
     learner = PromptLearner(clip_model, ["disc", "ring", "square"], n_ctx=4, n_sets=2)
-    model = PLOTModel(clip_model, learner)
+    model = PLOTModel(clip_model, learner, clip_model.logit_scale.exp().item())
     images = torch.randn(2, 3, 32, 32)
     # set s, class c: "SOS ctx[s] <name> . EOS" through CLIP's text tower
     tokens = learner.tokenized_prompts[:3]
@@ -116,7 +116,7 @@ def test_plot_model_uses_n_set_major_prompt_sets():
     assert not torch.allclose(text[0], text[1])
     _, patches = ImageEncoder(clip_model)(images)
     expected = clip_model.logit_scale.exp() * ot_similarity(patches, text)
-    assert torch.allclose(model(images)["logits"], expected, atol=1e-4)
+    assert torch.allclose(model(images, model.encode_classes())["logits"], expected, atol=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ def test_id_score_errors():
 
 
 def test_filter_threshold_is_an_ema_of_labeled_quantiles():
-    flt = ssl.OODFilter(conf_thresh=0.5, score_name="mcm", quantile=0.5, momentum=0.9)
+    flt = ssl.OODFilter(conf_thresh=0.5, quantile=0.5, momentum=0.9)
     everything = flt(torch.tensor([0.9]), torch.tensor([-5.0]))
     assert everything.tolist() == [True]  # before any labeled batch every score passes
     flt.update(torch.tensor([0.2, 0.4]))  # median 0.3
@@ -68,3 +68,88 @@ def test_stats_skip_unknown_hidden_labels():
     stats.update(torch.tensor([True, True]), torch.tensor([0, 1]), torch.tensor([0, -1]), num_id=2)
     assert stats.summary()["precision"] == pytest.approx(100.0)
     assert stats.summary()["pass_rate"] == pytest.approx(100.0)
+
+
+# ---------------------------------------------------------------- FixMatchStep
+SCALE = 100.0
+
+
+def scaled(*rows):
+    return SCALE * torch.tensor(rows)
+
+
+def fixmatch_case():
+    """One labeled batch and a weak/strong unlabeled pair whose outcome is known by hand.
+
+    Labeled MCM = softmax(.5, .1, .1)[0] = 0.4272 for every image -> threshold 0.4272.
+    Weak view: a confident (.9 -> p .99) with MCM .5267: passes; b confident, MCM .3792:
+    the ID score fails; c unconfident (.525); d unconfident globally (.525), MCM .4453,
+    confident on the local head. The strong view's argmax differs from the weak's.
+    """
+    groups_x = {"main": {"logits": scaled(*[[0.5, 0.1, 0.1]] * 4)}}
+    weak = {
+        "logits": scaled([0.9, 0.1, 0.1], [0.5, 0.3, 0.3], [0.5, 0.499, 0.1], [0.9, 0.899, -0.5]),
+        "sfm_logits": scaled([0.5, 0.499, 0.1], [0.9, 0.1, 0.1], [0.1, 0.9, 0.1], [0.1, 0.1, 0.9]),
+    }
+    strong = {
+        "logits": scaled([0.1, 0.9, 0.1], [0.1, 0.1, 0.9], [0.9, 0.1, 0.1], [0.1, 0.9, 0.1]) / 20,
+        "sfm_logits": scaled([0.1, 0.9, 0.1], [0.9, 0.1, 0.1], [0.9, 0.1, 0.1], [0.9, 0.1, 0.1]) / 20,
+    }
+    seen = []
+
+    def forward(images, groups_weak):
+        seen.append((images, groups_weak))
+        return {"main": weak if groups_weak is None else strong}
+
+    return groups_x, weak, strong, forward, seen
+
+
+def test_fixmatch_step_masks_each_head_by_confidence_and_the_labeled_id_threshold():
+    groups_x, weak, strong, forward, seen = fixmatch_case()
+    step = ssl.FixMatchStep({"main": {"global": "logits", "local": "sfm_logits"}}, 0.7, "mcm", 0.05)
+    weak_images, strong_images = torch.zeros(4, 1), torch.ones(4, 1)
+    hidden = torch.tensor([0, 1, 5, 2])  # c is OOD (class 5 >= 3)
+    losses = step(groups_x, forward, weak_images, strong_images, SCALE, hidden, 3)
+    # global head keeps only a (pseudo 0 from the WEAK view); local head keeps only d (pseudo 2)
+    expected = (
+        F.cross_entropy(strong["logits"][:1], torch.tensor([0]))
+        + F.cross_entropy(strong["sfm_logits"][3:], torch.tensor([2]))
+    ) / 4
+    assert torch.allclose(losses["main"], expected, atol=1e-6)
+    # the weak view runs first, without a guide; the strong view gets the weak outputs
+    assert seen[0][0] is weak_images and seen[0][1] is None
+    assert seen[1][0] is strong_images and seen[1][1]["main"] is weak
+    # the threshold is the labeled batch's 0.05 quantile of MCM, not the unlabeled one's
+    labeled_mcm = torch.softmax(torch.tensor([0.5, 0.1, 0.1]), 0)[0].item()
+    assert step.state()["main"] == pytest.approx(labeled_mcm)
+    assert step.stats["main", "global"].summary() == {"pass_rate": 25.0, "precision": 100.0, "ood_rejection": 100.0}
+    assert step.stats["main", "local"].summary()["pass_rate"] == 25.0
+
+
+def test_fixmatch_step_keeps_no_confident_image_whose_id_score_fails():
+    groups_x, weak, strong, forward, _ = fixmatch_case()
+    # b: 0.9 confidence on the local head but its global MCM (.3792) is below the threshold
+    step = ssl.FixMatchStep({"main": {"local": "sfm_logits"}}, 0.7, "mcm", 0.05)
+    step(groups_x, forward, None, None, SCALE)
+    assert step.stats["main", "local"].passed == 1  # d only, never b
+
+
+def test_fixmatch_step_filter_lifetime():
+    groups_x, _, _, forward, _ = fixmatch_case()
+    for lifetime, after_epoch in (("run", pytest.approx(0.4272, abs=1e-4)), ("epoch", float("-inf"))):
+        step = ssl.FixMatchStep({"main": {"global": "logits"}}, 0.7, "mcm", 0.05, lifetime=lifetime)
+        step(groups_x, forward, None, None, SCALE)
+        step.start_epoch()
+        assert step.state()["main"] == after_epoch
+        assert step.stats["main", "global"].seen == 0  # diagnostics are per epoch either way
+    with pytest.raises(ValueError, match="FILTER_LIFETIME='forever'"):
+        ssl.FixMatchStep({"main": {"global": "logits"}}, 0.7, "mcm", 0.05, lifetime="forever")
+    with pytest.raises(ValueError, match="TRAINER.SSL.SCORE"):
+        ssl.FixMatchStep({"main": {"global": "logits"}}, 0.7, "energy", 0.05)
+
+
+def test_fixmatch_step_state_round_trips():
+    groups_x, _, _, forward, _ = fixmatch_case()
+    step = ssl.FixMatchStep({"a": {"global": "logits"}, "b": {"global": "logits"}}, 0.7, "mcm", 0.05)
+    step.load_state({"a": 0.25, "b": 0.5})
+    assert step.state() == {"a": 0.25, "b": 0.5}

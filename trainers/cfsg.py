@@ -11,7 +11,8 @@ heads' probabilities, ID score = its max.
 
 Class m of the SFM: the label for labeled images; else the argmax of the branch's global
 prediction (for a strong view: on its weak view). Only prompts, adapter and injection
-projection learn; they are the registered model "cfsg" (and its checkpoints).
+projection learn; they are the registered model "cfsg" (and its checkpoints). The
+FixMatch step is the shared `leclip.ssl.FixMatchStep`, with one filter per branch.
 """
 import math
 
@@ -19,11 +20,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from leclip import ssl
 from leclip.adapters import ResidualAdapter
 from leclip.backbone import DeepTokens, ImageEncoder, PromptLearner, TextEncoder
 from leclip.config import add_defaults
-from leclip.dassl import TRAINER_REGISTRY, MetricMeter
+from leclip.dassl import TRAINER_REGISTRY
 from leclip.sfm import WEIGHTINGS, SemanticFilter
 from leclip.trainer_base import CLIPTrainer
 
@@ -60,12 +60,12 @@ SFM_CLASSES = ("branch", "coarse")
 class CFSGModel(nn.Module):
     """Frozen CLIP with CFSG-CLIP's two branches; `self.learnable` holds what trains."""
 
-    def __init__(self, clip_model, classnames, cfg):
+    def __init__(self, clip_model, classnames, cfg, logit_scale):
         super().__init__()
         self.image_encoder = ImageEncoder(clip_model)
         self.image_encoder.require_vit("CFSG-CLIP")
         self.text_encoder = TextEncoder(clip_model)
-        self.logit_scale = clip_model.logit_scale
+        self.logit_scale = logit_scale
         self.check(cfg)
         self.sfm_on = {"coarse": cfg.SFM_COARSE, "fine": cfg.SFM_FINE}
         self.branches = ("coarse", "fine") if (cfg.SFM_FINE or cfg.VSI) else ("coarse",)
@@ -122,18 +122,17 @@ class CFSGModel(nn.Module):
         heads = ", ".join(f"{b}_{'global' if k == 'logits' else 'local'}" for b, k in self.ensemble)
         return "CFSG-CLIP | " + " | ".join(parts) + f" | inference: mean of {heads}"
 
-    def text_features(self):
+    def encode_classes(self):
         """Normalised class text features of each branch {branch: [K, D]}."""
         return {
             b: F.normalize(self.text_encoder(*self.learnable[f"{b}_prompts"]()), dim=-1) for b in self.branches
         }
 
-    def forward(self, images, text=None, classes=None):
+    def forward(self, images, text, classes=None):
         """Outputs per branch (logits [B, K], local_logits [B, N, K] per patch, and with
         the SFM: sfm_logits [B, K], pooled [B, D], classes [B]) plus the ensemble's
-        log-probabilities as `logits`. `classes` maps a branch to the class m of each
-        image for its SFM; a branch not given uses its SFM_CLASS rule."""
-        text = self.text_features() if text is None else text
+        log-probabilities as `logits`. `text` is `encode_classes()`; `classes` maps a
+        branch to the class m of each image for its SFM (None: its SFM_CLASS rule)."""
         classes = classes or {}
         with torch.no_grad():
             frozen_global, frozen_patches = self.image_encoder(images)
@@ -156,7 +155,7 @@ class CFSGModel(nn.Module):
         return out
 
     def branch(self, name, global_feature, patches, text, classes=None):
-        scale = self.logit_scale.exp()
+        scale = self.logit_scale
         out = {
             "logits": scale * F.normalize(global_feature, dim=-1) @ text.t(),
             "local_logits": scale * F.normalize(patches, dim=-1) @ text.t(),
@@ -173,94 +172,41 @@ class CFSGModel(nn.Module):
         return torch.logsumexp(log_probs, dim=0) - math.log(len(self.ensemble))
 
 
-class HeadStats:
-    """The filter's per-epoch diagnostics (`ssl.PseudoLabelStats`) for each branch/head."""
-
-    def __init__(self, names):
-        self.stats = {name: ssl.PseudoLabelStats() for name in names}
-
-    def reset(self):
-        for stats in self.stats.values():
-            stats.reset()
-
-    def update(self, name, *args):
-        self.stats[name].update(*args)
-
-    def log_line(self):
-        return "; ".join(f"{name}: {stats.log_line()}" for name, stats in self.stats.items())
-
-
 @TRAINER_REGISTRY.register()
 class CFSG(CLIPTrainer):
     def build_model(self):
         self.clip_model = self.load_clip()
-        self.model = CFSGModel(self.clip_model, self.classnames, self.cfg.TRAINER.CFSG).to(self.device)
+        self.model = CFSGModel(self.clip_model, self.classnames, self.cfg.TRAINER.CFSG, self.logit_scale)
+        self.model.to(self.device)
         print(self.model.describe())
         self.setup_optimization("cfsg", self.model.learnable)
 
     def heads(self, branch):
         return {h: k for h, k in HEADS.items() if h == "global" or self.model.sfm_on[branch]}
 
-    def before_train(self):
-        super().before_train()
-        self.ssl_stats = HeadStats([f"{b}/{h}" for b in self.model.branches for h in self.heads(b)])
+    def fixmatch_heads(self):
+        return {b: self.heads(b) for b in self.model.branches}
 
-    def run_epoch(self):
-        # F's thresholds restart each epoch, so a resumed run equals an uninterrupted one
-        ssl_cfg = self.cfg.TRAINER.SSL
-        self.ssl_filters = {
-            b: ssl.OODFilter(ssl_cfg.CONF_THRESH, ssl_cfg.SCORE, ssl_cfg.OOD_QUANTILE) for b in self.model.branches
-        }
-        self.epoch_losses = MetricMeter()
-        super().run_epoch()
-        losses = " ".join(f"{name} {meter.avg:.4f}" for name, meter in self.epoch_losses.meters.items())
-        print(f"epoch [{self.epoch + 1}/{self.max_epoch}] losses: {losses}")
+    def output_groups(self, out):
+        return {b: out[b] for b in self.model.branches}
 
-    def forward_backward(self, batch_x, batch_u=None):
-        summary = super().forward_backward(batch_x, batch_u)
-        self.epoch_losses.update(summary)
-        return summary
+    def unlabeled_weights(self):
+        return {"coarse": self.cfg.TRAINER.CFSG.LAMBDA_C, "fine": self.cfg.TRAINER.CFSG.LAMBDA_F}
 
-    def forward_train(self, images, text=None, classes=None):
+    def forward_labeled(self, images, labels, text):
+        return self.model(images, text, {b: labels for b in self.model.branches})
+
+    def forward_unlabeled(self, images, text, groups_weak):
+        # the strong view pools the patches of the class that its weak view predicts
+        classes = None if groups_weak is None else {b: group.get("classes") for b, group in groups_weak.items()}
         return self.model(images, text, classes)
 
-    def compute_loss(self, batch_x, batch_u):
-        images, labels = self.to_device(batch_x), self.to_device(batch_x, "label")
-        text = self.model.text_features()  # once per step, shared by every view
-        out_x = self.forward_train(images, text, {b: labels for b in self.model.branches})
-        losses = {
-            f"loss_x_{b}": sum(F.cross_entropy(out_x[b][k].float(), labels) for k in self.heads(b).values())
+    def supervised_losses(self, out, labels):
+        return {
+            f"loss_x_{b}": sum(F.cross_entropy(out[b][k].float(), labels) for k in self.heads(b).values())
             for b in self.model.branches
         }
-        if batch_u is None:
-            return losses
-        with torch.no_grad():
-            out_weak = self.forward_train(self.to_device(batch_u, "img_weak"), text)
-        weak_classes = {b: out_weak[b].get("classes") for b in self.model.branches}
-        out_strong = self.forward_train(self.to_device(batch_u, "img_strong"), text, weak_classes)
-        hidden = batch_u["label"]
-        hidden = hidden if bool((hidden >= 0).all()) else None  # -1: no hidden label to check against
-        weights = {"coarse": self.cfg.TRAINER.CFSG.LAMBDA_C, "fine": self.cfg.TRAINER.CFSG.LAMBDA_F}
-        for b in self.model.branches:
-            loss = self.branch_fixmatch_loss(b, out_x[b], out_weak[b], out_strong[b], hidden)
-            losses[f"loss_u_{b}"] = self.cfg.TRAINER.SSL.LAMBDA * weights[b] * loss
-        return losses
 
-    def branch_fixmatch_loss(self, branch, out_x, out_weak, out_strong, hidden):
-        """FixMatch on each head of a branch, masked by F; F's ID score is the branch's."""
-        scale = self.logit_scale_value()
-        id_filter = self.ssl_filters[branch]
-        id_filter.update(self.id_scores(out_x, scale).detach())
-        scores = self.id_scores(out_weak, scale)
-        loss = 0.0
-        for head, key in self.heads(branch).items():
-            probs = out_weak[key].float().softmax(dim=-1)
-            pseudo, confidence, _ = ssl.hard_pseudo_labels(probs, self.cfg.TRAINER.SSL.CONF_THRESH)
-            mask = id_filter(confidence, scores)
-            self.ssl_stats.update(f"{branch}/{head}", mask, pseudo, hidden, self.num_classes)
-            loss = loss + ssl.fixmatch_loss(out_strong[key], pseudo, mask)
-        return loss
-
-    def predict(self, images):
-        probs = self.forward_train(images)["logits"].exp()
+    def predict(self, images, text):
+        probs = self.model(images, text)["logits"].exp()
         return probs, probs.max(dim=-1).values

@@ -7,6 +7,7 @@ bias-free linear layers with ReLUs (reduction 4, ratio 0.2; leclip.adapters); th
 features are the fixed hand-written prompts (DATASET.PROMPT_TEMPLATE); only A learns.
 """
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from leclip.adapters import ResidualAdapter
@@ -16,6 +17,26 @@ from leclip.dassl import TRAINER_REGISTRY
 from leclip.trainer_base import CLIPTrainer
 
 add_defaults({"TRAINER.CLIP_ADAPTER.RATIO": 0.2, "TRAINER.CLIP_ADAPTER.REDUCTION": 4})
+
+
+class AdaptedCLIP(nn.Module):
+    """Frozen CLIP + fixed prompt text features; the adapter on the image feature learns."""
+
+    def __init__(self, clip_model, text_features, adapter, logit_scale):
+        super().__init__()
+        self.clip_model = clip_model
+        self.adapter = adapter
+        self.register_buffer("text_features", text_features, persistent=False)
+        self.logit_scale = logit_scale
+
+    def encode_classes(self):
+        return self.text_features
+
+    def forward(self, images, text):
+        with torch.no_grad():  # the image tower is frozen
+            features = self.clip_model.encode_image(images).float()
+        features = F.normalize(self.adapter(features), dim=-1)
+        return {"logits": self.logit_scale * features @ text.t()}
 
 
 @TRAINER_REGISTRY.register()
@@ -31,16 +52,9 @@ class LECLIPAdapter(CLIPTrainer):
 
     def build_model(self):
         cfg = self.cfg.TRAINER.CLIP_ADAPTER
-        self.clip_model = self.load_clip().to(self.device)
-        self.text_features = class_text_features(
-            self.clip_model, self.classnames, self.cfg.DATASET.PROMPT_TEMPLATE, self.device
-        )
+        self.clip_model = self.load_clip()
+        text = class_text_features(self.clip_model, self.classnames, self.cfg.DATASET.PROMPT_TEMPLATE)
         width = self.clip_model.text_projection.shape[1]  # the joint space's width
-        self.adapter = ResidualAdapter(width, cfg.REDUCTION, cfg.RATIO).to(self.device)
-        self.setup_optimization("adapter", self.adapter)
-
-    def forward_train(self, images):
-        with torch.no_grad():  # the image tower is frozen
-            features = self.clip_model.encode_image(images).float()
-        features = F.normalize(self.adapter(features), dim=-1)
-        return {"logits": self.logit_scale_value() * features @ self.text_features.t()}
+        adapter = ResidualAdapter(width, cfg.REDUCTION, cfg.RATIO)
+        self.model = AdaptedCLIP(self.clip_model, text, adapter, self.logit_scale).to(self.device)
+        self.setup_optimization("adapter", self.model.adapter)

@@ -3,13 +3,14 @@
 Zanella & Ben Ayed, "Low-Rank Few-Shot Adaptation of Vision-Language Models" (CVPRW
 2024). r 2, alpha 1 (scale alpha / sqrt(r), as released), dropout 0.25 (leclip.lora);
 text features are recomputed from the zero-shot prompt through the adapted text tower
-at each step.
+once per step (and once per evaluation).
 """
+import torch.nn as nn
 import torch.nn.functional as F
 
+from leclip.backbone import TextEncoder, clean_name
 from leclip.config import add_defaults
 from leclip.dassl import TRAINER_REGISTRY
-from leclip.backbone import TextEncoder, clean_name
 from leclip.lora import apply_lora
 from leclip.trainer_base import CLIPTrainer
 
@@ -24,19 +25,32 @@ add_defaults(
 )
 
 
+class LoRACLIP(nn.Module):
+    """CLIP whose attention layers carry LoRA deltas (`lora`, the modules that learn)."""
+
+    def __init__(self, clip_model, lora, tokens, logit_scale):
+        super().__init__()
+        self.clip_model = clip_model
+        self.lora = lora
+        self.register_buffer("tokens", tokens, persistent=False)
+        self.logit_scale = logit_scale
+
+    def encode_classes(self):
+        return F.normalize(self.clip_model.encode_text(self.tokens).float(), dim=-1)
+
+    def forward(self, images, text):
+        image = F.normalize(self.clip_model.encode_image(images).float(), dim=-1)
+        return {"logits": self.logit_scale * image @ text.t()}
+
+
 @TRAINER_REGISTRY.register()
 class LECLIPLoRA(CLIPTrainer):
     def build_model(self):
         cfg = self.cfg.TRAINER.CLIP_LORA
         self.clip_model = self.load_clip()
-        self.lora = apply_lora(self.clip_model, cfg.ENCODERS, cfg.PARAMS, cfg.R, cfg.ALPHA, cfg.DROPOUT)
-        self.clip_model.to(self.device)
+        lora = apply_lora(self.clip_model, cfg.ENCODERS, cfg.PARAMS, cfg.R, cfg.ALPHA, cfg.DROPOUT)
         encoder = TextEncoder(self.clip_model)
         template = self.cfg.DATASET.PROMPT_TEMPLATE
-        self.tokens = encoder.tokenize([template.format(clean_name(c)) for c in self.classnames]).to(self.device)
-        self.setup_optimization("lora", self.lora)
-
-    def forward_train(self, images):
-        image = F.normalize(self.clip_model.encode_image(images).float(), dim=-1)
-        text = F.normalize(self.clip_model.encode_text(self.tokens).float(), dim=-1)
-        return {"logits": self.logit_scale_value() * image @ text.t()}
+        tokens = encoder.tokenize([template.format(clean_name(c)) for c in self.classnames])
+        self.model = LoRACLIP(self.clip_model, lora, tokens, self.logit_scale).to(self.device)
+        self.setup_optimization("lora", self.model.lora)

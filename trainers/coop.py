@@ -25,31 +25,30 @@ add_defaults(
 class PromptedCLIP(nn.Module):
     """Frozen CLIP whose class text features come from a prompt learner.
 
-    Returns dict(logits) and, with `local` ("tokens" or "value"), the patch-level
+    `encode_classes()` gives the normalised class text features [C, D]; `forward`
+    returns dict(logits) and, with `local` ("tokens" or "value"), the patch-level
     logits `local_logits` [B, N, C] too (LoCoOp, GL-MCM).
     """
 
-    def __init__(self, clip_model, prompt_learner, local=None):
+    def __init__(self, clip_model, prompt_learner, logit_scale, local=None):
         super().__init__()
         self.prompt_learner = prompt_learner
         self.text_encoder = TextEncoder(clip_model)
         self.image_encoder = ImageEncoder(clip_model)
-        self.logit_scale = clip_model.logit_scale
+        self.logit_scale = logit_scale
         self.local = local
         if local:
             self.image_encoder.require_vit("Local features")
 
-    def text_features(self):
+    def encode_classes(self):
         return F.normalize(self.text_encoder(*self.prompt_learner()), dim=-1)
 
-    def forward(self, images):
+    def forward(self, images, text):
         with torch.no_grad():  # the image tower is frozen: no autograd graph
             image_features, patches = self.image_encoder(images, patches=bool(self.local), local=self.local or "tokens")
-        text = self.text_features()
-        scale = self.logit_scale.exp()
-        out = {"logits": scale * F.normalize(image_features, dim=-1) @ text.t()}
+        out = {"logits": self.logit_scale * F.normalize(image_features, dim=-1) @ text.t()}
         if self.local:
-            out["local_logits"] = scale * F.normalize(patches, dim=-1) @ text.t()
+            out["local_logits"] = self.logit_scale * F.normalize(patches, dim=-1) @ text.t()
         return out
 
 
@@ -66,8 +65,5 @@ class LECoOp(CLIPTrainer):
             csc=cfg.CSC,
             class_token_position=cfg.CLASS_TOKEN_POSITION,
         )
-        self.model = PromptedCLIP(self.clip_model, prompt_learner).to(self.device)
+        self.model = PromptedCLIP(self.clip_model, prompt_learner, self.logit_scale).to(self.device)
         self.setup_optimization("prompt_learner", self.model.prompt_learner)
-
-    def forward_train(self, images):
-        return self.model(images)

@@ -86,18 +86,16 @@ class LELoCoOp(CLIPTrainer):
             self.clip_model, self.classnames, n_ctx=cfg.N_CTX, ctx_init=cfg.CTX_INIT, csc=cfg.CSC,
             class_token_position=cfg.CLASS_TOKEN_POSITION,
         )
-        self.model = PromptedCLIP(self.clip_model, prompt_learner, local=cfg.LOCAL_FEATURES).to(self.device)
+        self.model = PromptedCLIP(self.clip_model, prompt_learner, self.logit_scale, local=cfg.LOCAL_FEATURES)
+        self.model.to(self.device)
         self.setup_optimization("prompt_learner", self.model.prompt_learner)
-
-    def forward_train(self, images):
-        return self.model(images)
 
     def supervised_loss(self, out, labels):
         return locoop_loss(out["logits"], out["local_logits"], labels, self.top_k, self.cfg.TRAINER.LOCOOP.LAMBDA)
 
-    def predict(self, images):
+    def predict(self, images, classes):
         """Closed-set probabilities from the global logits; ID score GL-MCM (T = 1)."""
-        out = self.forward_eval(images)
-        scale = self.logit_scale_value()
+        out = self.forward_eval(images, classes)
+        scale = self.logit_scale
         score = ssl.id_score("glmcm", out["logits"].float() / scale, out["local_logits"].float() / scale)
         return out["logits"].float().softmax(dim=-1), score

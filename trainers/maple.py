@@ -25,12 +25,12 @@ add_defaults(
 
 
 class MaPLeModel(nn.Module):
-    def __init__(self, clip_model, classnames, n_ctx, ctx_init, depth):
+    def __init__(self, clip_model, classnames, n_ctx, ctx_init, depth, logit_scale):
         super().__init__()
         self.text_encoder = TextEncoder(clip_model)
         self.image_encoder = ImageEncoder(clip_model)
         self.image_encoder.require_vit("MaPLe")
-        self.logit_scale = clip_model.logit_scale
+        self.logit_scale = logit_scale
         max_depth = min(self.text_encoder.num_blocks, self.image_encoder.num_blocks)
         if depth > max_depth:
             print(f"MaPLe: PROMPT_DEPTH {depth} > {max_depth} blocks of this CLIP; using {max_depth}")
@@ -52,12 +52,17 @@ class MaPLeModel(nn.Module):
         vision.update({j + 1: proj(p) for j, (proj, p) in enumerate(zip(self.deep_proj, self.deep_text))})
         return text, DeepTokens(vision, mode="replace")
 
-    def forward(self, images):
+    def encode_classes(self):
+        """(normalised class text features [C, D], the vision hook of the current prompts)."""
         text_hook, vision_hook = self.hooks()
         prompts, tokens = self.prompt_learner()
         text = F.normalize(self.text_encoder(prompts, tokens, token_hook=text_hook), dim=-1)
+        return text, vision_hook
+
+    def forward(self, images, classes):
+        text, vision_hook = classes
         image, _ = self.image_encoder(images, token_hook=vision_hook, patches=False)
-        return {"logits": self.logit_scale.exp() * F.normalize(image, dim=-1) @ text.t()}
+        return {"logits": self.logit_scale * F.normalize(image, dim=-1) @ text.t()}
 
     def learnable(self):
         return nn.ModuleList([self.prompt_learner, self.deep_text, self.shallow_proj, self.deep_proj])
@@ -68,9 +73,8 @@ class LEMaPLe(CLIPTrainer):
     def build_model(self):
         cfg = self.cfg.TRAINER.MAPLE
         self.clip_model = self.load_clip()
-        self.model = MaPLeModel(self.clip_model, self.classnames, cfg.N_CTX, cfg.CTX_INIT, cfg.PROMPT_DEPTH)
+        self.model = MaPLeModel(
+            self.clip_model, self.classnames, cfg.N_CTX, cfg.CTX_INIT, cfg.PROMPT_DEPTH, self.logit_scale
+        )
         self.model.to(self.device)
         self.setup_optimization("multimodal_prompts", self.model.learnable())
-
-    def forward_train(self, images):
-        return self.model(images)

@@ -30,25 +30,25 @@ add_defaults(
 
 
 class PLOTModel(nn.Module):
-    def __init__(self, clip_model, prompt_learner, eps=0.1, max_iter=100):
+    def __init__(self, clip_model, prompt_learner, logit_scale, eps=0.1, max_iter=100):
         super().__init__()
         self.prompt_learner = prompt_learner
         self.text_encoder = TextEncoder(clip_model)
         self.image_encoder = ImageEncoder(clip_model)
         self.image_encoder.require_vit("PLOT")
-        self.logit_scale = clip_model.logit_scale
+        self.logit_scale = logit_scale
         self.eps, self.max_iter = eps, max_iter
 
-    def prompt_features(self):
-        """[N, C, D]: the prompt learner is set-major (set s, class c at s * C + c)."""
+    def encode_classes(self):
+        """Prompt features [N, C, D]: the prompt learner is set-major (set s, class c at s * C + c)."""
         text = self.text_encoder(*self.prompt_learner())
         return text.view(self.prompt_learner.n_sets, self.prompt_learner.n_cls, -1)
 
-    def forward(self, images):
+    def forward(self, images, prompt_features):
         with torch.no_grad():  # the image tower is frozen
             _, patches = self.image_encoder(images)
-        similarity = ot_similarity(patches, self.prompt_features(), self.eps, self.max_iter)
-        return {"logits": self.logit_scale.exp() * similarity}
+        similarity = ot_similarity(patches, prompt_features, self.eps, self.max_iter)
+        return {"logits": self.logit_scale * similarity}
 
 
 @TRAINER_REGISTRY.register()
@@ -75,8 +75,6 @@ class LEPLOT(CLIPTrainer):
             self.clip_model, self.classnames, n_ctx=cfg.N_CTX, ctx_init=cfg.CTX_INIT, csc=cfg.CSC,
             class_token_position=cfg.CLASS_TOKEN_POSITION, n_sets=cfg.N,
         )
-        self.model = PLOTModel(self.clip_model, prompt_learner, cfg.EPS, cfg.MAX_ITER).to(self.device)
+        self.model = PLOTModel(self.clip_model, prompt_learner, self.logit_scale, cfg.EPS, cfg.MAX_ITER)
+        self.model.to(self.device)
         self.setup_optimization("prompt_learner", self.model.prompt_learner)
-
-    def forward_train(self, images):
-        return self.model(images)

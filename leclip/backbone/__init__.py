@@ -4,7 +4,7 @@ import warnings
 # clip imports pkg_resources, deprecated in setuptools (pinned < 81 in setup.py)
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
-from .encoders import ChainHooks, DeepTokens, ImageEncoder, ReplaceAt, TextEncoder, autocast  # noqa: E402
+from .encoders import DeepTokens, ImageEncoder, ReplaceAt, TextEncoder, autocast, resolve_logit_scale  # noqa: E402
 from .loader import (  # noqa: E402
     EMBEDDED_MODELS,
     MissingWeightsError,

@@ -22,6 +22,20 @@ def autocast(device, prec="amp"):
     return contextlib.nullcontext()
 
 
+def resolve_logit_scale(clip_model, setting="model"):
+    """The logit scale (TRAINER.LOGIT_SCALE) as a float: "model" = the checkpoint's
+    exp(logit_scale) (100 for OpenAI's CLIP weights), or a positive number (as text)."""
+    if setting == "model":
+        return float(clip_model.logit_scale.exp())
+    try:
+        value = float(setting)
+    except (TypeError, ValueError):
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"TRAINER.LOGIT_SCALE={setting!r}: use \"model\" or a positive number such as \"100\"")
+    return value
+
+
 def run_blocks(blocks, x, token_hook=None):
     """Run clip residual blocks on batch-first x, calling the hook before each block."""
     for index, block in enumerate(blocks):
@@ -149,10 +163,6 @@ class ImageEncoder(nn.Module):
         source = x if local == "tokens" else value_path(blocks[-1], last_input)
         return global_feature, self.visual.ln_post(source[:, 1:n]) @ self.visual.proj
 
-    @torch.no_grad()
-    def frozen_features(self, images, patches=True):
-        return self.forward(images, patches=patches)
-
 
 def block_tokens(per_block, index, x):
     """The tokens listed for this block as [B, n, W] in x's dtype, or None."""
@@ -204,15 +214,3 @@ class ReplaceAt:
             return x
         end = self.start + tokens.shape[1]
         return torch.cat([x[:, : self.start], tokens, x[:, end:]], dim=1)
-
-
-class ChainHooks:
-    """Apply several token hooks in order."""
-
-    def __init__(self, *hooks):
-        self.hooks = [h for h in hooks if h is not None]
-
-    def __call__(self, index, x):
-        for hook in self.hooks:
-            x = hook(index, x)
-        return x

@@ -6,6 +6,8 @@ interpolation; and DATALOADER.NUM_WORKERS is 0 (set it in a config on a GPU mach
 """
 from yacs.config import CfgNode as CN
 
+from leclip.data.datamanager import SAMPLERS
+
 _C = CN()
 _C.VERSION = 1
 _C.OUTPUT_DIR = "./output"
@@ -61,7 +63,7 @@ _C.DATALOADER.TRAIN_X.SAMPLER = "RandomSampler"
 _C.DATALOADER.TRAIN_X.BATCH_SIZE = 32
 _C.DATALOADER.TRAIN_X.N_DOMAIN = 0
 _C.DATALOADER.TRAIN_X.N_INS = 16
-# named views (leclip/engine/transforms.py); batch["img"] is the first
+# named views (leclip/data/transforms.py); batch["img"] is the first
 _C.DATALOADER.TRAIN_X.VIEWS = ["weak"]
 _C.DATALOADER.TRAIN_U = CN()
 # True: train_u uses TRAIN_X's sampler and batch size
@@ -139,3 +141,33 @@ DEFAULT_CFG = _C
 
 def get_cfg_default():
     return DEFAULT_CFG.clone()
+
+
+# values of the loop's keys that the built-in engine (and LE-CLIP's trainers on Dassl)
+# act on; Dassl silently treats anything else as the default
+CHOICES = {
+    "TEST.FINAL_MODEL": ("last_step", "best_val"),
+    "TEST.SPLIT": ("val", "test"),
+    "TRAIN.COUNT_ITER": ("train_x", "train_u", "smaller_one"),
+    "OPTIM.WARMUP_TYPE": ("constant", "linear"),
+    "DATALOADER.TRAIN_X.SAMPLER": SAMPLERS,
+    "DATALOADER.TRAIN_U.SAMPLER": SAMPLERS,
+    "DATALOADER.TEST.SAMPLER": SAMPLERS,
+}
+POSITIVE_INTS = ("DATALOADER.TRAIN_X.BATCH_SIZE", "DATALOADER.TRAIN_U.BATCH_SIZE", "DATALOADER.TEST.BATCH_SIZE")
+
+
+def check_cfg_values(cfg):
+    """One clear error for a value of the loop's keys that would be silently replaced."""
+    for dotted, allowed in CHOICES.items():
+        section, *rest = dotted.split(".")
+        value = cfg[section]
+        for part in rest:
+            value = value[part]
+        if value not in allowed:
+            raise ValueError(f"{dotted}={value!r}: use one of {allowed}")
+    for dotted in POSITIVE_INTS:
+        section, sub, key = dotted.split(".")
+        value = cfg[section][sub][key]
+        if type(value) is not int or value < 1:
+            raise ValueError(f"{dotted}={value!r}: use a positive integer")

@@ -14,14 +14,17 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from leclip.data import DataManager
+from leclip.data.seeding import epoch_seed, fresh_seed
+
 from .checkpoint import BEST, latest_checkpoint, load_checkpoint, load_latest, restore, save_checkpoint
-from .datamanager import DataManager
+from .config import check_cfg_values
+from .datasets import build_dataset
 from .evaluation import build_evaluator
 from .registry import Registry
-from .utils import AverageMeter, MetricMeter, epoch_seed, fresh_seed, get_rng_state, set_random_seed, set_rng_state
+from .utils import AverageMeter, MetricMeter, get_rng_state, set_random_seed, set_rng_state
 
 TRAINER_REGISTRY = Registry("TRAINER")
-COUNT_ITERS = ("train_x", "train_u", "smaller_one")
 
 
 def build_trainer(cfg):
@@ -226,6 +229,7 @@ class SimpleTrainer(TrainerBase):
 
     def __init__(self, cfg):
         super().__init__()
+        check_cfg_values(cfg)
         self.check_cfg(cfg)
         if torch.cuda.is_available() and cfg.USE_CUDA:
             self.device = torch.device("cuda")
@@ -248,15 +252,7 @@ class SimpleTrainer(TrainerBase):
         """Check the cfg for this trainer (optional)."""
 
     def build_data_loader(self):
-        dm = DataManager(self.cfg)
-        self.train_loader_x = dm.train_loader_x
-        self.train_loader_u = dm.train_loader_u  # None without unlabeled data
-        self.val_loader = dm.val_loader  # None without val data
-        self.test_loader = dm.test_loader
-        self.num_classes = dm.num_classes
-        self.num_source_domains = dm.num_source_domains
-        self.lab2cname = dm.lab2cname
-        self.dm = dm
+        DataManager(self.cfg, build_dataset(self.cfg)).attach(self)
 
     def build_model(self):
         raise NotImplementedError(
@@ -409,8 +405,6 @@ class TrainerXU(SimpleTrainer):
         loader_x = self.require_loader(self.train_loader_x, "train_x")
         loader_u = self.require_loader(self.train_loader_u, "train_u")
         count_iter = self.cfg.TRAIN.COUNT_ITER
-        if count_iter not in COUNT_ITERS:
-            raise ValueError(f"TRAIN.COUNT_ITER={count_iter!r}: use one of {COUNT_ITERS}")
         lengths = {"train_x": len(loader_x), "train_u": len(loader_u)}
         lengths["smaller_one"] = min(lengths.values())
         self.num_batches = lengths[count_iter]

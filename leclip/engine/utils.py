@@ -1,17 +1,15 @@
-"""Small utilities with Dassl's names (seeding, logging to log.txt, meters, image
-reading) plus the RNG helpers that make a resumed run equal an uninterrupted one."""
+"""Small utilities with Dassl's names (seeding, logging to log.txt, meters) plus the RNG
+state helpers that make a resumed run equal an uninterrupted one."""
 import logging
 import os
 import platform
 import random
 import sys
 from collections import defaultdict
-from contextlib import contextmanager
 
 import numpy as np
 import PIL
 import torch
-from PIL import Image
 
 
 def set_random_seed(seed):
@@ -19,30 +17,6 @@ def set_random_seed(seed):
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
-
-
-def epoch_seed(seed, *keys):
-    """A well-mixed 32-bit seed from a base seed and integer keys (epoch, stream, ...)."""
-    return int(np.random.SeedSequence([seed, *keys]).generate_state(1, dtype=np.uint32)[0])
-
-
-def fresh_seed():
-    """A random base seed, for SEED < 0 ("randomise everything" in Dassl)."""
-    return int.from_bytes(os.urandom(4), "little")
-
-
-@contextmanager
-def local_rng(seed):
-    """Run a block with torch's CPU RNG and Python's `random` seeded to `seed`, then
-    restore both, so the block neither depends on nor disturbs the global streams."""
-    torch_state, python_state = torch.default_generator.get_state(), random.getstate()
-    torch.default_generator.manual_seed(seed)  # CPU only: CUDA streams stay untouched
-    random.seed(seed)
-    try:
-        yield
-    finally:
-        torch.default_generator.set_state(torch_state)
-        random.setstate(python_state)
 
 
 def get_rng_state():
@@ -66,17 +40,6 @@ def set_rng_state(state):
 
 def mkdir_if_missing(dirname):
     os.makedirs(dirname, exist_ok=True)
-
-
-def read_image(path):
-    """An RGB PIL image; a missing or unreadable file raises one error naming it."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"Image listed by the dataset is missing: {path} (check DATASET.ROOT)") from None
-    except OSError as err:
-        raise OSError(f"Cannot read image {path}: {err} (re-download the file or remove it from the split)") from None
 
 
 class _Tee:

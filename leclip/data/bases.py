@@ -5,10 +5,30 @@ Dassl derives the classes from train_x's labels, which cannot work for open-set 
 tuples) nor when train_x is empty (task B). LE-CLIP datasets pass `classnames`.
 """
 import hashlib
+import json
 import os
 import os.path as osp
 
-from .dassl import DatasetBase, Datum
+from . import splits
+from .datum import DatasetBase, Datum
+
+# LE-CLIP's dataset keys and their defaults (declared in the config by leclip.config)
+DATASET_DEFAULTS = {
+    "DATASET.ID_RATIO": 0.5,  # (ours) the first half of the classes are ID
+    "DATASET.LABELED_RATIO": 0.0,  # task C: share of training images that keep labels
+    "DATASET.SETTING": "",  # "in"/"inout" for Semi-Aves, "unsup" for task B
+}
+NUM_LABELED_UNSET = -1  # Dassl's default of DATASET.NUM_LABELED
+
+
+def reject_set_keys(cfg, keys, why):
+    """One error naming the first of `keys` (dotted, with their defaults) that is set."""
+    for dotted, default in keys.items():
+        node = cfg
+        for part in dotted.split("."):
+            node = node[part]
+        if node != default:
+            raise ValueError(f"{dotted}={node!r} is not used here ({why}): remove it")
 
 
 class LEDatasetBase(DatasetBase):
@@ -83,11 +103,17 @@ def check_images(paths, dataset_name):
         )
 
 
-def fingerprint(items, root):
-    """A short description of a list of (path, label) items, stored with cached splits.
-    Paths count relative to the dataset folder, so moving the data keeps the cache."""
-    digest = hashlib.sha1("\n".join(sorted(osp.relpath(p, root) for p, _ in items)).encode()).hexdigest()
-    return {"count": len(items), "sha1": digest}
+def fingerprint(items, root, classnames):
+    """A short description of a list of (path, label) items and the class list, stored
+    with cached splits: a relabelling or a new class order rebuilds the split. Paths
+    count relative to the dataset folder, so moving the data keeps the cache."""
+    lines = sorted(f"{osp.relpath(p, root)}\t{json.dumps(_plain(label))}" for p, label in items)
+    text = "\n".join(lines) + "\n# classes\n" + "\n".join(classnames)
+    return {"count": len(items), "sha1": hashlib.sha1(text.encode()).hexdigest()}
+
+
+def _plain(label):
+    return int(label) if not isinstance(label, (tuple, list)) else [int(v) for v in label]
 
 
 class OpenSetDataset(LEDatasetBase):
@@ -100,8 +126,11 @@ class OpenSetDataset(LEDatasetBase):
     task = "ossl"
 
     def build(self, cfg, key, cache_dir, classnames, pool, test, val=None):
-        from . import splits
-
+        reject_set_keys(
+            cfg,
+            {"DATASET.LABELED_RATIO": 0.0, "DATASET.SETTING": ""},
+            f"{type(self).__name__} is a task-A dataset: its setting is DATASET.NUM_LABELED",
+        )
         num_labeled = cfg.DATASET.NUM_LABELED
         if num_labeled < 1:
             raise ValueError(f"DATASET.NUM_LABELED={num_labeled}: set the labels per ID class (5 or 20)")
@@ -116,7 +145,7 @@ class OpenSetDataset(LEDatasetBase):
             lambda: splits.open_set_split(
                 pool_labels, len(classnames), cfg.DATASET.ID_RATIO, num_labeled, cfg.SEED, classnames
             ),
-            fingerprint(pool, cache_dir),
+            fingerprint(pool, cache_dir, classnames),
         )
         self.all_classnames = list(classnames)
         self.finish(
@@ -149,11 +178,14 @@ class MultiLabelDataset(LEDatasetBase):
     task = "multilabel"
 
     def build(self, cfg, key, cache_dir, classnames, train, test):
-        from . import splits
-
+        reject_set_keys(
+            cfg,
+            {"DATASET.NUM_LABELED": NUM_LABELED_UNSET, "DATASET.ID_RATIO": DATASET_DEFAULTS["DATASET.ID_RATIO"]},
+            f"{type(self).__name__} is multi-label: its setting is DATASET.SETTING unsup or DATASET.LABELED_RATIO",
+        )
         ratio = cfg.DATASET.LABELED_RATIO
         unsup = cfg.DATASET.SETTING == "unsup"
-        if unsup == (ratio > 0):
+        if unsup == (ratio > 0) or not 0 <= ratio <= 1 or cfg.DATASET.SETTING not in ("", "unsup"):
             raise ValueError(
                 f"{key} with DATASET.SETTING={cfg.DATASET.SETTING!r} and DATASET.LABELED_RATIO={ratio}: set either "
                 "DATASET.SETTING unsup (task B) or DATASET.LABELED_RATIO in (0, 1] (task C)"
@@ -165,7 +197,7 @@ class MultiLabelDataset(LEDatasetBase):
                 raise ValueError(f"SEED={cfg.SEED}: the labeled share is drawn with the run's seed; set SEED >= 0")
             split = splits.cached_split(
                 cache_dir, key, f"ratio{ratio:g}", cfg.SEED,
-                lambda: splits.labeled_ratio_split(len(train), ratio, cfg.SEED), fingerprint(train, cache_dir),
+                lambda: splits.labeled_ratio_split(len(train), ratio, cfg.SEED), fingerprint(train, cache_dir, classnames),
             )
         self.all_classnames = list(classnames)
 

@@ -14,8 +14,9 @@ import torch
 from tabulate import tabulate
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .images import read_image
+from .seeding import epoch_seed, fresh_seed, local_rng
 from .transforms import build_view
-from .utils import epoch_seed, fresh_seed, local_rng, read_image
 
 SAMPLERS = ("RandomSampler", "SequentialSampler")
 # generator stream of each standard loader; loaders made later by make_loader use AD_HOC
@@ -77,11 +78,9 @@ class ViewDataset(Dataset):
 
 
 class DataManager:
-    def __init__(self, cfg, dataset=None):
-        if dataset is None:
-            from leclip.dassl import build_dataset  # lazy: leclip.dassl imports this engine
+    """Loaders over a built dataset (the engine's `build_dataset(cfg)` makes it)."""
 
-            dataset = build_dataset(cfg)
+    def __init__(self, cfg, dataset):
         self.cfg = cfg
         self.dataset = dataset
         self.seed = cfg.SEED if cfg.SEED >= 0 else fresh_seed()
@@ -132,7 +131,9 @@ class DataManager:
                 f"Sampler {sampler!r} (DATALOADER.*.SAMPLER) is not available in LE-CLIP's DataManager; "
                 f"use one of {SAMPLERS}"
             )
-        batch_size = batch_size or self.cfg.DATALOADER.TEST.BATCH_SIZE
+        batch_size = self.cfg.DATALOADER.TEST.BATCH_SIZE if batch_size is None else batch_size
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"Batch size {batch_size!r} (DATALOADER.*.BATCH_SIZE): use a positive integer")
         generator = torch.Generator()
         generator.manual_seed(epoch_seed(self.seed, self.epoch, STREAMS.get(stream, AD_HOC)))
         if stream is not None:
@@ -154,6 +155,17 @@ class DataManager:
         self.epoch = epoch
         for stream, generator in self._generators.items():
             generator.manual_seed(epoch_seed(self.seed, epoch, STREAMS[stream]))
+
+    def attach(self, trainer):
+        """Give a trainer Dassl's loader attributes (train_loader_x, ..., lab2cname, dm)."""
+        trainer.train_loader_x = self.train_loader_x
+        trainer.train_loader_u = self.train_loader_u  # None without unlabeled data
+        trainer.val_loader = self.val_loader  # None without val data
+        trainer.test_loader = self.test_loader
+        trainer.num_classes = self.num_classes
+        trainer.num_source_domains = self.num_source_domains
+        trainer.lab2cname = self.lab2cname
+        trainer.dm = self
 
     def show_dataset_summary(self):
         cfg = self.cfg

@@ -1,0 +1,112 @@
+"""CLIPTrainer's shared recipe, on stand-in models whose outputs are known by hand:
+the class side encoded once per step and per evaluation, the FixMatch step wired to the
+strong view and the labeled threshold, the open-set threshold taken from the labeled
+training images (never the test set), the evaluator chosen by the dataset's task, and
+the config checks."""
+import contextlib
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from leclip import ssl
+from leclip.dassl import get_cfg_default
+from leclip.evaluators import MultiLabelClassification, OpenSetClassification, for_task
+from leclip.trainer_base import CLIPTrainer
+
+SCALE = 10.0
+
+
+class CountingModel:
+    """logits = SCALE * images @ W^T; counts the class-side encodes."""
+
+    def __init__(self):
+        self.encodes = 0
+        self.weight = torch.eye(3)
+
+    def encode_classes(self):
+        self.encodes += 1
+        return self.weight
+
+    def __call__(self, images, classes):
+        return {"logits": SCALE * images @ classes.t()}
+
+
+def fake_trainer(**cfg_overrides):
+    cfg = get_cfg_default()
+    for dotted, value in cfg_overrides.items():
+        node = cfg
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    trainer = SimpleNamespace(cfg=cfg, model=CountingModel(), device=torch.device("cpu"), logit_scale=SCALE, num_classes=3)
+    for name in (
+        "encode_classes", "forward_train", "forward_labeled", "forward_unlabeled", "forward_eval", "supervised_losses",
+        "supervised_loss", "fixmatch_losses", "output_groups", "unlabeled_weights", "to_device", "predict",
+        "reference_scores", "compute_loss", "fixmatch_heads",
+    ):
+        setattr(trainer, name, getattr(CLIPTrainer, name).__get__(trainer))
+    trainer.autocast = contextlib.nullcontext
+    return trainer
+
+
+def test_a_fixmatch_step_encodes_the_classes_once_and_weights_the_unlabeled_loss():
+    trainer = fake_trainer(**{"TRAINER.SSL.LAMBDA": 0.5})
+    trainer.fixmatch = ssl.FixMatchStep(trainer.fixmatch_heads(), 0.7, "msp", 0.05)
+    images_x, labels = torch.eye(3), torch.tensor([0, 1, 2])
+    weak = torch.tensor([[1.0, 0, 0], [0.05, 0, 0], [0, 0, 1]])  # image 1 is unconfident
+    strong = torch.tensor([[0, 1.0, 0], [1.0, 0, 0], [0, 0.5, 0.5]])
+    batch_x = {"img": images_x, "label": labels}
+    batch_u = {"img_weak": weak, "img_strong": strong, "label": torch.tensor([0, 1, 4])}
+    losses = trainer.compute_loss(batch_x, batch_u)
+    assert trainer.model.encodes == 1  # one text encode for the labeled, weak and strong views
+    assert torch.allclose(losses["loss_x"], F.cross_entropy(SCALE * images_x, labels))
+    # pseudo-labels 0 and 2 from the weak view; CE on the strong view; mean over the 3 images
+    per_image = F.cross_entropy(SCALE * strong, torch.tensor([0, 0, 2]), reduction="none")
+    expected = 0.5 * (per_image[0] + per_image[2]) / 3
+    assert torch.allclose(losses["loss_u"], expected, atol=1e-6)
+
+
+class Loader(list):
+    def __init__(self, batches):
+        super().__init__(batches)
+        self.dataset = [None] * sum(len(b["img"]) for b in batches)
+
+
+def test_the_open_set_threshold_comes_from_the_labeled_training_images():
+    """predict's ID score is the image's first value: labeled images score 0.6..0.9,
+    test images 0.1..0.4, so a threshold from the wrong set is told apart."""
+    trainer = fake_trainer()
+    labeled = torch.tensor([[0.6, 0, 0], [0.7, 0, 0], [0.8, 0, 0], [0.9, 0, 0]])
+    test = torch.tensor([[0.1, 0, 0], [0.2, 0, 0], [0.3, 0, 0], [0.4, 0, 0]])
+    trainer.predict = lambda images, classes: (torch.full((len(images), 2), 0.5), images[:, 0])
+    trainer.dm = SimpleNamespace(
+        dataset=SimpleNamespace(train_x=["labeled"]),
+        make_loader=lambda data, views: Loader([{"img": labeled}]) if data == ["labeled"] else None,
+    )
+    trainer.test_loader = Loader([{"img": test, "label": torch.tensor([0, 1, 2, 3])}])
+    trainer.val_loader = None
+    trainer.task = "ossl"
+    trainer.evaluator = OpenSetClassification(trainer.cfg, lab2cname={0: "a", 1: "b"})
+    trainer.set_model_mode = lambda mode: None
+    trainer.write_scalar = lambda *args: None
+    CLIPTrainer.test(trainer)
+    assert trainer.evaluator.threshold == pytest.approx(torch.quantile(labeled[:, 0], 0.05).item())
+    assert trainer.model.encodes == 1  # once per evaluation, shared by reference and test images
+
+
+def test_the_evaluator_follows_the_dataset_task():
+    cfg = get_cfg_default()
+    engine_evaluator = object()
+    assert isinstance(for_task("ossl", cfg, {0: "a"}, engine_evaluator), OpenSetClassification)
+    assert isinstance(for_task("multilabel", cfg, {0: "a"}, engine_evaluator), MultiLabelClassification)
+    assert for_task("closed", cfg, {0: "a"}, engine_evaluator) is engine_evaluator
+    cfg.TEST.EVALUATOR = "MultiLabelClassification"
+    with pytest.raises(ValueError, match="evaluate a ossl dataset with OpenSetClassification"):
+        for_task("ossl", cfg, {0: "a"}, engine_evaluator)
+    cfg = get_cfg_default()
+    cfg.TEST.PER_CLASS_RESULT = True
+    with pytest.raises(ValueError, match="TEST.PER_CLASS_RESULT is an option of Dassl's Classification"):
+        for_task("multilabel", cfg, {0: "a"}, engine_evaluator)
