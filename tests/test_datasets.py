@@ -9,6 +9,7 @@ import sys
 import pytest
 
 import miniature
+import zero_shot
 from leclip import harness
 from leclip.data import splits
 from leclip.dassl import build_dataset
@@ -345,5 +346,7 @@ def test_zero_shot_runs_on_every_replica(tmp_path, key, setting, metric):
         results = harness.run(cfg)
     finally:
         sys.stdout = stdout
-    assert 0 <= results[metric] <= 100
+    sims, labels = zero_shot.similarities(build_dataset(cfg), cfg.DATASET.PROMPT_TEMPLATE)
+    expected = zero_shot.closed_accuracy(sims, labels) if metric == "closed_accuracy" else zero_shot.mean_ap(sims, labels)
+    assert results[metric] == pytest.approx(expected, abs=1e-6)
     assert json.loads((tmp_path / "out" / "results.json").read_text())[metric] == results[metric]

@@ -5,8 +5,11 @@ import subprocess
 import sys
 
 import pytest
+import zero_shot
+from conftest import SMALL_WORLD
 
 from leclip import harness
+from leclip.dassl import build_dataset
 
 REPO = harness.REPO
 
@@ -79,9 +82,17 @@ def test_run_sh_skips_a_finished_seed(tmp_path):
     assert out.returncode == 0 and "done already" in out.stdout
 
 
-def test_zero_shot_scores_above_chance(run_trainer):
+def test_zero_shot_equals_an_independent_computation(run_trainer, synth_root):
     results = run_trainer("LEZeroshotCLIP", "configs/trainers/LEZeroshotCLIP/synth.yaml")
-    assert results["closed_accuracy"] > 100 / 12 + 10
+    cfg = harness.setup_cfg(
+        dataset_config_file=harness.dataset_config("synth_fg"),
+        opts=harness.setting_opts("synth_fg", "5") + SMALL_WORLD,
+        root=synth_root,
+        seed=1,
+    )
+    sims, labels = zero_shot.similarities(build_dataset(cfg), cfg.DATASET.PROMPT_TEMPLATE)
+    assert results["closed_accuracy"] == pytest.approx(zero_shot.closed_accuracy(sims, labels), abs=1e-6)
+    assert results["closed_accuracy"] > 100 / 12 + 10  # and well above chance
     assert results["trainer"] == "LEZeroshotCLIP" and results["ssl_mode"] == "none"
 
 

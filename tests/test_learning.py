@@ -1,7 +1,10 @@
 """Every task-A baseline on the embedded world: a short run beats the untrained model,
 and the shared FixMatch recipe runs it on the unlabeled pool. (CFSG-CLIP and zero-shot
 CLIP have their own end-to-end tests.)"""
+import re
+
 import pytest
+import torch
 
 TRAINERS = ["LECoOp", "LELoCoOp", "LEPLOT", "LECLIPAdapter", "LEMaPLe", "LECLIPLoRA"]
 
@@ -18,8 +21,20 @@ def test_learns_on_the_embedded_world(run_trainer, trainer):
 
 
 @pytest.mark.parametrize("trainer", TRAINERS)
-def test_runs_with_fixmatch(run_trainer, tmp_path, trainer):
-    out = tmp_path / "fixmatch"
-    opts = ["OPTIM.MAX_EPOCH", "1", "TRAINER.SSL.MODE", "fixmatch"]
-    assert run_trainer(trainer, config(trainer), opts, output_dir=str(out))["ssl_mode"] == "fixmatch"
-    assert "unlabeled: pass_rate" in (out / "log.txt").read_text()  # the unlabeled batches ran
+def test_fixmatch_trains_on_the_unlabeled_pool(run_trainer, tmp_path, trainer):
+    """Same seed and labeled batches; with FixMatch the filter passes some unlabeled
+    images and their loss changes the learned weights (a masked-out or missing unlabeled
+    term would leave them bit-identical to the labeled-only run)."""
+    runs = {}
+    for mode in ("none", "fixmatch"):
+        out = tmp_path / mode
+        opts = ["OPTIM.MAX_EPOCH", "1", "TRAINER.SSL.MODE", mode, "TRAINER.SSL.CONF_THRESH", "0.3"]
+        assert run_trainer(trainer, config(trainer), opts, output_dir=str(out))["ssl_mode"] == mode
+        (model_dir,) = [p for p in out.iterdir() if p.is_dir()]
+        runs[mode] = (torch.load(model_dir / "model.pth.tar-1", weights_only=False)["state_dict"], out / "log.txt")
+    pass_rates = [float(r) for r in re.findall(r"unlabeled: pass_rate ([\d.]+)%", runs["fixmatch"][1].read_text())]
+    assert pass_rates and max(pass_rates) > 0
+    assert "unlabeled:" not in runs["none"][1].read_text()
+    weights = [runs[mode][0] for mode in ("none", "fixmatch")]
+    assert weights[0].keys() == weights[1].keys()
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
