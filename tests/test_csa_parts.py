@@ -1,0 +1,95 @@
+"""CSA's pieces against hand computations: label-specific attention pooling, positive/
+negative prompt logits, the asymmetric loss, class-wise and global thresholds with
+pseudo-label precision/recall, label co-occurrence, contexts and their targets."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from leclip.multilabel.dual_prompts import dual_logits, label_specific_dual_logits, split_dual
+from leclip.multilabel.label_features import label_specific_features
+
+SQRT2 = math.sqrt(2.0)
+
+
+# --- label-specific features
+
+
+def test_attention_pooling_by_hand():
+    patches = torch.tensor([[[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]])
+    text = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    features, weights = label_specific_features(patches, text, tau=0.5)
+    # cosines with t_0: 1, 0, 1/sqrt2; with t_1: 0, 1, 1/sqrt2; divided by tau 0.5
+    for k, logits in enumerate(([2.0, 0.0, SQRT2], [0.0, 2.0, SQRT2])):
+        e = [math.exp(v) for v in logits]
+        w = [v / sum(e) for v in e]
+        assert torch.allclose(weights[0, k], torch.tensor(w))
+        expected = w[0] * patches[0, 0] + w[1] * patches[0, 1] + w[2] * patches[0, 2]
+        assert torch.allclose(features[0, k], expected)
+
+
+@pytest.mark.parametrize("width", [3, 7])
+def test_the_patch_equal_to_the_text_gets_nearly_all_weight(width):
+    torch.manual_seed(0)
+    text = F.normalize(torch.randn(2, width), dim=-1)
+    # four patches at cosine 0.9 to t_1 (0.9 t_1 + sqrt(0.19) u, u orthogonal to t_1) ...
+    others = torch.randn(4, width)
+    others = F.normalize(others - (others @ text[1]).unsqueeze(-1) * text[1], dim=-1)
+    patches = torch.cat([0.9 * text[1] + math.sqrt(0.19) * others, 4.0 * text[1:2]]).unsqueeze(0)
+    # ... and one in t_1's direction: weights e^10 : 1 each at the default tau 0.01
+    features, weights = label_specific_features(patches, text)
+    assert weights[0, 1, 4] == pytest.approx(1 / (1 + 4 * math.exp(-10)), rel=1e-5)
+    assert torch.allclose(features[0, 1], patches[0, 4], atol=1e-3)
+    assert torch.allclose(weights.sum(dim=-1), torch.ones(1, 2))
+
+
+def test_gradients_reach_patches_and_text():
+    torch.manual_seed(1)
+    patches = torch.randn(2, 4, 6, requires_grad=True)
+    text = torch.randn(3, 6, requires_grad=True)
+    features, _ = label_specific_features(patches, text, tau=0.1)
+    (features * torch.randn_like(features)).sum().backward()
+    assert patches.grad.abs().sum() > 0 and text.grad.abs().sum() > 0
+
+
+# --- positive / negative prompts
+
+
+def test_split_dual_takes_set_0_as_positive():
+    features = torch.arange(8.0).view(4, 2)
+    positive, negative = split_dual(features)
+    assert torch.equal(positive, features[:2]) and torch.equal(negative, features[2:])
+    with pytest.raises(ValueError, match="even"):
+        split_dual(features[:3])
+
+
+def test_dual_logit_of_a_global_feature_by_hand():
+    feature = torch.tensor([[3.0, 0.0]])
+    positive = torch.tensor([[1.0, 1.0], [0.0, 2.0]])
+    negative = torch.tensor([[0.0, 1.0], [-1.0, 0.0]])
+    # class 0: cos+ = 1/sqrt2, cos- = 0; class 1: cos+ = 0, cos- = -1
+    expected = 10.0 * torch.tensor([[1 / SQRT2 - 0.0, 0.0 - (-1.0)]])
+    assert torch.allclose(dual_logits(feature, positive, negative, scale=10.0), expected)
+
+
+def test_dual_logit_pairs_each_label_feature_with_its_own_prompts():
+    positive = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    negative = torch.tensor([[0.0, 1.0], [1.0, 1.0]])
+    features = torch.tensor([[[2.0, 0.0], [1.0, 0.0]]])  # f_0 = t_0^+ direction, f_1 = e_1
+    # f_0: cos+ 1, cos- 0; f_1 against t_1: cos+ 0, cos- 1/sqrt2 (not against t_0)
+    expected = 5.0 * torch.tensor([[1.0, -1 / SQRT2]])
+    assert torch.allclose(dual_logits(features, positive, negative, scale=5.0), expected)
+
+
+def test_label_specific_logits_pool_negatives_with_their_own_prompt_when_asked():
+    positive = torch.tensor([[1.0, 0.0, 0.0]])
+    negative = torch.tensor([[0.0, 1.0, 0.0]])
+    patches = torch.tensor([[[5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.0, 5.0]]])
+    shared, features, weights = label_specific_dual_logits(patches, positive, negative, scale=1.0)
+    # one feature pooled by t^+: (nearly) the first patch, cos+ ~ 1, cos- ~ 0
+    assert torch.allclose(features[0, 0], patches[0, 0], atol=1e-3) and weights.shape == (1, 1, 3)
+    assert torch.allclose(shared, torch.tensor([[1.0]]), atol=1e-3)
+    own, _, _ = label_specific_dual_logits(patches, positive, negative, scale=1.0, pool_negatives=True)
+    # the negative prompt pools the second patch: cos- ~ 1 too
+    assert torch.allclose(own, torch.tensor([[0.0]]), atol=1e-3)
