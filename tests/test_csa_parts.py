@@ -3,10 +3,12 @@ negative prompt logits, the asymmetric loss, class-wise and global thresholds wi
 pseudo-label precision/recall, label co-occurrence, contexts and their targets."""
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from leclip.multilabel.asl import asymmetric_loss
 from leclip.multilabel.dual_prompts import dual_logits, label_specific_dual_logits, split_dual
 from leclip.multilabel.label_features import label_specific_features
 
@@ -93,3 +95,72 @@ def test_label_specific_logits_pool_negatives_with_their_own_prompt_when_asked()
     own, _, _ = label_specific_dual_logits(patches, positive, negative, scale=1.0, pool_negatives=True)
     # the negative prompt pools the second patch: cos- ~ 1 too
     assert torch.allclose(own, torch.tensor([[0.0]]), atol=1e-3)
+
+
+# --- asymmetric loss
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def asl_by_hand(x, y, gamma_pos, gamma_neg, clip):
+    p = sigmoid(x)
+    p_m = max(p - clip, 0.0)
+    return -(y * (1 - p) ** gamma_pos * math.log(p) + (1 - y) * p_m**gamma_neg * math.log(1 - p_m))
+
+
+def test_asl_by_hand_with_focusing_and_clip():
+    logits = torch.tensor([[2.0, -1.0, 0.5, -3.0], [-0.5, 1.5, 0.0, 1.0]])
+    targets = torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+    per_element = asymmetric_loss(logits, targets, gamma_pos=1.0, gamma_neg=2.0, clip=0.1, reduction="none")
+    for (i, j), x in np.ndenumerate(logits.numpy()):
+        expected = asl_by_hand(float(x), float(targets[i, j]), 1.0, 2.0, 0.1)
+        assert per_element[i, j].item() == pytest.approx(expected, rel=1e-5)
+    assert per_element[0, 3] == 0  # p = 0.047 < clip: the shifted probability is 0
+    # default reduction: sum over classes, mean over the 2 images; "sum" is the official
+    image_mean = asymmetric_loss(logits, targets, gamma_pos=1.0, gamma_neg=2.0, clip=0.1)
+    assert image_mean.item() == pytest.approx(per_element.sum().item() / 2, rel=1e-6)
+    total = asymmetric_loss(logits, targets, gamma_pos=1.0, gamma_neg=2.0, clip=0.1, reduction="sum")
+    assert total.item() == pytest.approx(per_element.sum().item(), rel=1e-6)
+
+
+def test_asl_defaults_are_gamma_pos_0_gamma_neg_4_clip_005():
+    logits = torch.tensor([[0.8, 1.2]])
+    targets = torch.tensor([[1.0, 0.0]])
+    expected = asl_by_hand(0.8, 1.0, 0.0, 4.0, 0.05) + asl_by_hand(1.2, 0.0, 0.0, 4.0, 0.05)
+    assert asymmetric_loss(logits, targets).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_asl_soft_targets_mix_the_two_terms():
+    logits = torch.tensor([[0.3]])
+    loss = asymmetric_loss(logits, torch.tensor([[0.25]]), gamma_pos=1.0, gamma_neg=2.0, clip=0.1)
+    expected = 0.25 * asl_by_hand(0.3, 1.0, 1.0, 2.0, 0.1) + 0.75 * asl_by_hand(0.3, 0.0, 1.0, 2.0, 0.1)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_asl_weight_masks_elements_and_images():
+    logits = torch.tensor([[1.0, -1.0], [0.5, 2.0]])
+    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    per_element = asymmetric_loss(logits, targets, reduction="none")
+    mask = torch.tensor([[1.0, 0.0], [0.5, 1.0]])
+    masked = asymmetric_loss(logits, targets, weight=mask)
+    assert masked.item() == pytest.approx((per_element * mask).sum().item() / 2, rel=1e-6)
+    per_image = asymmetric_loss(logits, targets, weight=torch.tensor([0.0, 1.0]))
+    assert per_image.item() == pytest.approx(per_element[1].sum().item() / 2, rel=1e-6)
+    with pytest.raises(ValueError, match="weight"):
+        asymmetric_loss(logits, targets, weight=torch.ones(2, 3))
+
+
+def test_asl_focusing_weight_is_detached_by_default():
+    x, clip, gamma = 0.4, 0.05, 4.0
+    logits = torch.tensor([[x]], requires_grad=True)
+    asymmetric_loss(logits, torch.zeros(1, 1), gamma_neg=gamma, clip=clip).backward()
+    p = sigmoid(x)
+    p_m = p - clip
+    # d/dx of -w log(1 - p_m) with w = p_m^gamma held constant
+    assert logits.grad.item() == pytest.approx(p_m**gamma / (1 - p_m) * p * (1 - p), rel=1e-5)
+    logits.grad = None
+    asymmetric_loss(logits, torch.zeros(1, 1), gamma_neg=gamma, clip=clip, detach_focal_weight=False).backward()
+    full = (gamma * p_m ** (gamma - 1) * -math.log(1 - p_m) + p_m**gamma / (1 - p_m)) * p * (1 - p)
+    assert logits.grad.item() == pytest.approx(full, rel=1e-5)
