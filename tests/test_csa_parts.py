@@ -11,6 +11,12 @@ import torch.nn.functional as F
 from leclip.multilabel.asl import asymmetric_loss
 from leclip.multilabel.dual_prompts import dual_logits, label_specific_dual_logits, split_dual
 from leclip.multilabel.label_features import label_specific_features
+from leclip.multilabel.thresholds import (
+    classwise_thresholds,
+    global_threshold,
+    pseudo_label_quality,
+    threshold_pseudo_labels,
+)
 
 SQRT2 = math.sqrt(2.0)
 
@@ -164,3 +170,61 @@ def test_asl_focusing_weight_is_detached_by_default():
     asymmetric_loss(logits, torch.zeros(1, 1), gamma_neg=gamma, clip=clip, detach_focal_weight=False).backward()
     full = (gamma * p_m ** (gamma - 1) * -math.log(1 - p_m) + p_m**gamma / (1 - p_m)) * p * (1 - p)
     assert logits.grad.item() == pytest.approx(full, rel=1e-5)
+
+
+# --- thresholds and pseudo-labels
+
+
+# 10 unlabeled images x 3 classes, distinct scores per class
+SCORES = torch.tensor(
+    [
+        [0.9, 0.1, 0.45],
+        [0.8, 0.2, 0.55],
+        [0.7, 0.95, 0.4],
+        [0.6, 0.3, 0.3],
+        [0.5, 0.85, 0.2],
+        [0.4, 0.4, 0.1],
+        [0.3, 0.5, 0.05],
+        [0.2, 0.65, 0.15],
+        [0.1, 0.05, 0.25],
+        [0.05, 0.15, 0.35],
+    ]
+)
+# 5 labeled images: positive rates 0.4, 0.2, 0 (class 2 never labeled positive)
+LABELED = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0]])
+
+
+def test_classwise_thresholds_give_the_labeled_positive_rate():
+    thresholds = classwise_thresholds(SCORES, LABELED)
+    assert thresholds[0].item() == pytest.approx(0.6)  # 4th highest of class 0
+    assert thresholds[1].item() == pytest.approx(0.85)  # 2nd highest of class 1
+    assert thresholds[2].item() == math.inf  # no labeled positive: no pseudo-positive
+    pseudo = threshold_pseudo_labels(SCORES, thresholds)
+    assert torch.allclose(pseudo.mean(dim=0), torch.tensor([0.4, 0.2, 0.0]))
+    assert pseudo[:, 1].nonzero().flatten().tolist() == [2, 4]
+
+
+def test_classwise_counts_round_half_up():
+    labeled = torch.tensor([[1], [0], [0], [0]])  # rate 0.25 of 10 unlabeled images: 2.5 -> 3
+    thresholds = classwise_thresholds(SCORES[:, :1], labeled)
+    assert threshold_pseudo_labels(SCORES[:, :1], thresholds).sum().item() == 3
+
+
+def test_global_threshold_gives_the_overall_labeled_rate():
+    # overall labeled rate 3 / 15 = 0.2: the 6 highest of the 30 unlabeled scores
+    threshold = global_threshold(SCORES, LABELED)
+    assert threshold.item() == pytest.approx(0.65)
+    pseudo = threshold_pseudo_labels(SCORES, threshold)
+    assert pseudo.mean().item() == pytest.approx(0.2)
+    assert pseudo.nonzero().tolist() == [[0, 0], [1, 0], [2, 0], [2, 1], [4, 1], [7, 1]]
+
+
+def test_pseudo_label_precision_and_recall_by_hand():
+    pseudo = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0]])
+    hidden = torch.tensor([[1, 0, 1], [0, 1, 0], [0, 0, 0], [1, 0, 1]])
+    quality = pseudo_label_quality(pseudo, hidden)
+    # true positives (0,0), (1,1): 2 of 4 pseudo-positives, 2 of 5 hidden positives
+    assert quality["precision"] == pytest.approx(0.5) and quality["recall"] == pytest.approx(0.4)
+    assert torch.allclose(quality["class_precision"][:2], torch.tensor([0.5, 0.5], dtype=torch.float64))
+    assert torch.allclose(quality["class_recall"], torch.tensor([0.5, 1.0, 0.0], dtype=torch.float64))
+    assert math.isnan(quality["class_precision"][2])  # class 2 has no pseudo-positive
