@@ -9,6 +9,15 @@ import torch
 import torch.nn.functional as F
 
 from leclip.multilabel.asl import asymmetric_loss
+from leclip.multilabel.contexts import (
+    NO_CONTEXT,
+    ContextHead,
+    classes_without_positives,
+    cluster_classes,
+    context_loss,
+    context_targets,
+    cooccurrence,
+)
 from leclip.multilabel.dual_prompts import dual_logits, label_specific_dual_logits, split_dual
 from leclip.multilabel.label_features import label_specific_features
 from leclip.multilabel.thresholds import (
@@ -228,3 +237,63 @@ def test_pseudo_label_precision_and_recall_by_hand():
     assert torch.allclose(quality["class_precision"][:2], torch.tensor([0.5, 0.5], dtype=torch.float64))
     assert torch.allclose(quality["class_recall"], torch.tensor([0.5, 1.0, 0.0], dtype=torch.float64))
     assert math.isnan(quality["class_precision"][2])  # class 2 has no pseudo-positive
+
+
+# --- contexts
+
+
+def test_cooccurrence_by_hand():
+    labels = np.array([[1, 1, 0], [1, 0, 0], [0, 1, 1], [0, 0, 0]])
+    # counts 2, 2, 1; co-counts (0,1) = 1, (0,2) = 0, (1,2) = 1
+    expected = np.array([[1.0, 0.5, 0.0], [0.5, 1.0, 1 / SQRT2], [0.0, 1 / SQRT2, 1.0]])
+    assert np.allclose(cooccurrence(labels), expected)
+
+
+def planted_blocks():
+    """Classes {0, 1, 2} co-occur, {3, 4} co-occur, one cross pair; class 5 never positive."""
+    rows = [[1, 1, 0, 0, 0, 0], [0, 1, 1, 0, 0, 0], [1, 0, 1, 0, 0, 0], [1, 1, 1, 0, 0, 0]] * 3
+    rows += [[0, 0, 0, 1, 1, 0], [0, 0, 0, 1, 0, 0], [0, 0, 0, 0, 1, 0]] * 3
+    rows += [[0, 0, 1, 1, 0, 0]]
+    return np.array(rows)
+
+
+def test_spectral_clustering_recovers_planted_blocks():
+    contexts = cluster_classes(planted_blocks(), n_contexts=2)
+    assert contexts[0] == contexts[1] == contexts[2] != contexts[3] == contexts[4]
+    assert set(contexts[:5]) == {0, 1} and contexts[5] == NO_CONTEXT
+
+
+def test_contexts_reject_bad_requests():
+    labels = planted_blocks()
+    assert classes_without_positives(labels).tolist() == [5]
+    with pytest.raises(ValueError, match="7 contexts for 6 classes"):
+        cluster_classes(labels, n_contexts=7)
+    with pytest.raises(ValueError, match=r"only 5 of 6 classes .*classes \[5\]"):
+        cluster_classes(labels, n_contexts=6)
+    assert cluster_classes(labels, n_contexts=1).tolist() == [0, 0, 0, 0, 0, NO_CONTEXT]
+
+
+def test_context_target_of_an_image():
+    class_context = [0, 0, 1, NO_CONTEXT]
+    labels = torch.tensor([[1, 0, 0, 0], [0, 0, 1, 1], [0, 0, 0, 1], [1, 1, 1, 0]])
+    expected = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    assert torch.equal(context_targets(labels, class_context, n_contexts=3), expected)
+    soft = torch.tensor([[0.2, 0.7, 0.0, 0.9]])
+    assert torch.allclose(context_targets(soft, class_context, n_contexts=3), torch.tensor([[0.7, 0.0, 0.0]]))
+
+
+def test_context_head_and_loss():
+    head = ContextHead(feature_dim=3, n_contexts=2)
+    feature = torch.tensor([[1.0, 2.0, 2.0]])
+    assert torch.allclose(head(5.0 * feature), head(feature))  # the feature is normalised
+    with torch.no_grad():
+        head.linear.weight.copy_(torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 1.5 * math.log(3.0)]]))
+        head.linear.bias.zero_()
+    logits = head(feature)  # unit feature (1, 2, 2) / 3: logits 0 and log 3
+    assert torch.allclose(logits, torch.tensor([[0.0, math.log(3.0)]]))
+    # BCE: target 1 at logit 0 -> log 2; target 0 at logit log 3 -> log(1 + 3)
+    logits = logits.repeat(2, 1)
+    targets = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    assert context_loss(logits, targets).item() == pytest.approx(math.log(8.0), rel=1e-6)
+    masked = context_loss(logits, targets, weight=torch.tensor([1.0, 0.0]))
+    assert masked.item() == pytest.approx(math.log(8.0) / 2, rel=1e-6)
