@@ -56,7 +56,9 @@ def asymmetric_loss(
         if weight.dim() == 1:
             weight = weight.unsqueeze(-1)
         if weight.dim() != 2 or weight.shape[0] != loss.shape[0] or weight.shape[1] not in (1, loss.shape[1]):
-            raise ValueError(f"ASL weight {tuple(weight.shape)}: use [B, C], [B, 1] or [B] for logits {tuple(loss.shape)}")
+            raise ValueError(
+                f"ASL weight {tuple(weight.shape)}: use [B, C], [B, 1] or [B] for logits {tuple(loss.shape)}"
+            )
         loss = loss * weight.float()
     if reduction == "none":
         return loss
