@@ -35,6 +35,8 @@ def for_task(task, cfg, lab2cname, engine_evaluator):
     for key in ("PER_CLASS_RESULT", "COMPUTE_CMAT"):
         if cfg.TEST[key]:
             raise ValueError(f"TEST.{key} is an option of Dassl's Classification evaluator, not of {chosen.__name__}: remove it")
+    if cfg.VERBOSE:
+        print(f"Evaluator of the {task} task: {chosen.__name__}")
     return chosen(cfg, lab2cname=lab2cname)
 
 

@@ -49,8 +49,13 @@ class CLIPTrainer(TrainerXU):
         config.check_config(cfg)
 
     @property
-    def use_unlabeled(self):
+    def uses_fixmatch(self):
         return self.cfg.TRAINER.SSL.MODE == "fixmatch"
+
+    @property
+    def use_unlabeled(self):
+        """Whether training reads train_u (a method with its own pseudo-labels overrides it)."""
+        return self.uses_fixmatch
 
     def build_data_loader(self):
         DataManager(self.cfg, build_dataset(self.cfg)).attach(self)
@@ -60,12 +65,17 @@ class CLIPTrainer(TrainerXU):
                 f"{type(self).__name__} does not serve {self.cfg.DATASET.NAME}'s task ({self.task}); "
                 f"it serves {', '.join(self.tasks)} datasets (see the README's method table)"
             )
+        if self.uses_fixmatch and self.task == "multilabel":
+            raise ValueError(
+                "TRAINER.SSL.MODE fixmatch is single-label (hard pseudo-labels, softmax CE): use TRAINER.SSL.MODE none "
+                "on multi-label data"
+            )
         if not self.use_unlabeled:
             self.train_loader_u = None
         elif self.train_loader_u is None:
             raise ValueError(
-                f"TRAINER.SSL.MODE fixmatch needs unlabeled data, but {self.cfg.DATASET.NAME} "
-                "has no train_u in this setting; use TRAINER.SSL.MODE none"
+                f"{type(self).__name__} trains on unlabeled data, but {self.cfg.DATASET.NAME} has no train_u in this "
+                "setting" + ("; use TRAINER.SSL.MODE none" if self.uses_fixmatch else "")
             )
 
     @property
@@ -112,13 +122,13 @@ class CLIPTrainer(TrainerXU):
     def trainer_state(self):
         """The filter's running thresholds survive a resume (built-in engine)."""
         state = super().trainer_state()
-        if self.use_unlabeled:
+        if self.uses_fixmatch:
             state["ssl_thresholds"] = self.fixmatch.state()
         return state
 
     def load_trainer_state(self, state):
         super().load_trainer_state(state)
-        if self.use_unlabeled:
+        if self.uses_fixmatch:
             self.fixmatch.load_state(state["ssl_thresholds"])
 
     def before_epoch(self):
@@ -129,7 +139,7 @@ class CLIPTrainer(TrainerXU):
             self.dm.set_epoch(self.epoch, seed)
 
     def before_train(self):
-        if self.use_unlabeled:
+        if self.uses_fixmatch:
             ssl_cfg = self.cfg.TRAINER.SSL
             self.fixmatch = ssl.FixMatchStep(
                 self.fixmatch_heads(), ssl_cfg.CONF_THRESH, ssl_cfg.SCORE, ssl_cfg.OOD_QUANTILE, ssl_cfg.FILTER_LIFETIME

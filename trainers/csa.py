@@ -1,0 +1,242 @@
+"""CSA: context-based semantic-aware alignment for semi-supervised multi-label learning.
+
+Fan et al., "Context-Based Semantic-Aware Alignment for Semi-Supervised Multi-Label
+Learning". No official code exists: what the paper states is below; every other detail
+is ours and a TRAINER.CSA key (see the README's table of our choices).
+- Prompts (ours, DualCoOp style): a learnable context shared across classes for the
+  positive prompts and another for the negative ones; logit_k = scale * (cos(f_k, t_k^+)
+  - cos(f_k, t_k^-)) (`leclip.multilabel.dual_prompts`).
+- Label-specific image features (paper): f_k = attention pooling of the frozen CLIP's
+  patch features with weights softmax_i(cos(patch_i, t_k^+) / TAU), aligned one-to-one
+  with t_k (`leclip.multilabel.label_features`); LABEL_SPECIFIC False scores one global
+  feature instead (DualCoOp).
+- Losses: the asymmetric loss (ASL) on labeled images; on unlabeled images the same loss
+  on pseudo-labels from class-wise thresholds (paper), chosen at the start of each epoch
+  from a pass over the unlabeled set so that each class's pseudo-positive rate there
+  equals its positive rate in the labeled set (the CAP rule; `leclip.multilabel.thresholds`).
+- Context identification (paper): the labeled label co-occurrence clustered into
+  N_CONTEXTS contexts (spectral clustering); a linear head predicts an image's contexts
+  (the multi-hot of the contexts of its (pseudo-)positive labels) with BCE, weight 0.5,
+  on labeled and pseudo-labeled images. Ours: the head reads the image feature after a
+  learnable residual adapter (ADAPTER) that the class logits share, so the task shapes
+  the features (on a frozen feature it could only train itself).
+The baselines `dualcoop` (global feature, labeled part only) and `dualcoop_pl` (+ the
+class-wise-threshold pseudo-labels) are this trainer with its switches off.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from leclip.adapters import ResidualAdapter
+from leclip.backbone import ImageEncoder, PromptLearner, TextEncoder
+from leclip.config import add_defaults
+from leclip.dassl import TRAINER_REGISTRY, TrainerX, TrainerXU
+from leclip.multilabel import asl, contexts, dual_prompts, thresholds
+from leclip.trainer_base import CLIPTrainer
+
+add_defaults(
+    {
+        "TRAINER.CSA.N_CTX": 16,  # (ours) context tokens of each prompt set, as DualCoOp
+        # (ours) init words of the positive prompts; the negative context is random N(0, 0.02)
+        "TRAINER.CSA.CTX_INIT": "",
+        "TRAINER.CSA.LABEL_SPECIFIC": True,  # label-specific features (paper); False: one global feature
+        "TRAINER.CSA.TAU": 0.01,  # (ours) attention temperature: CLIP ViT-B/16's own 1/100
+        "TRAINER.CSA.POOL_NEGATIVES": False,  # (ours) True: the negative prompts pool their own features
+        "TRAINER.CSA.ADAPTER": True,  # (ours) residual adapter on the image features (shared with the context head)
+        "TRAINER.CSA.ADAPTER_RATIO": 0.2,  # (ours) CLIP-Adapter's blend ratio
+        "TRAINER.CSA.ADAPTER_REDUCTION": 4,  # (ours) CLIP-Adapter's bottleneck reduction
+        "TRAINER.CSA.PSEUDO_LABELS": True,  # ASL on unlabeled images with thresholded pseudo-labels
+        "TRAINER.CSA.THRESHOLDS": "classwise",  # classwise (paper) | global (one threshold, the ablation)
+        "TRAINER.CSA.PL_START_EPOCH": 1,  # (ours) epochs on the labeled part before pseudo-labels
+        "TRAINER.CSA.LAMBDA_U": 1.0,  # (ours) weight of the unlabeled loss
+        "TRAINER.CSA.CONTEXT": True,  # the context identification task (paper)
+        "TRAINER.CSA.N_CONTEXTS": 8,  # (ours) contexts of the spectral clustering
+        "TRAINER.CSA.CONTEXT_WEIGHT": 0.5,  # (ours) weight of the context loss
+        "TRAINER.CSA.ASL_GAMMA_POS": 0.0,  # ASL's defaults (Ridnik et al.)
+        "TRAINER.CSA.ASL_GAMMA_NEG": 4.0,
+        "TRAINER.CSA.ASL_CLIP": 0.05,
+    }
+)
+
+THRESHOLD_RULES = {"classwise": thresholds.classwise_thresholds, "global": thresholds.global_threshold}
+
+
+class CSAModel(nn.Module):
+    """Frozen CLIP with positive/negative prompts, label-specific features and the
+    context head; `self.learnable` holds what trains."""
+
+    def __init__(self, clip_model, classnames, cfg, logit_scale, n_contexts=0):
+        super().__init__()
+        self.text_encoder = TextEncoder(clip_model)
+        self.image_encoder = ImageEncoder(clip_model)
+        self.label_specific = cfg.LABEL_SPECIFIC
+        if self.label_specific:
+            self.image_encoder.require_vit("CSA's label-specific features")
+        self.logit_scale = logit_scale
+        self.tau, self.pool_negatives = cfg.TAU, cfg.POOL_NEGATIVES
+        positive = PromptLearner(clip_model, classnames, n_ctx=cfg.N_CTX, ctx_init=cfg.CTX_INIT)
+        learnable = {
+            "positive_prompts": positive,
+            "negative_prompts": PromptLearner(clip_model, classnames, n_ctx=positive.n_ctx),
+        }
+        dim = self.image_encoder.output_dim
+        if cfg.ADAPTER:
+            learnable["adapter"] = ResidualAdapter(dim, cfg.ADAPTER_REDUCTION, cfg.ADAPTER_RATIO)
+        if n_contexts:
+            learnable["context_head"] = contexts.ContextHead(dim, n_contexts)
+        self.learnable = nn.ModuleDict(learnable)
+
+    def encode_classes(self):
+        """(positive [C, D], negative [C, D]) normalised prompt features, in one text pass."""
+        pos_embeds, pos_tokens = self.learnable["positive_prompts"]()
+        neg_embeds, neg_tokens = self.learnable["negative_prompts"]()
+        text = self.text_encoder(torch.cat([pos_embeds, neg_embeds]), torch.cat([pos_tokens, neg_tokens]))
+        return dual_prompts.split_dual(F.normalize(text, dim=-1))
+
+    def forward(self, images, classes):
+        """dict(logits [B, C]; context_logits [B, K] with the context head; attention
+        [B, C, N] with label-specific features)."""
+        positive, negative = classes
+        with torch.no_grad():  # the image tower is frozen
+            global_feature, patches = self.image_encoder(images, patches=self.label_specific)
+        if "adapter" in self.learnable:
+            global_feature = self.learnable["adapter"](global_feature)
+            patches = None if patches is None else self.learnable["adapter"](patches)
+        if self.label_specific:
+            logits, _, attention = dual_prompts.label_specific_dual_logits(
+                patches, positive, negative, self.logit_scale, self.tau, self.pool_negatives
+            )
+            out = {"logits": logits, "attention": attention}
+        else:
+            out = {"logits": dual_prompts.dual_logits(global_feature, positive, negative, self.logit_scale)}
+        if "context_head" in self.learnable:
+            out["context_logits"] = self.learnable["context_head"](global_feature)
+        return out
+
+
+@TRAINER_REGISTRY.register()
+class CSA(CLIPTrainer):
+    tasks = ("multilabel",)
+
+    @property
+    def use_unlabeled(self):
+        return self.cfg.TRAINER.CSA.PSEUDO_LABELS
+
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        csa = cfg.TRAINER.CSA
+        if cfg.TRAINER.SSL.MODE != "none":
+            raise ValueError(
+                "CSA pseudo-labels unlabeled images with class-wise thresholds (TRAINER.CSA.PSEUDO_LABELS): "
+                "set TRAINER.SSL.MODE none"
+            )
+        if csa.THRESHOLDS not in THRESHOLD_RULES:
+            raise ValueError(f"TRAINER.CSA.THRESHOLDS={csa.THRESHOLDS!r}: use one of {tuple(THRESHOLD_RULES)}")
+        if csa.TAU <= 0 or csa.N_CONTEXTS < 1 or csa.PL_START_EPOCH < 0:
+            raise ValueError(
+                f"TRAINER.CSA: TAU={csa.TAU}, N_CONTEXTS={csa.N_CONTEXTS}, PL_START_EPOCH={csa.PL_START_EPOCH}: "
+                "TAU must be positive, N_CONTEXTS at least 1, PL_START_EPOCH at least 0"
+            )
+
+    def build_data_loader(self):
+        super().build_data_loader()
+        if not self.dm.dataset.train_x:
+            raise ValueError(
+                f"CSA is semi-supervised (task C) and {self.cfg.DATASET.NAME} has no labeled image in this setting: "
+                "set DATASET.LABELED_RATIO (e.g. 0.1); for the unsupervised setting use ccd"
+            )
+
+    def build_model(self):
+        cfg = self.cfg.TRAINER.CSA
+        self.labeled_labels = torch.tensor([d.label for d in self.dm.dataset.train_x], dtype=torch.float32)
+        absent = contexts.classes_without_positives(self.labeled_labels.numpy())
+        if len(absent):
+            names = ", ".join(self.classnames[k] for k in absent)
+            print(
+                f"CSA: {len(absent)} classes have no positive among the {len(self.labeled_labels)} labeled images "
+                f"({names}): they get no pseudo-positive and no context"
+            )
+        n_contexts = 0
+        if cfg.CONTEXT:
+            self.class_context = contexts.cluster_classes(self.labeled_labels.numpy(), cfg.N_CONTEXTS, seed=self.seed)
+            n_contexts = cfg.N_CONTEXTS
+            for k in range(n_contexts):
+                members = [self.classnames[c] for c in (self.class_context == k).nonzero()[0]]
+                print(f"CSA context {k}: {', '.join(members)}")
+        self.clip_model = self.load_clip()
+        self.model = CSAModel(self.clip_model, self.classnames, cfg, self.logit_scale, n_contexts).to(self.device)
+        self.setup_optimization("csa", self.model.learnable)
+
+    # ---------------------------------------------------------------- pseudo-labels
+    @torch.no_grad()
+    def score_unlabeled(self):
+        """sigmoid scores [N_u, C] of the current model on the unlabeled set (test view)."""
+        self.set_model_mode("eval")
+        loader = self.dm.make_loader(self.dm.dataset.train_u, views="test")
+        with self.autocast():
+            classes = self.encode_classes()
+        scores = []
+        for batch in loader:
+            with self.autocast():
+                scores.append(self.forward_eval(self.to_device(batch), classes)["logits"].float().sigmoid().cpu())
+        self.set_model_mode("train")
+        return torch.cat(scores)
+
+    def pseudo_label_pass(self):
+        """Pseudo-labels [N_u, C] of the whole unlabeled set for this epoch, with their
+        thresholds and (when hidden labels exist) their precision and recall."""
+        scores = self.score_unlabeled()
+        rule = self.cfg.TRAINER.CSA.THRESHOLDS
+        threshold = THRESHOLD_RULES[rule](scores, self.labeled_labels)
+        pseudo = thresholds.threshold_pseudo_labels(scores, threshold).float()
+        hidden = torch.tensor([d.label for d in self.dm.dataset.train_u], dtype=torch.float32)
+        quality = thresholds.pseudo_label_quality(pseudo, hidden)
+        shown = " ".join(f"{t:.3f}" for t in threshold.reshape(-1).tolist())
+        print(
+            f"epoch [{self.epoch + 1}/{self.max_epoch}] pseudo-labels ({rule} thresholds): "
+            f"{int(pseudo.sum())} positives in {len(pseudo)} images, precision {100 * quality['precision']:.1f}% "
+            f"recall {100 * quality['recall']:.1f}% | thresholds {shown}"
+        )
+        return pseudo
+
+    def run_epoch(self):
+        cfg = self.cfg.TRAINER.CSA
+        self.pseudo = None
+        if self.use_unlabeled and self.epoch >= cfg.PL_START_EPOCH:
+            self.pseudo = self.pseudo_label_pass().to(self.device)
+        if self.pseudo is None:
+            TrainerX.run_epoch(self)
+        else:
+            TrainerXU.run_epoch(self)
+
+    # ---------------------------------------------------------------- losses
+    def asl(self, logits, targets):
+        cfg = self.cfg.TRAINER.CSA
+        return asl.asymmetric_loss(
+            logits, targets, gamma_pos=cfg.ASL_GAMMA_POS, gamma_neg=cfg.ASL_GAMMA_NEG, clip=cfg.ASL_CLIP
+        )
+
+    def context_loss(self, out, targets):
+        membership = contexts.context_targets(targets, self.class_context, self.cfg.TRAINER.CSA.N_CONTEXTS)
+        return self.cfg.TRAINER.CSA.CONTEXT_WEIGHT * contexts.context_loss(out["context_logits"], membership)
+
+    def compute_loss(self, batch_x, batch_u):
+        classes = self.encode_classes()  # once for the labeled and the unlabeled batch
+        labels = self.to_device(batch_x, "label")
+        out_x = self.forward_train(self.to_device(batch_x), classes)
+        losses = {"loss_x": self.asl(out_x["logits"], labels)}
+        if self.cfg.TRAINER.CSA.CONTEXT:
+            losses["loss_ctx_x"] = self.context_loss(out_x, labels)
+        if batch_u is not None:
+            targets = self.pseudo[batch_u["index"].to(self.device)]
+            out_u = self.forward_train(self.to_device(batch_u), classes)
+            losses["loss_u"] = self.cfg.TRAINER.CSA.LAMBDA_U * self.asl(out_u["logits"], targets)
+            if self.cfg.TRAINER.CSA.CONTEXT:
+                losses["loss_ctx_u"] = self.context_loss(out_u, targets)
+        return losses
+
+    # ---------------------------------------------------------------- testing
+    def predict(self, images, classes):
+        """(sigmoid scores [B, C], positives = scores >= 0.5): per-class decisions."""
+        scores = self.forward_eval(images, classes)["logits"].float().sigmoid()
+        return scores, scores >= 0.5
