@@ -77,7 +77,7 @@ def batched_pass(classifier, cls_images, clip_images, encode_image, text, old_la
             classifier, cls_images[s : s + batch], clip_images[s : s + batch], encode_image, text,
             old_labels[s : s + batch], bias, threshold, ratio=RATIO, ls_coeff=LS_COEFF, cam_threshold=CAM_THRESHOLD,
             box_rule=box_rule, grow=GROW, grow_ref=GROW_REF, clip_batch_size=4 * batch,
-        ).labels
+        )[0].labels
         for s in range(0, cls_images.shape[0], batch)
     ])
 

@@ -26,7 +26,7 @@ from leclip.multilabel.clip_labels import (
     single_positive,
     unreliable,
 )
-from leclip.multilabel.label_update import cam_label_update, cdul_initial_labels
+from leclip.multilabel.label_update import cam_candidates, cam_label_update, cdul_initial_labels, crops_update
 from leclip.multilabel.losses import (
     LabelEstimator,
     assume_negative_loss,
@@ -115,6 +115,10 @@ def test_cam_boxes_both_rules_on_a_hand_map():
 def test_cam_boxes_clip_to_the_image_and_cover_a_flat_map():
     corner = hot_map(8, 10, [(0, 0), (7, 9)])
     assert cam_boxes(corner, (8, 10), grow=3, grow_ref=10).tolist() == [[0, 0, 10, 8]]
+    several = torch.cat([corner, hot_map(8, 10, [(3, 4)]), corner])
+    in_chunks = cam_boxes(several, (8, 10), grow=3, grow_ref=10, chunk=2)
+    assert torch.equal(in_chunks, cam_boxes(several, (8, 10), grow=3, grow_ref=10))
+    assert torch.allclose(in_chunks[1], torch.tensor([1.0, 0.6, 8.0, 6.4]))  # (3, 4) grown by 3 and 2.4 px
     flat = torch.ones(1, 4, 4)  # no pixel above the threshold after normalisation
     assert cam_boxes(flat, (8, 10), grow=0).tolist() == [[0, 0, 10, 8]]
     assert cam_boxes(flat, (8, 10), rule="released", grow=0).tolist() == [[0, 0, 10, 8]]
@@ -347,8 +351,8 @@ def test_batched_update_equals_a_per_image_computation():
     selected_rows = (scores >= threshold).sum(dim=1)
     assert selected_rows.max() > 1  # several crops for some image
     classifier.train()
-    update = cam_label_update(classifier, cls_images, clip_images, encode_image, text, old, bias, threshold,
-                              logit_scale=10.0, grow=1.0, grow_ref=8.0)
+    update, selected = cam_label_update(classifier, cls_images, clip_images, encode_image, text, old, bias, threshold,
+                                        logit_scale=10.0, grow=1.0, grow_ref=8.0)
     assert classifier.training  # mode restored
     expected = []
     for i in range(cls_images.shape[0]):
@@ -362,16 +366,23 @@ def test_batched_update_equals_a_per_image_computation():
                 best = torch.maximum(best, clip_probs(encode_image(crop), text, 10.0))
         expected.append((0.2 * old[i] + 0.8 * best.clamp_min(0.05) / bias).clamp(0, 1))
     assert torch.allclose(update.labels, torch.cat(expected), atol=1e-6)
-    assert update.selected.sum(dim=1).tolist() == selected_rows.tolist()
+    assert selected.sum(dim=1).tolist() == selected_rows.tolist()
+    # the two-step form: every class's box from one classifier pass, then the selected crops
+    scores, boxes = cam_candidates(classifier, cls_images, (8, 8), grow=1.0, grow_ref=8.0)
+    image_index, class_index = (scores >= threshold).nonzero(as_tuple=True)
+    two_step = crops_update(clip_images, boxes[image_index, class_index], image_index, encode_image, text, old, bias,
+                            logit_scale=10.0)
+    assert torch.allclose(two_step.labels, update.labels, atol=1e-6)
 
 
 def test_update_without_selected_classes_and_with_jittered_crops():
     classifier, encode_image, text, cls_images, clip_images, old, bias = tiny_setup()
-    none = cam_label_update(classifier, cls_images, clip_images, encode_image, text, old, bias, threshold=1.5)
+    none, selected = cam_label_update(classifier, cls_images, clip_images, encode_image, text, old, bias, 1.5)
+    assert not selected.any()
     assert torch.allclose(none.labels, (0.2 * old + 0.8 * 0.05 / bias).clamp(0, 1))
     args = (classifier, cls_images, clip_images, encode_image, text, old, bias, 0.0)
-    one = cam_label_update(*args)
-    several = cam_label_update(*args, crops_per_class=3, jitter=0.3, generator=torch.Generator().manual_seed(1))
+    one, _ = cam_label_update(*args)
+    several, _ = cam_label_update(*args, crops_per_class=3, jitter=0.3, generator=torch.Generator().manual_seed(1))
     assert bool((several.crop_max >= one.crop_max - 1e-6).all())  # the box itself is among the crops
     assert not torch.allclose(several.crop_max, one.crop_max)
 

@@ -148,11 +148,16 @@ def _last_true(mask):
     return mask.shape[-1] - 1 - _first_true(mask.flip(-1))
 
 
-def cam_boxes(cams, size, threshold=0.95, rule="bbox", grow=80.0, grow_ref=640.0):
+def cam_boxes(cams, size, threshold=0.95, rule="bbox", grow=80.0, grow_ref=640.0, chunk=256):
     """Boxes [K, 4] (x1, y1, x2, y2), pixel edges of a `size` = (H, W) image, from the
-    selected CAMs [K, h, w] (see the module docstring for the rules)."""
+    selected CAMs [K, h, w] (see the module docstring for the rules), upsampled `chunk`
+    maps at a time to bound the memory."""
     if rule not in BOX_RULES:
         raise ValueError(f"Box rule {rule!r}: use one of {BOX_RULES}")
+    return torch.cat([_cam_boxes(part, size, threshold, rule, grow, grow_ref) for part in cams.split(chunk)])
+
+
+def _cam_boxes(cams, size, threshold, rule, grow, grow_ref):
     height, width = size
     maps = F.interpolate(cams[:, None].float(), size=(height, width), mode="bilinear", align_corners=False)[:, 0]
     hot = normalise_cams(maps) > threshold
