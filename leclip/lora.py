@@ -1,10 +1,13 @@
-"""LoRA on the q, k, v projections of CLIP's attention, without patching the clip package.
+"""LoRA on the q, k, v (and output) projections of CLIP's attention, without patching clip.
 
 Zanella & Ben Ayed, "Low-Rank Few-Shot Adaptation of Vision-Language Models" (CLIP-LoRA).
 As released: delta W = B A scaled by alpha / sqrt(r), A Kaiming-uniform (a = sqrt(5)),
 B zero (so the model is exactly the frozen one at initialisation), dropout on the LoRA
-input. Each `nn.MultiheadAttention` of the chosen towers is replaced by `LoRAAttention`,
-which computes the same attention from the frozen in/out projections plus the deltas.
+input (an independent mask per projection, in training only). Each adapted projection
+has its own A, B; "o" is the attention's output projection (the release's option, off by
+default). Each `nn.MultiheadAttention` of the chosen towers is replaced by
+`LoRAAttention`, which computes the same attention from the frozen in/out projections
+plus the deltas.
 """
 import math
 
@@ -12,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-PROJECTIONS = ("q", "k", "v")
+PROJECTIONS = ("q", "k", "v", "o")
 
 
 class LoRAProjections(nn.Module):
@@ -34,7 +37,8 @@ class LoRAProjections(nn.Module):
     def delta(self, name, x):
         if name not in self.params:
             return 0
-        return (self.dropout(x) @ self.A[name].t() @ self.B[name].t()) * self.scaling
+        # B A formed first, as released: the same round-off as the official layer
+        return (self.dropout(x) @ (self.B[name] @ self.A[name]).t()) * self.scaling
 
 
 class LoRAAttention(nn.Module):
@@ -62,10 +66,10 @@ class LoRAAttention(nn.Module):
             attn_mask = attn_mask.to(q.dtype)
         out = F.scaled_dot_product_attention(heads_first(q), heads_first(k), heads_first(v), attn_mask=attn_mask)
         out = out.permute(2, 0, 1, 3).reshape(length, batch, width)
-        return self.base.out_proj(out), None
+        return self.base.out_proj(out) + self.lora.delta("o", out), None
 
 
-def apply_lora(clip_model, encoders=("vision", "text"), params=PROJECTIONS, r=2, alpha=1, dropout=0.25):
+def apply_lora(clip_model, encoders=("vision", "text"), params=("q", "k", "v"), r=2, alpha=1, dropout=0.25):
     """Wrap every attention layer of the chosen towers; returns the LoRA modules."""
     towers = {"vision": clip_model.visual, "text": clip_model}
     loras = nn.ModuleList()

@@ -91,6 +91,18 @@ def test_deep_tokens_replace_then_flow(clip_model):
     assert patches.shape == (2, 16, 32)  # the injected token is never a patch
 
 
+def test_tokens_listed_at_minus_one_join_before_ln_pre(clip_model):
+    encoder = ImageEncoder(clip_model)
+    token = torch.randn(1, 64)
+    recorder = Recorder(DeepTokens({-1: token, 1: token}, mode="replace"))
+    encoder(torch.randn(2, 3, 32, 32), token_hook=recorder)
+    assert [recorder.seen[i].shape[1] for i in (-1, 0, 1, 2)] == [18, 18, 18, 18]
+    assert torch.equal(recorder.seen[-1][:, -1], token.expand(2, -1))  # appended to the embedded tokens
+    ln_pre = clip_model.visual.ln_pre
+    assert torch.allclose(recorder.seen[0][:, -1], ln_pre(token).expand(2, -1), atol=1e-6)  # then ln_pre
+    assert torch.equal(recorder.seen[1][:, -1], token.expand(2, -1))  # replaced at block 1, no ln_pre
+
+
 def test_deep_tokens_concat_grows_the_sequence(clip_model):
     encoder = ImageEncoder(clip_model)
     tokens = torch.randn(2, 64)

@@ -71,3 +71,9 @@ def test_class_token_position(clip_model, position):
 def test_too_many_context_tokens_is_a_clear_error(clip_model):
     with pytest.raises(ValueError, match="lower N_CTX"):
         PromptLearner(clip_model, CLASSES, n_ctx=40)
+
+
+@pytest.mark.parametrize("trainer,node", [("LECoOp", "COOP"), ("LELoCoOp", "LOCOOP"), ("LEPLOT", "PLOT")])
+def test_csc_from_init_is_read_by_each_trainer(run_trainer, trainer, node):
+    with pytest.raises(ValueError, match="CSC_FROM_INIT True with CSC=False"):
+        run_trainer(trainer, f"configs/trainers/{trainer}/synth.yaml", [f"TRAINER.{node}.CSC_FROM_INIT", "True"])

@@ -1,12 +1,15 @@
 """MaPLe and CLIP-LoRA: each core equation by hand on small tensors."""
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 from recording import Recorder
 
+from leclip import harness
 from leclip.backbone import ImageEncoder, TextEncoder, random_clip
 from leclip.lora import apply_lora
+from leclip.trainers.clip_lora import LECLIPLoRA
 from leclip.trainers.maple import MaPLeModel
 
 
@@ -24,10 +27,14 @@ def test_maple_prompts_per_depth_on_both_towers():
     for j in (1, 2):
         assert torch.equal(text_rec.seen[j][1, 1:3], model.deep_text[j - 1])
     assert not torch.equal(text_rec.seen[3][0, 1:3], model.deep_text[1])  # flows on after the depth
-    # vision: projected prompts appended at block 0, replaced at blocks 1, 2, then flow on
+    # vision: projected prompts appended before ln_pre (which normalises them too, as
+    # released), replaced at blocks 1, 2, then flow on
     shallow = model.shallow_proj(model.prompt_learner.ctx)
-    assert vision_rec.seen[0].shape[1] == 1 + 16 + 2
-    assert torch.allclose(vision_rec.seen[0][0, -2:], shallow)
+    assert vision_rec.seen[-1].shape[1] == 1 + 16 + 2
+    assert torch.equal(vision_rec.seen[-1][0, -2:], shallow)
+    ln_pre = clip_model.visual.ln_pre
+    assert torch.allclose(vision_rec.seen[0][0, -2:], ln_pre(shallow), atol=1e-6)
+    assert not torch.allclose(vision_rec.seen[0][0, -2:], shallow, atol=1e-3)
     for j in (1, 2):
         assert torch.allclose(vision_rec.seen[j][1, -2:], model.deep_proj[j - 1](model.deep_text[j - 1]))
     assert vision_rec.seen[3].shape[1] == 19
@@ -35,9 +42,44 @@ def test_maple_prompts_per_depth_on_both_towers():
     assert model.prompt_learner.n_ctx == 2
 
 
-def test_maple_depth_is_clipped_to_the_model():
-    clip_model = random_clip(vision_layers=2, transformer_layers=2, context_length=24)
-    assert MaPLeModel(clip_model, ["disc"], 2, "a photo of a", depth=9, logit_scale=1.0).depth == 2
+def test_maple_prompts_each_tower_to_its_own_depth(capsys):
+    # 2 text blocks, 3 vision blocks, depth 9: text prompted at block 1, vision at 1 and 2
+    clip_model = random_clip(vision_layers=3, transformer_layers=2, context_length=24)
+    model = MaPLeModel(clip_model, ["disc"], 2, "a photo of a", depth=9, logit_scale=1.0)
+    assert "PROMPT_DEPTH 9 exceeds the text (2 blocks) and vision (3 blocks)" in capsys.readouterr().out
+    assert model.depths == {"text": 2, "vision": 3}
+    assert len(model.deep_text) == 2 and len(model.deep_proj) == 2  # what the deeper tower uses
+    text_hook, vision_hook = model.hooks()
+    assert sorted(text_hook.per_block) == [1] and sorted(vision_hook.per_block) == [-1, 1, 2]
+    # text deeper: no projection for the deep prompt only the text tower uses
+    clip_model = random_clip(vision_layers=2, transformer_layers=3, context_length=24)
+    model = MaPLeModel(clip_model, ["disc"], 2, "a photo of a", depth=3, logit_scale=1.0)
+    assert model.depths == {"text": 3, "vision": 2}
+    assert len(model.deep_text) == 2 and len(model.deep_proj) == 1
+
+
+def test_maple_deep_projections_start_as_copies_of_one_layer():
+    clip_model = random_clip(vision_layers=4, transformer_layers=4, context_length=24)
+    model = MaPLeModel(clip_model, ["disc"], 2, "a photo of a", depth=4, logit_scale=1.0)
+    first = model.deep_proj[0]
+    assert len(model.deep_proj) == 3
+    assert all(torch.equal(p.weight, first.weight) and torch.equal(p.bias, first.bias) for p in model.deep_proj)
+    assert all(p.weight is not first.weight for p in model.deep_proj[1:])  # copies, not one shared layer
+    assert not torch.equal(model.shallow_proj.weight, first.weight)
+
+
+def test_maple_ctx_init_only_up_to_four_tokens(capsys):
+    clip_model = random_clip(context_length=24)
+    model = MaPLeModel(clip_model, ["disc"], 5, "a photo of a", depth=1, logit_scale=1.0)
+    assert "N_CTX 5 > 4, so CTX_INIT 'a photo of a' is not used" in capsys.readouterr().out
+    x = TextEncoder(clip_model).tokenize(["x"])[0, 1].item()
+    assert model.prompt_learner.tokenized_prompts[0, 1:6].tolist() == [x] * 5  # "X X X X X disc."
+    assert model.prompt_learner.ctx.std().item() == pytest.approx(0.02, rel=0.5)
+
+
+def test_maple_depth_below_one_is_an_error():
+    with pytest.raises(ValueError, match="TRAINER.MAPLE.PROMPT_DEPTH=0"):
+        MaPLeModel(random_clip(context_length=24), ["disc"], 2, "a photo of a", depth=0, logit_scale=1.0)
 
 
 @pytest.fixture
@@ -81,4 +123,25 @@ def test_a_lora_step_changes_only_lora_parameters(lora_clip):
 
 def test_lora_rejects_unknown_projections(lora_clip):
     with pytest.raises(ValueError, match="subset of"):
-        apply_lora(lora_clip, params=["q", "o"])
+        apply_lora(lora_clip, params=["q", "out"])
+
+
+LORA_CONFIG = "configs/trainers/LECLIPLoRA/synth.yaml"
+
+
+# None: the key's default (a Dassl fork's cfg without our YAML)
+@pytest.mark.parametrize("template,used", [(None, "a photo of a {}."), ("", "a {} shape."), ("one {}", "one {}")])
+def test_lora_prompt_is_the_released_template_or_the_datasets(template, used):
+    opts = ["DATASET.PROMPT_TEMPLATE", "a {} shape."] + ([] if template is None else ["TRAINER.CLIP_LORA.TEMPLATE", template])
+    trainer = SimpleNamespace(
+        cfg=harness.setup_cfg(opts=opts), classnames=["red_disc", "ring"], device="cpu",
+        load_clip=lambda: random_clip(seed=5), logit_scale=100.0, setup_optimization=lambda name, module: None,
+    )
+    LECLIPLoRA.build_model(trainer)
+    expected = TextEncoder(trainer.clip_model).tokenize([used.format("red disc"), used.format("ring")])
+    assert torch.equal(trainer.model.tokens, expected)
+
+
+def test_lora_template_without_a_slot_is_named(run_trainer):
+    with pytest.raises(ValueError, match="TEMPLATE='a photo' has no"):
+        run_trainer("LECLIPLoRA", LORA_CONFIG, ["TRAINER.CLIP_LORA.TEMPLATE", "a photo"])

@@ -1,9 +1,13 @@
 """CLIP-LoRA: low-rank adapters on q, k, v of every block of both encoders.
 
 Zanella & Ben Ayed, "Low-Rank Few-Shot Adaptation of Vision-Language Models" (CVPRW
-2024). r 2, alpha 1 (scale alpha / sqrt(r), as released), dropout 0.25 (leclip.lora);
-text features are recomputed from the zero-shot prompt through the adapted text tower
-once per step (and once per evaluation).
+2024), as released (github.com/MaxZanella/CLIP-LoRA): r 2, alpha 1 (scale
+alpha / sqrt(r)), dropout 0.25, q/k/v (optionally "o") of every block (leclip.lora);
+text features are recomputed from the prompt through the adapted text tower once per
+step (and once per evaluation). Released: the prompt is "a photo of a {}." for every
+dataset (`TRAINER.CLIP_LORA.TEMPLATE`) and the logit scale a fixed 100, whatever the
+checkpoint's (the YAMLs set TRAINER.LOGIT_SCALE "100"); loss CE. The release evaluates
+with the deltas merged into the weights, the same function up to round-off.
 """
 import torch.nn as nn
 import torch.nn.functional as F
@@ -20,7 +24,9 @@ add_defaults(
         "TRAINER.CLIP_LORA.ALPHA": 1.0,
         "TRAINER.CLIP_LORA.DROPOUT": 0.25,
         "TRAINER.CLIP_LORA.ENCODERS": ["vision", "text"],
-        "TRAINER.CLIP_LORA.PARAMS": ["q", "k", "v"],
+        "TRAINER.CLIP_LORA.PARAMS": ["q", "k", "v"],  # a subset of q, k, v, o
+        # the prompt of every class, as released; "" = DATASET.PROMPT_TEMPLATE (ours)
+        "TRAINER.CLIP_LORA.TEMPLATE": "a photo of a {}.",
     }
 )
 
@@ -45,12 +51,22 @@ class LoRACLIP(nn.Module):
 
 @TRAINER_REGISTRY.register()
 class LECLIPLoRA(CLIPTrainer):
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        template = cfg.TRAINER.CLIP_LORA.TEMPLATE
+        if template and "{}" not in template:
+            raise ValueError(
+                f"TRAINER.CLIP_LORA.TEMPLATE={template!r} has no {{}} for the class name "
+                '(released: "a photo of a {}."; "" = DATASET.PROMPT_TEMPLATE)'
+            )
+
     def build_model(self):
         cfg = self.cfg.TRAINER.CLIP_LORA
         self.clip_model = self.load_clip()
         lora = apply_lora(self.clip_model, cfg.ENCODERS, cfg.PARAMS, cfg.R, cfg.ALPHA, cfg.DROPOUT)
         encoder = TextEncoder(self.clip_model)
-        template = self.cfg.DATASET.PROMPT_TEMPLATE
+        template = cfg.TEMPLATE or self.cfg.DATASET.PROMPT_TEMPLATE
+        print(f"CLIP-LoRA prompts: {template!r}")
         tokens = encoder.tokenize([template.format(clean_name(c)) for c in self.classnames])
         self.model = LoRACLIP(self.clip_model, lora, tokens, self.logit_scale).to(self.device)
         self.setup_optimization("lora", self.model.lora)

@@ -2,6 +2,11 @@
 
 Zhou et al., "Learning to Prompt for Vision-Language Models", IJCV 2022. Same config
 keys as the official TRAINER.COOP node, so a CoOp fork's extend_cfg stays compatible.
+As released (github.com/KaiyangZhou/CoOp): CTX_INIT sets the number of context tokens
+to its word count and CSC is then ignored (one shared context, a line is printed);
+`TRAINER.COOP.CSC_FROM_INIT` True (ours) gives each class its own copy of the init
+words instead. Logits: the logit scale (TRAINER.LOGIT_SCALE, "model" = the
+checkpoint's, as released) times the cosine of image and prompt features; loss CE.
 """
 import torch
 import torch.nn as nn
@@ -17,6 +22,8 @@ add_defaults(
         "TRAINER.COOP.N_CTX": 16,
         "TRAINER.COOP.CSC": False,  # class-specific contexts
         "TRAINER.COOP.CTX_INIT": "",  # e.g. "a photo of a"
+        # (ours) CSC with CTX_INIT: class-specific copies of the init words (released: CSC ignored)
+        "TRAINER.COOP.CSC_FROM_INIT": False,
         "TRAINER.COOP.CLASS_TOKEN_POSITION": "end",  # end | middle | front
     }
 )
@@ -64,6 +71,7 @@ class LECoOp(CLIPTrainer):
             ctx_init=cfg.CTX_INIT,
             csc=cfg.CSC,
             class_token_position=cfg.CLASS_TOKEN_POSITION,
+            csc_from_init=cfg.CSC_FROM_INIT,
         )
         self.model = PromptedCLIP(self.clip_model, prompt_learner, self.logit_scale).to(self.device)
         self.setup_optimization("prompt_learner", self.model.prompt_learner)

@@ -7,7 +7,13 @@ pushed to high entropy: loss = CE - lambda * H. The test-time ID score is GL-MCM
 
 Local features (`TRAINER.LOCOOP.LOCAL_FEATURES`): `value` (default, as released: the
 value path of the last block, ln_post, proj) or `tokens` (LE-CLIP's patch features:
-the last block's patch tokens through ln_post and proj).
+the last block's patch tokens through ln_post and proj, ours). The prompts are CoOp's
+(CSC ignored with CTX_INIT unless `TRAINER.LOCOOP.CSC_FROM_INIT`, ours).
+
+GL-MCM turns the logits back into cosines before its softmax (T = 1). The release
+divides them by a fixed 100, the exp(logit_scale) of OpenAI's weights; we divide by the
+logit scale actually used (TRAINER.LOGIT_SCALE), which is the same on ViT-B/16 and
+keeps the score a softmax over cosines on any checkpoint (synth-vit's scale is ~17).
 """
 import torch
 import torch.nn.functional as F
@@ -24,6 +30,7 @@ add_defaults(
         "TRAINER.LOCOOP.N_CTX": 16,
         "TRAINER.LOCOOP.CSC": False,
         "TRAINER.LOCOOP.CTX_INIT": "",
+        "TRAINER.LOCOOP.CSC_FROM_INIT": False,  # (ours) as TRAINER.COOP.CSC_FROM_INIT
         "TRAINER.LOCOOP.CLASS_TOKEN_POSITION": "end",
         "TRAINER.LOCOOP.LAMBDA": 0.25,  # the release's --lambda_value
         # the release's --topk (200 of ImageNet's 1000 classes); 0 = 20% of the ID
@@ -84,7 +91,7 @@ class LELoCoOp(CLIPTrainer):
         self.clip_model = self.load_clip()
         prompt_learner = PromptLearner(
             self.clip_model, self.classnames, n_ctx=cfg.N_CTX, ctx_init=cfg.CTX_INIT, csc=cfg.CSC,
-            class_token_position=cfg.CLASS_TOKEN_POSITION,
+            class_token_position=cfg.CLASS_TOKEN_POSITION, csc_from_init=cfg.CSC_FROM_INIT,
         )
         self.model = PromptedCLIP(self.clip_model, prompt_learner, self.logit_scale, local=cfg.LOCAL_FEATURES)
         self.model.to(self.device)
@@ -94,7 +101,8 @@ class LELoCoOp(CLIPTrainer):
         return locoop_loss(out["logits"], out["local_logits"], labels, self.top_k, self.cfg.TRAINER.LOCOOP.LAMBDA)
 
     def predict(self, images, classes):
-        """Closed-set probabilities from the global logits; ID score GL-MCM (T = 1)."""
+        """Closed-set probabilities from the global logits; ID score GL-MCM (T = 1) on the
+        cosines (logits / the logit scale used; released: / 100, equal on ViT-B/16)."""
         out = self.forward_eval(images, classes)
         scale = self.logit_scale
         score = ssl.id_score("glmcm", out["logits"].float() / scale, out["local_logits"].float() / scale)

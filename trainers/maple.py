@@ -1,11 +1,28 @@
 """MaPLe: coupled text and vision deep prompts.
 
-Khattak et al., "MaPLe: Multi-modal Prompt Learning" (CVPR 2023). Text prompts of
-N_CTX tokens (the first N_CTX tokens of "a photo of a" learn, the rest stays text) and,
-for blocks 1..depth-1, deep text prompts replacing those tokens; vision prompts are
-linear projections of the text ones (text width -> vision width, any widths) appended
-to the image tokens and replaced up to the depth, through the CLIP layer's token hooks.
+Khattak et al., "MaPLe: Multi-modal Prompt Learning" (CVPR 2023), as released
+(github.com/muzairkhattak/multimodal-prompt-learning):
+- text: N_CTX learnable context tokens after SOS. CTX_INIT initialises them only when
+  N_CTX <= 4 (the release's literal rule): they take the embeddings of the first N_CTX
+  tokens of "SOS <CTX_INIT> EOS pad..." and the remaining init words stay fixed text
+  (with more tokens than words the init also takes the EOS / pad embeddings and the
+  context overwrites the first class-name tokens, as released). With N_CTX > 4 CTX_INIT
+  is not used (one printed line): random N(0, 0.02) context, prefix "X X ...";
+- deep text prompts replace the context tokens at blocks 1..d_text-1;
+- vision: a linear projection (text width -> vision width) of the context joins the image
+  tokens after the positional embedding and before ln_pre (image hook index -1); the
+  projections of the deep text prompts replace them at blocks 1..d_vision-1. The deep
+  projections start as copies of one layer;
+- each tower is prompted to its own depth, d = min(PROMPT_DEPTH, its blocks): with towers
+  of different depths the deeper one keeps its prompts (one printed line when
+  PROMPT_DEPTH exceeds a tower). Only the deep prompts and projections some tower uses
+  are built (the release builds PROMPT_DEPTH - 1 of each);
+- logits: the logit scale times the cosine; loss CE.
+Differences, not behaviour: any text / vision widths (the release hard-codes ViT-B's 512
+and 768), and fp32 prompt tokens (the release casts them to fp16 even in an fp32 model).
 """
+import copy
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -18,38 +35,52 @@ from leclip.trainer_base import CLIPTrainer
 add_defaults(
     {
         "TRAINER.MAPLE.N_CTX": 2,
-        "TRAINER.MAPLE.CTX_INIT": "a photo of a",
-        "TRAINER.MAPLE.PROMPT_DEPTH": 9,
+        "TRAINER.MAPLE.CTX_INIT": "a photo of a",  # used only when N_CTX <= 4 (released rule)
+        "TRAINER.MAPLE.PROMPT_DEPTH": 9,  # per tower: min(PROMPT_DEPTH, the tower's blocks)
     }
 )
+
+# the release initialises the context from CTX_INIT only for N_CTX up to this
+MAX_INIT_CTX = 4
 
 
 class MaPLeModel(nn.Module):
     def __init__(self, clip_model, classnames, n_ctx, ctx_init, depth, logit_scale):
         super().__init__()
+        if depth < 1:
+            raise ValueError(f"TRAINER.MAPLE.PROMPT_DEPTH={depth}: use at least 1 (1 = first-layer prompts only)")
         self.text_encoder = TextEncoder(clip_model)
         self.image_encoder = ImageEncoder(clip_model)
         self.image_encoder.require_vit("MaPLe")
         self.logit_scale = logit_scale
-        max_depth = min(self.text_encoder.num_blocks, self.image_encoder.num_blocks)
-        if depth > max_depth:
-            print(f"MaPLe: PROMPT_DEPTH {depth} > {max_depth} blocks of this CLIP; using {max_depth}")
-            depth = max_depth
-        self.depth = depth
-        text_width, vision_width = self.text_encoder.width, self.image_encoder.width
+        blocks = {"text": self.text_encoder.num_blocks, "vision": self.image_encoder.num_blocks}
+        self.depths = {tower: min(depth, n) for tower, n in blocks.items()}
+        if depth > min(blocks.values()):
+            shallower = " and ".join(f"{tower} ({n} blocks)" for tower, n in blocks.items() if depth > n)
+            print(
+                f"MaPLe: PROMPT_DEPTH {depth} exceeds the {shallower} tower of this CLIP; prompting text to "
+                f"depth {self.depths['text']}, vision to depth {self.depths['vision']}"
+            )
+        if ctx_init and n_ctx > MAX_INIT_CTX:
+            print(
+                f"MaPLe: N_CTX {n_ctx} > {MAX_INIT_CTX}, so CTX_INIT {ctx_init!r} is not used (as released): "
+                "random context"
+            )
+            ctx_init = ""
         self.prompt_learner = PromptLearner(clip_model, classnames, n_ctx=n_ctx, ctx_init=ctx_init, learn_init_prefix=True)
-        n_ctx = self.prompt_learner.n_ctx
+        text_width, vision_width = self.text_encoder.width, self.image_encoder.width
         self.deep_text = nn.ParameterList(
-            [nn.Parameter(torch.empty(n_ctx, text_width).normal_(std=0.02)) for _ in range(depth - 1)]
+            [nn.Parameter(torch.empty(n_ctx, text_width).normal_(std=0.02)) for _ in range(max(self.depths.values()) - 1)]
         )
         self.shallow_proj = nn.Linear(text_width, vision_width)
-        self.deep_proj = nn.ModuleList([nn.Linear(text_width, vision_width) for _ in range(depth - 1)])
+        deep_proj = nn.Linear(text_width, vision_width)
+        self.deep_proj = nn.ModuleList([copy.deepcopy(deep_proj) for _ in range(self.depths["vision"] - 1)])
 
     def hooks(self):
         """(text hook, vision hook) for the current prompts."""
-        text = ReplaceAt({j + 1: p for j, p in enumerate(self.deep_text)}, start=1)
-        vision = {0: self.shallow_proj(self.prompt_learner.ctx)}
-        vision.update({j + 1: proj(p) for j, (proj, p) in enumerate(zip(self.deep_proj, self.deep_text))})
+        text = ReplaceAt({j + 1: self.deep_text[j] for j in range(self.depths["text"] - 1)}, start=1)
+        vision = {-1: self.shallow_proj(self.prompt_learner.ctx)}  # before ln_pre
+        vision.update({j + 1: proj(self.deep_text[j]) for j, proj in enumerate(self.deep_proj)})
         return text, DeepTokens(vision, mode="replace")
 
     def encode_classes(self):

@@ -4,8 +4,17 @@ Chen et al., "PLOT: Prompt Learning with Optimal Transport for Vision-Language M
 (ICLR 2023), as released (github.com/CHENGY12/PLOT, plot-coop). Each class has N
 learnable prompts; its logit is the logit scale times the transport-weighted cosine
 between the image's patch features and the class's N prompt features (Sinkhorn, eps
-0.1, at most 100 iterations, the released stopping rule; leclip.ot). The release uses
-ResNet-50 attention-pool feature maps; on a ViT the patch features play that role.
+0.1, at most 100 iterations, the released stopping rule; leclip.ot), loss CE.
+
+Ours, not in the release:
+- local features: plot-coop is released for ResNet-50 only (the attention-pool outputs at
+  every position of the feature map are the local features); here the ViT's last-block
+  patch tokens through ln_post and proj play that role;
+- CSC, CTX_INIT (with N 1) and the middle / front class-token positions: the release
+  runs only generic random contexts with the class token at the end. CSC with CTX_INIT
+  follows CoOp (CSC ignored unless `TRAINER.PLOT.CSC_FROM_INIT`);
+- no term adding the global CLIP logits, which the release adds on ImageNet only (not
+  one of LE-CLIP's datasets).
 """
 import torch
 import torch.nn as nn
@@ -21,6 +30,7 @@ add_defaults(
         "TRAINER.PLOT.N_CTX": 16,
         "TRAINER.PLOT.CSC": False,
         "TRAINER.PLOT.CTX_INIT": "",
+        "TRAINER.PLOT.CSC_FROM_INIT": False,  # (ours) as TRAINER.COOP.CSC_FROM_INIT
         "TRAINER.PLOT.CLASS_TOKEN_POSITION": "end",
         "TRAINER.PLOT.N": 4,  # prompt sets
         "TRAINER.PLOT.EPS": 0.1,  # entropic regularisation of the transport
@@ -73,7 +83,7 @@ class LEPLOT(CLIPTrainer):
         self.clip_model = self.load_clip()
         prompt_learner = PromptLearner(
             self.clip_model, self.classnames, n_ctx=cfg.N_CTX, ctx_init=cfg.CTX_INIT, csc=cfg.CSC,
-            class_token_position=cfg.CLASS_TOKEN_POSITION, n_sets=cfg.N,
+            class_token_position=cfg.CLASS_TOKEN_POSITION, n_sets=cfg.N, csc_from_init=cfg.CSC_FROM_INIT,
         )
         self.model = PLOTModel(self.clip_model, prompt_learner, self.logit_scale, cfg.EPS, cfg.MAX_ITER)
         self.model.to(self.device)

@@ -3,8 +3,11 @@
 `TextEncoder` takes prompt embeddings instead of token ids. `ImageEncoder` returns the
 global feature and the per-patch features in the joint space (`ln_post` then `proj`).
 Both run their transformer block by block and call `token_hook(block_index, x)` before
-each block with `x` batch-first [B, L, W]: one mechanism for deep prompts (MaPLe),
-appended prompt tokens and CFSG-CLIP's visual-semantic injection.
+each block with `x` batch-first [B, L, W]; the image side also calls it with index -1
+on the embedded tokens (class token, patches, positional embedding) before `ln_pre`.
+One mechanism for deep prompts (MaPLe: its first-layer vision prompts join at -1, so
+`ln_pre` normalises them too, as released), appended prompt tokens and CFSG-CLIP's
+visual-semantic injection (blocks 0..D-1).
 """
 import contextlib
 
@@ -131,12 +134,15 @@ class ImageEncoder(nn.Module):
     def output_dim(self):
         return self.visual.proj.shape[1] if self.is_vit else self.visual.output_dim
 
-    def embed(self, images):
-        """Patch embedding + class token + positional embedding + ln_pre: [B, 1+N, W]."""
+    def embed(self, images, token_hook=None):
+        """Patch embedding + class token + positional embedding, `token_hook(-1, x)`,
+        then ln_pre: [B, 1+N, W] plus any tokens the hook appends."""
         v = self.visual
         x = v.conv1(images.to(self.dtype)).flatten(2).permute(0, 2, 1)
         cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+        if token_hook is not None:
+            x = token_hook(-1, x)
         return v.ln_pre(x)
 
     LOCAL_FEATURES = ("tokens", "value")
@@ -151,7 +157,7 @@ class ImageEncoder(nn.Module):
         if local not in self.LOCAL_FEATURES:
             raise ValueError(f"Local features {local!r}: use one of {self.LOCAL_FEATURES}")
         blocks = self.visual.transformer.resblocks
-        x = run_blocks(blocks[:-1], self.embed(images), token_hook)
+        x = run_blocks(blocks[:-1], self.embed(images, token_hook), token_hook)
         if token_hook is not None:
             x = token_hook(len(blocks) - 1, x)
         last_input = x
@@ -177,10 +183,11 @@ def block_tokens(per_block, index, x):
 class DeepTokens:
     """Token hook: extra tokens appended, then replaced or concatenated per block.
 
-    `per_block` maps block index -> tokens [n, W] or [B, n, W]. At the first listed
-    block the tokens are appended at the end of the sequence; at a later listed block
-    `replace` overwrites the last n tokens, `concat` appends them again; unlisted blocks
-    let the tokens flow on.
+    `per_block` maps block index -> tokens [n, W] or [B, n, W]; index -1 is the image
+    side's embedded tokens before `ln_pre` (MaPLe's first-layer prompts). At the first
+    listed index the tokens are appended at the end of the sequence; at a later listed
+    block `replace` overwrites the last n tokens, `concat` appends them again; unlisted
+    blocks let the tokens flow on.
     """
 
     MODES = ("replace", "concat")

@@ -4,6 +4,10 @@
 `ctx_init` words) placed before, around or after the class-name tokens, with the SOS
 prefix and the "<name>." + EOS suffix kept as fixed buffers. `n_sets > 1` gives PLOT's
 N independent context sets.
+
+Class-specific contexts (`csc`) with `ctx_init`: the official CoOp never reads CSC when
+CTX_INIT is set, so one context shared by all classes is learned; that is the default
+here too. `csc_from_init=True` (ours) gives each class its own copy of the init words.
 """
 import torch
 import torch.nn as nn
@@ -39,12 +43,26 @@ class PromptLearner(nn.Module):
         class_token_position="end",
         n_sets=1,
         learn_init_prefix=False,
+        csc_from_init=False,
     ):
         """`learn_init_prefix` (MaPLe): with ctx_init, only its first n_ctx tokens are
-        learnable and the rest of the init words stay fixed text."""
+        learnable and the rest of the init words stay fixed text. `csc_from_init`
+        (ours): with csc and ctx_init, class-specific copies of the init words instead
+        of the official shared context."""
         super().__init__()
         if class_token_position not in POSITIONS:
             raise ValueError(f"CLASS_TOKEN_POSITION={class_token_position!r}: use one of {POSITIONS}")
+        if csc_from_init and not (csc and ctx_init):
+            raise ValueError(
+                f"CSC_FROM_INIT True with CSC={csc} and CTX_INIT={ctx_init!r}: it only applies with CSC True "
+                "and CTX_INIT set; set CSC_FROM_INIT False"
+            )
+        if csc and ctx_init and not csc_from_init:
+            print(
+                f"CSC ignored with CTX_INIT {ctx_init!r} (as in the official CoOp): one context shared by all "
+                "classes; CSC_FROM_INIT True gives class-specific copies of the init words"
+            )
+            csc = False
         encoder = TextEncoder(clip_model)
         names = [clean_name(c) for c in classnames]
         self.n_cls, self.n_sets = len(names), n_sets
