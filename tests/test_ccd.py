@@ -1,0 +1,80 @@
+"""CCD's trainer on a tiny embedded world: the cached CLIP labels and their key, the
+label update's wiring, the baselines' switches, and the bad-input messages."""
+import pytest
+import torch
+
+from leclip import harness
+from leclip.dassl import build_trainer
+from leclip.multilabel import clip_labels
+
+CONFIG = "configs/trainers/CCD/synth.yaml"
+TINY = [
+    "DATASET.SYNTH.POOL_PER_CLASS", "2", "DATASET.SYNTH.TEST_PER_CLASS", "1",
+    "TRAINER.CCD.INPUT_SIZE", "32", "OPTIM.MAX_EPOCH", "1",
+]
+
+
+def make_trainer(tmp_path, synth_root, *opts):
+    cfg = harness.setup_cfg(
+        harness.trainer_config("ccd", "synth_ml"),
+        harness.dataset_config("synth_ml"),
+        ["DATASET.SETTING", "unsup"] + TINY + list(opts),
+        root=synth_root,
+        output_dir=str(tmp_path / "out"),
+        seed=1,
+        trainer="CCD",
+    )
+    return build_trainer(cfg)
+
+
+def test_clip_labels_are_cached_under_their_key(tmp_path, synth_root, monkeypatch):
+    cache = str(tmp_path / "cache")
+    trainer = make_trainer(tmp_path, synth_root, "TRAINER.CCD.CACHE_DIR", cache)
+    calls = []
+    compute = trainer.compute_clip_labels
+    monkeypatch.setattr(trainer, "compute_clip_labels", lambda kind: calls.append(kind) or compute(kind))
+    first = trainer.cached_clip_labels("global")
+    again = trainer.cached_clip_labels("global")
+    assert calls == ["global"] and torch.equal(first, again)  # computed once, then read back
+    # they are CLIP's softmax(100 cos) over the classes of every training image
+    assert first.shape == (len(trainer.dm.dataset.train_u), trainer.num_classes)
+    assert torch.allclose(first.sum(dim=1), torch.ones(len(first)), atol=1e-5)
+    trainer.cfg.defrost()
+    trainer.cfg.DATASET.PROMPT_TEMPLATE = "a picture of the {}."  # another template: another key
+    trainer.cached_clip_labels("global")
+    assert calls == ["global", "global"]
+
+
+def test_initial_targets_are_the_debiased_clip_labels(tmp_path, synth_root):
+    trainer = make_trainer(tmp_path, synth_root, "TRAINER.CCD.CACHE_DIR", str(tmp_path / "cache"))
+    targets, weights = trainer.initial_targets()
+    probs = trainer.cached_clip_labels("global")
+    reliable = ~clip_labels.unreliable(probs, 2.0)
+    bias = clip_labels.class_bias(probs, reliable)
+    assert torch.allclose(trainer.bias, bias)
+    assert torch.allclose(targets, (probs.clamp_min(1 / 20) / bias).clamp(0, 1))
+    assert torch.equal(weights, torch.ones(len(probs)))
+
+
+@pytest.mark.parametrize(
+    "opts, message",
+    [
+        (["TRAINER.CCD.LOSS", "an"], "single-positive losses"),
+        (["TRAINER.CCD.LABELS", "cdul"], "set UPDATE, DEBIAS and CONSISTENCY False"),
+        (["TRAINER.CCD.BACKBONE", "resnet1000"], "resnet1000"),
+        (["TRAINER.CCD.WEIGHTS", "/nonexistent/r18.pth"], "/nonexistent/r18.pth"),
+        (["DATALOADER.TRAIN_U.VIEWS", "['weak']"], "CCD trains on its two views"),
+    ],
+)
+def test_bad_ccd_input_is_one_message(tmp_path, synth_root, opts, message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        make_trainer(tmp_path, synth_root, *opts)
+
+
+def test_ccd_refuses_a_labeled_ratio(tmp_path, synth_root):
+    cfg = harness.setup_cfg(
+        CONFIG and harness.trainer_config("ccd", "synth_ml"), harness.dataset_config("synth_ml"),
+        ["DATASET.LABELED_RATIO", "0.1"] + TINY, root=synth_root, output_dir=str(tmp_path / "o"), seed=1, trainer="CCD",
+    )
+    with pytest.raises(ValueError, match="CCD is unsupervised"):
+        build_trainer(cfg)
