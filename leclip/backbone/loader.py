@@ -10,8 +10,9 @@ import os.path as osp
 import warnings
 
 import torch
-from clip import clip as clip_api
-from clip.model import CLIP, VisionTransformer
+from clip import clip as clip_api  # only for the weights' names and URLs: forks change its model class
+
+from .model import CLIP
 
 ASSETS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), "world", "assets")
 EMBEDDED_MODELS = {"synth-vit": osp.join(ASSETS, "synth-vit.pt")}
@@ -69,25 +70,28 @@ def _read(file):
     raise ValueError(f"{file} holds neither a CLIP state dict nor a JIT archive")
 
 
+def official_heads(width):
+    """OpenAI's head count for an attention `width` wide: one head per 64 channels."""
+    return max(1, width // 64)
+
+
 def make_clip(
     embed_dim, resolution, vision_layers, vision_width, patch, vision_heads,
     context_length, vocab_size, text_width, text_heads, text_layers,
 ):
-    """clip.model.CLIP, with any number of vision heads for a ViT."""
-    own_heads = patch is not None and vision_heads and vision_heads != vision_width // 64
-    # clip's constructor fixes vision heads = width // 64: build with a width giving the
-    # wanted heads, then put the real vision tower in
-    model = CLIP(
-        embed_dim, resolution, vision_layers, 64 * vision_heads if own_heads else vision_width, patch,
+    """LE-CLIP's CLIP; `vision_heads` None gives OpenAI's count (a ResNet's attention
+    pool is 32 * vision_width wide)."""
+    resnet = isinstance(vision_layers, (tuple, list))
+    if not vision_heads:
+        vision_heads = official_heads(32 * vision_width if resnet else vision_width)
+    return CLIP(
+        embed_dim, resolution, vision_layers, vision_width, patch, vision_heads,
         context_length, vocab_size, text_width, text_heads, text_layers,
     )
-    if own_heads:
-        model.visual = VisionTransformer(resolution, patch, vision_width, vision_layers, vision_heads, embed_dim)
-    return model
 
 
 def build_clip(state_dict, meta=None):
-    """A fp32 clip.model.CLIP shaped after `state_dict` (heads from `meta` if given)."""
+    """A fp32 CLIP shaped after `state_dict` (heads from `meta` if given)."""
     meta = meta or {}
     sd = {k: v for k, v in state_dict.items() if k not in ("input_resolution", "context_length", "vocab_size")}
     vit = "visual.proj" in sd
@@ -96,7 +100,7 @@ def build_clip(state_dict, meta=None):
     vocab_size = sd["token_embedding.weight"].shape[0]
     text_width = sd["ln_final.weight"].shape[0]
     text_layers = len({k.split(".")[2] for k in sd if k.startswith("transformer.resblocks")})
-    text_heads = meta.get("text_heads", max(1, text_width // 64))
+    text_heads = meta.get("text_heads", official_heads(text_width))
     if vit:
         vision_width = sd["visual.conv1.weight"].shape[0]
         vision_layers = len([k for k in sd if k.startswith("visual.") and k.endswith(".attn.in_proj_weight")])
@@ -114,8 +118,8 @@ def build_clip(state_dict, meta=None):
         embed_dim, resolution, vision_layers, vision_width, patch, meta.get("vision_heads"),
         context_length, vocab_size, text_width, text_heads, text_layers,
     )
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
-    return model.float().eval()
+    model.load_state_dict(sd)  # strict; fp16 weights are copied into the fp32 parameters
+    return model.eval()
 
 
 def load_clip(name, path="", device="cpu"):
@@ -144,8 +148,10 @@ def random_clip(
             embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size, vision_heads,
             context_length, vocab_size, transformer_width, transformer_heads, transformer_layers,
         )
+        # a second draw, as the shipped synth-vit was initialised: the same seed still
+        # gives its exact starting weights (scripts/pretrain_synth_clip.py reproduces it)
         model.initialize_parameters()
-    return model.float().eval()
+    return model.eval()
 
 
 def save_clip(model, path, meta=None):
