@@ -383,8 +383,8 @@ def lora_block_fn(adapters, r, alpha):
 
         q, k, v = (project(n, h, w[n], b[n]).reshape(length, batch * heads, width // heads).transpose(0, 1) for n in "qkv")
         scores = q @ k.transpose(1, 2) / math.sqrt(width // heads)
-        if block.attn_mask is not None:
-            scores = scores + block.attn_mask
+        if block.causal:  # the text tower: token i sees tokens 0..i
+            scores = scores + torch.full((length, length), float("-inf")).triu(1)
         mixed = (scores.softmax(dim=-1) @ v).transpose(0, 1).reshape(length, batch, width)
         x = x + project("o", mixed, attn.out_proj.weight, attn.out_proj.bias)
         return x + block.mlp(block.ln_2(x))
