@@ -8,12 +8,11 @@
   checkpoints (a warm-up scheduler's state holds its successor scheduler object, and
   that the optimizer object), so resuming and `--eval-only` fail. The fix keeps
   `weights_only=True` and allow-lists exactly the classes such a checkpoint holds
-  (Dassl's successor schedulers and optimizers, `defaultdict(dict)` of the optimizer
-  state), for Dassl's loads only: nothing else in the process loads unsafely.
+  (Dassl's successor schedulers and optimizers, and their `defaultdict(dict)` state,
+  read as a dict), for Dassl's loads only: nothing else in the process loads unsafely.
 - dassl/data/transforms/randaugment.py and autoaugment.py use `np.int`, removed in
   numpy 1.24.
 """
-import collections
 import inspect
 import types
 
@@ -31,10 +30,17 @@ def _warmup_init(self, optimizer, successor, warmup_epoch, last_epoch=-1, verbos
     LRScheduler.__init__(self, optimizer, last_epoch)
 
 
+def _state_as_dict(default_factory=None):
+    """Stands in for `collections.defaultdict` when a Dassl checkpoint is read: torch's
+    safe loader fills dicts only. It rebuilds the optimizer state inside the pickled
+    successor scheduler, a copy that Dassl's scheduler keeps and never steps."""
+    return {}
+
+
 def dassl_checkpoint_classes():
-    """The classes a Dassl checkpoint pickles: the successor schedulers of its warm-up
-    wrapper (dassl/optim/lr_scheduler.py) and the optimizers it builds
-    (dassl/optim/optimizer.py), each with its optimizer's `defaultdict(dict)` state."""
+    """What a Dassl checkpoint pickles: the successor schedulers of its warm-up wrapper
+    (dassl/optim/lr_scheduler.py), the optimizers it builds (dassl/optim/optimizer.py)
+    and their `defaultdict(dict)` state."""
     classes = [
         torch.optim.lr_scheduler.StepLR,
         torch.optim.lr_scheduler.MultiStepLR,
@@ -43,7 +49,7 @@ def dassl_checkpoint_classes():
         torch.optim.Adam,
         torch.optim.AdamW,
         torch.optim.RMSprop,
-        collections.defaultdict,
+        (_state_as_dict, "collections.defaultdict"),
         dict,
     ]
     try:
