@@ -303,15 +303,15 @@ def read_result(path):
     return data, None
 
 
-def keep_aside(path, why):
-    """Rename `path` to <stem>.<why>-<time>.json beside it; returns the new name."""
-    stem = path[: -len(".json")] if path.endswith(".json") else path
+def keep_aside(path, why, ext=".json"):
+    """Rename `path` (ending in `ext`) to <stem>.<why>-<time><ext> beside it; returns the new name."""
+    stem = path[: -len(ext)] if path.endswith(ext) else path
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    target = f"{stem}.{why}-{stamp}.json"
+    target = f"{stem}.{why}-{stamp}{ext}"
     k = 1
     while osp.exists(target):
         k += 1
-        target = f"{stem}.{why}-{stamp}-{k}.json"
+        target = f"{stem}.{why}-{stamp}-{k}{ext}"
     os.replace(path, target)
     return target
 
@@ -387,22 +387,23 @@ def config_changes(saved_yaml, cfg):
 
 
 def check_resume(cfg, force_resume):
-    """Refuse to resume from checkpoints written with another config (unless forced)."""
+    """Refuse to resume from checkpoints written with another config (unless forced).
+    Returns the lines to log: a warning, or the changed keys of a forced resume."""
     folder = cfg.RESUME or cfg.OUTPUT_DIR
     if not glob.glob(osp.join(folder, "*", "checkpoint")):
-        return
+        return []
     saved = osp.join(folder, "config.yaml")
     if not osp.exists(saved):
-        print(f"Warning: {folder} holds checkpoints but no config.yaml: the resume cannot check the config")
-        return
+        return [f"Warning: {folder} holds checkpoints but no config.yaml: the resume cannot check the config"]
     with open(saved) as f:
         changes = config_changes(f.read(), cfg)
     if not changes:
-        return
+        return []
     listed = "\n  ".join(changes)
     if force_resume:
-        print(f"Resuming from {folder} with a changed config (--force-resume):\n  {listed}")
-        return
+        kept = keep_aside(saved, "before-resume", ".yaml") if folder == cfg.OUTPUT_DIR else saved
+        return [f"Resuming from {folder} with a changed config (--force-resume; the config of its checkpoints is "
+                f"{kept}):\n  {listed}"]
     raise HarnessError(
         f"{folder} holds checkpoints of a run with another config; resuming would mix the two. Changed keys:\n"
         f"  {listed}\nRerun with the saved config ({saved}), choose another output folder, or pass --force-resume "
@@ -438,18 +439,19 @@ def run(cfg, eval_only=False, model_dir="", load_epoch=None, overwrite=False, fo
                 "never overwritten. Choose another output folder, or pass --overwrite to keep it as "
                 "results.replaced-<time>.json beside the new one"
             )
-        if not eval_only:
-            check_resume(cfg, force_resume)
-        return _run_locked(cfg, eval_only, model_dir, load_epoch, results_path, finished)
+        notes = [] if eval_only else check_resume(cfg, force_resume)
+        return _run_locked(cfg, eval_only, model_dir, load_epoch, results_path, finished, notes)
 
 
-def _run_locked(cfg, eval_only, model_dir, load_epoch, results_path, finished):
+def _run_locked(cfg, eval_only, model_dir, load_epoch, results_path, finished, notes):
     from leclip.dassl import ENGINE, build_trainer, collect_env_info, set_random_seed, setup_logger
 
     if cfg.SEED >= 0:
         set_random_seed(cfg.SEED)
     setup_logger(cfg.OUTPUT_DIR)
     print(f"Engine: {ENGINE} | {collect_env_info()}")
+    for note in notes:
+        print(note)
     write_atomic(osp.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
     start = time.time()
     trainer = build_trainer(cfg)
@@ -684,7 +686,6 @@ def _main(argv=None):
     # relative DATA and OUTPUT are the caller's: scripts/*.sh do not change directory
     data_root = osp.abspath(os.environ.get("DATA") or "./data")
     output_root = osp.abspath(os.environ.get("OUTPUT") or "./output")
-    CHILDREN.install()
     try:
         if args.command == "run":
             run_seeds(args.method, args.dataset, args.setting, args.seeds or [1, 2, 3], opts, data_root, output_root,
@@ -719,4 +720,5 @@ def _main(argv=None):
 
 
 if __name__ == "__main__":
+    CHILDREN.install()
     raise SystemExit(_main())
