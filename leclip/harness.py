@@ -165,7 +165,9 @@ def setting_opts(dataset_key, setting):
     except ValueError:
         ratio = -1.0
     if not 0 < ratio <= 1:
-        raise HarnessError(f"{dataset_key}: SETTING is 'unsup' (task B) or a labeled ratio in (0, 1] (task C), not {setting!r}")
+        raise HarnessError(
+            f"{dataset_key}: SETTING is 'unsup' (task B) or a labeled ratio in (0, 1] (task C), not {setting!r}"
+        )
     return ["DATASET.LABELED_RATIO", setting]
 
 

@@ -155,7 +155,8 @@ def semiaves(root, classes=4, names=True, oracle=True, names_file="semi_aves_spe
     if oracle:  # listed in another order than u_train_in.txt, as the authors' file is
         write_lines(os.path.join(base, "u_train_in_oracle.txt"), [f"u_train_in/{i}.jpg {i % classes}" for i in reversed(range(6))])
     if names:
-        write_lines(os.path.join(root, names_folder, names_file), [f"{k} {n}" for k, n in enumerate(SEMIAVES_SPECIES[:classes])])
+        names_path = os.path.join(root, names_folder, names_file)
+        write_lines(names_path, [f"{k} {n}" for k, n in enumerate(SEMIAVES_SPECIES[:classes])])
 
 
 def voc_annotation(objects):

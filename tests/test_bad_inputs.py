@@ -401,7 +401,9 @@ def test_undefined_metrics_are_null_and_the_table_says_n_a(tmp_path, capsys):
     assert row.startswith("ZeroshotCLIP,none,1,") and row.endswith(",n/a")
 
 
-@pytest.mark.parametrize("content,why", [("", "is empty"), ('{"mAP": 4', "is unreadable"), ("[1, 2]", "is not a JSON object")])
+@pytest.mark.parametrize("content,why", [
+    ("", "is empty"), ('{"mAP": 4', "is unreadable"), ("[1, 2]", "is not a JSON object"),
+])
 def test_parse_results_names_an_unreadable_results_file(tmp_path, capsys, content, why):
     setting = tmp_path / "synth_fg" / "5"
     finished(setting / "coop" / "seed1", closed_accuracy=60.0, balanced_accuracy=50.0, auroc=70.0)

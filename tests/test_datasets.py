@@ -360,11 +360,12 @@ def test_relabelling_rebuilds_the_split(tmp_path):
     miniature.cub(tmp_path)
     first = load("cub", tmp_path)
     moved = sorted(paths(first.train_x))[0]  # a labeled ID image ...
-    image_ids = {line.split(" ", 1)[1]: line.split(" ")[0] for line in (tmp_path / "CUB_200_2011" / "images.txt").read_text().split("\n") if line}
+    base = tmp_path / "CUB_200_2011"
+    image_ids = {rel: image_id for image_id, rel in (line.split(" ", 1) for line in (base / "images.txt").read_text().split("\n") if line)}
     moved_id = image_ids[moved.split("images" + os.sep, 1)[1]]
-    labels = tmp_path / "CUB_200_2011" / "image_class_labels.txt"
-    lines = [f"{i} 4" if i == moved_id else f"{i} {k}" for i, k in (line.split() for line in labels.read_text().split("\n") if line)]
-    labels.write_text("\n".join(lines) + "\n")  # ... relabelled as class 4, an OOD class
+    labels = [line.split() for line in (base / "image_class_labels.txt").read_text().split("\n") if line]
+    # ... relabelled as class 4, an OOD class
+    (base / "image_class_labels.txt").write_text("".join(f"{i} {4 if i == moved_id else k}\n" for i, k in labels))
     again = load("cub", tmp_path)
     assert moved not in paths(again.train_x)
     assert all(d.label < again.num_classes for d in again.train_x)
@@ -388,7 +389,7 @@ def test_dogs_lists_extracted_at_the_top_level(tmp_path):
     assert data.all_classnames == ["Chihuahua", "Japanese spaniel", "Maltese dog", "Pekinese"]
     assert len(data.train_x) + len(data.train_u) == 32 and len(data.test) == 8
     os.remove(tmp_path / "stanford_dogs" / "test_list.mat")
-    with pytest.raises(FileNotFoundError, match="(?s)expected .*lists/test_list.mat or .*stanford_dogs/test_list.mat.*lists.tar"):
+    with pytest.raises(FileNotFoundError, match="(?s)expected .*lists/test_list.mat or .*dogs/test_list.mat.*lists.tar"):
         load("dogs", tmp_path)
 
 
@@ -403,7 +404,8 @@ def test_nuswide_official_layout(tmp_path):
 
 
 def test_semiaves_class_names_file_of_the_annotation_archive(tmp_path):
-    miniature.semiaves(tmp_path, names_file="semi_aves_class_names.txt", names_folder=os.path.join("semi_aves", "annotation"))
+    annotation = os.path.join("semi_aves", "annotation")  # where semi-inat-2020's archive puts it
+    miniature.semiaves(tmp_path, names_file="semi_aves_class_names.txt", names_folder=annotation)
     assert load("semiaves", tmp_path).classnames == [n.replace("_", " ") for n in miniature.SEMIAVES_SPECIES]
 
 

@@ -82,7 +82,8 @@ def _read(file):
                 warnings.simplefilter("ignore", FutureWarning)
                 return torch.jit.load(file, map_location="cpu").state_dict(), {}
         except RuntimeError as err:
-            raise BadWeightsError(f"CLIP weights {file} are truncated or corrupt ({str(err).splitlines()[0]}): {fix}") from None
+            reason = str(err).splitlines()[0]
+            raise BadWeightsError(f"CLIP weights {file} are truncated or corrupt ({reason}): {fix}") from None
     try:
         obj = read_torch_file(file, "CLIP weights", fix)
     except CheckpointError as err:

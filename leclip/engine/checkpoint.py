@@ -46,7 +46,8 @@ def read_torch_file(path, what, fix):
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "weights only" not in str(err).lower():  # not a pickle at all
-            raise CheckpointError(f"{what} {path} is truncated or corrupt ({str(err).splitlines()[0][:80]}): {fix}") from None
+            reason = str(err).splitlines()[0][:80]
+            raise CheckpointError(f"{what} {path} is truncated or corrupt ({reason}): {fix}") from None
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         holds = f" (it holds {found.group(1)})" if found else ""
         raise CheckpointError(
@@ -191,7 +192,8 @@ def load_pretrained_weights(model, weight_path):
     returns the names of the discarded ones."""
     if not weight_path or not osp.isfile(weight_path):
         raise FileNotFoundError(f'Weights not found at "{weight_path}" (check MODEL.INIT_WEIGHTS)')
-    checkpoint = read_torch_file(weight_path, "Weights file", "give a state dict saved with torch.save (MODEL.INIT_WEIGHTS)")
+    fix = "give a state dict saved with torch.save (MODEL.INIT_WEIGHTS)"
+    checkpoint = read_torch_file(weight_path, "Weights file", fix)
     state_dict = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else checkpoint
     state_dict = {k[7:] if k.startswith("module.") else k: v for k, v in state_dict.items()}
     own = model.state_dict()
