@@ -631,12 +631,13 @@ def ablation_rows(path):
     return rows
 
 
-def ablate(method_key, dataset_key, setting, seeds, rows_file, data_root, output_root, flags=()):
-    """Run every ablation row; returns the row folders in file order."""
+def ablate(method_key, dataset_key, setting, seeds, rows_file, data_root, output_root, flags=(), opts=()):
+    """Run every ablation row (its overrides, then `opts`); returns the row folders in file order."""
+    check_overrides(opts)
     folders = []
     for name, folder, overrides in ablation_rows(rows_file):
         print(f"== ablation row: {name}", flush=True)
-        run_seeds(method_key, dataset_key, setting, seeds, overrides, data_root, output_root,
+        run_seeds(method_key, dataset_key, setting, seeds, [*overrides, *opts], data_root, output_root,
                   osp.join("ablation", folder), flags)
         folders.append(folder)
     return folders
@@ -698,8 +699,10 @@ def _main(argv=None):
                 print("\n".join(folder for _, folder, _ in ablation_rows(rows_file)))
             else:
                 ablate(args.method, args.dataset, args.setting, args.seeds or [1], rows_file, data_root, output_root,
-                       flags)
+                       flags, opts)
         else:
+            if opts:
+                raise HarnessError(f"'methods' takes no config overrides (got {' '.join(opts)})")
             task = task_of(args.dataset, args.setting)
             available = registered_trainers()
             for key in TASK_METHODS[task]:

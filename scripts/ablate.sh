@@ -2,8 +2,9 @@
 # Run the paper's CFSG-CLIP ablation table (rows in configs/ablations/cfsg.txt, each a
 # set of config switches) on one setting, then print it (closed accuracy, balanced
 # accuracy, AUROC; mean ± std when several seeds are given).
-#   bash scripts/ablate.sh DATASET SETTING [SEED ...]      (seed 1 by default, as the paper)
-# DATA and OUTPUT as for run.sh; rows go to $OUTPUT/<dataset>/<setting>/ablation/<row>/.
+#   bash scripts/ablate.sh DATASET SETTING [SEED ...] [-- KEY VALUE ...]   (seed 1 by default, as the paper)
+# Overrides after -- apply to every row. DATA and OUTPUT as for run.sh; rows go to
+# $OUTPUT/<dataset>/<setting>/ablation/<row>/. Ctrl-C or SIGTERM stops the running seed.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 export PYTHONPATH="$(dirname "$here")${PYTHONPATH:+:$PYTHONPATH}"

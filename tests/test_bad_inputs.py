@@ -446,6 +446,17 @@ def test_ablation_row_that_overrides_the_seed_is_refused(tmp_path, no_launch):
     assert no_launch == []
 
 
+def test_ablate_applies_overrides_to_every_row(capsys, no_launch):
+    """`ablate.sh DATASET SETTING -- KEY VALUE` used to drop the overrides silently."""
+    code, _, _ = harness_main(capsys, "ablate", "synth_fg", "5", "--", "OPTIM.MAX_EPOCH", "2")
+    rows = harness.ablation_rows(os.path.join(harness.CONFIGS, "ablations", "cfsg.txt"))
+    assert code == 0 and len(no_launch) == len(rows)
+    assert all(command[-2:] == ["OPTIM.MAX_EPOCH", "2"] for command in no_launch)
+    code, _, err = harness_main(capsys, "ablate", "synth_fg", "5", "--", "SEED", "2")
+    assert code == 2 and len(no_launch) == len(rows)
+    one_message(err, "SEED cannot be overridden")
+
+
 def test_seeds_go_to_their_own_folders(tmp_path, capsys, no_launch, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DATA", "my_data")  # relative: the caller's folder, not the repository
