@@ -4,12 +4,20 @@
         --dataset-config-file configs/datasets/synth_fg.yaml \
         --config-file configs/trainers/LECoOp/synth.yaml \
         --output-dir output/x DATASET.NUM_LABELED 5
+
+Bad input ends with one message and exit status 2 (--debug shows the traceback).
+SIGINT or SIGTERM stops the run with exit status 130 / 143; its last epoch checkpoint
+stays, and the same command resumes from it.
 """
 import argparse
 import os
+import signal
 import sys
 
-from leclip.harness import HarnessError, run, setup_cfg
+from leclip.harness import HarnessError, RunStopped, install_stop_handlers, run, setup_cfg, user_message
+
+# errors of bad input (paths, keys, values, files, engine choice): one message, no traceback
+USER_ERRORS = (HarnessError, OSError, KeyError, ValueError, ImportError, FloatingPointError)
 
 
 def parse_args(argv=None):
@@ -30,8 +38,24 @@ def parse_args(argv=None):
     parser.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
     parser.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
     parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a finished results.json (the old one is kept beside it)")
+    parser.add_argument("--force-resume", action="store_true",
+                        help="resume from checkpoints written with another config")
+    parser.add_argument("--skip-bad-images", action="store_true",
+                        help="leave out unreadable images, listed in OUTPUT_DIR/skipped_images.txt")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or LECLIP_DEBUG=1)")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="modify config options using the command-line")
     return parser.parse_args(argv)
+
+
+def report(message):
+    """Print to stderr and, once the run's log is open, into its log.txt too."""
+    print(message, file=sys.stderr)
+    log = getattr(sys.stdout, "file", None)
+    if log is not None and not log.closed:
+        log.write(message + "\n")
+        log.flush()
 
 
 def main(argv=None):
@@ -42,6 +66,9 @@ def main(argv=None):
         value = getattr(args, flag)
         if value:
             opts += [key, str(value)]
+    if args.skip_bad_images:
+        opts += ["DATALOADER.SKIP_BAD_IMAGES", "True"]
+    cfg = None
     try:
         cfg = setup_cfg(
             args.config_file,
@@ -57,15 +84,21 @@ def main(argv=None):
         if args.no_train:
             print(cfg.dump())
             return 0
-        run(cfg, eval_only=args.eval_only, model_dir=args.model_dir, load_epoch=args.load_epoch)
-    except (HarnessError, FileNotFoundError, KeyError, ValueError) as err:
-        if os.environ.get("LECLIP_DEBUG"):
+        run(cfg, eval_only=args.eval_only, model_dir=args.model_dir, load_epoch=args.load_epoch,
+            overwrite=args.overwrite, force_resume=args.force_resume)
+    except RunStopped as stop:
+        folder = cfg.OUTPUT_DIR if cfg is not None else "the output folder"
+        report(f"stopped by {signal.Signals(stop.signum).name}: the last epoch checkpoint in {folder} is kept; "
+               "rerun the same command to resume")
+        return 128 + stop.signum
+    except USER_ERRORS as err:
+        if args.debug or os.environ.get("LECLIP_DEBUG"):
             raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"error: {message}\n(set LECLIP_DEBUG=1 to see the traceback)", file=sys.stderr)
+        report(f"error: {user_message(err, cfg)}\n(run with --debug to see the traceback)")
         return 2
     return 0
 
 
 if __name__ == "__main__":
+    install_stop_handlers()
     sys.exit(main())

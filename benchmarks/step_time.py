@@ -52,7 +52,7 @@ def build_trainer(method, model_path, resolution, batch, ssl_mode, data_root, ou
         root=data_root,
         output_dir=output_dir,
         seed=1,
-        trainer=harness.METHODS[method],
+        trainer=harness.METHODS[method].trainer,
     )
     return build(cfg)
 
@@ -110,7 +110,7 @@ def main(argv=None):
     parser.add_argument("--ssl", default="none", choices=["none", "fixmatch"])
     args = parser.parse_args(argv)
     available = harness.registered_trainers()
-    methods = [m for m in args.methods if harness.METHODS[m] in available]
+    methods = [m for m in args.methods if harness.METHODS[m].trainer in available]
     skipped = [m for m in args.methods if m not in methods]
     if skipped:
         print(f"not available yet: {', '.join(skipped)}")

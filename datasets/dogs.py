@@ -1,4 +1,5 @@
-"""Stanford Dogs (120 classes): Images/<wnid>-<name>/*.jpg and lists/{train,test}_list.mat."""
+"""Stanford Dogs (120 classes): Images/<wnid>-<name>/*.jpg and {train,test}_list.mat,
+either in lists/ or at the top level, where the official lists.tar extracts them."""
 import os.path as osp
 
 import numpy as np
@@ -6,6 +7,20 @@ from scipy.io import loadmat
 
 from leclip.dassl import DATASET_REGISTRY
 from leclip.data import OpenSetDataset, check_images, dataset_root, require_file
+
+LIST_FOLDERS = ("lists", "")  # lists/ as in CoOp-style copies; "" = lists.tar extracted in place
+
+
+def find_list(root, name):
+    """<root>/lists/<name> or <root>/<name>; one error naming both when neither exists."""
+    for folder in LIST_FOLDERS:
+        path = osp.join(root, folder, name)
+        if osp.isfile(path):
+            return path
+    raise FileNotFoundError(
+        f"Missing {name}: expected {osp.join(root, 'lists', name)} or {osp.join(root, name)}. Extract the official "
+        f"lists.tar into {root} (it holds train_list.mat, test_list.mat and file_list.mat; see DATASETS.md)"
+    )
 
 
 def read_list(path):
@@ -30,8 +45,8 @@ class LEStanfordDogs(OpenSetDataset):
 
     def __init__(self, cfg):
         root = dataset_root(cfg, self.dataset_dir)
-        train = read_list(osp.join(root, "lists", "train_list.mat"))
-        test = read_list(osp.join(root, "lists", "test_list.mat"))
+        train = read_list(find_list(root, "train_list.mat"))
+        test = read_list(find_list(root, "test_list.mat"))
         classnames = classnames_from(train + test)
         pool = [(osp.join(root, "Images", p), y) for p, y in train]
         test = [(osp.join(root, "Images", p), y) for p, y in test]

@@ -1,9 +1,11 @@
 """NUS-WIDE (81 concepts), multi-label: the official Train / Test image lists.
 
 nuswide/Flickr/<concept folder>/<image>, nuswide/ImageList/{Train,Test}Imagelist.txt
-(Windows-style paths), nuswide/TrainTestLabels/Labels_<concept>_{Train,Test}.txt (one
-0/1 per image) and nuswide/Concepts81.txt. Images known to be missing from most copies
-are skipped and counted in the log, never silently.
+(Windows-style paths), the label files Labels_<concept>_{Train,Test}.txt (one 0/1 per
+image) in nuswide/TrainTestLabels/ or, as the official download has them, in
+nuswide/Groundtruth/TrainTestLabels/, and Concepts81.txt in nuswide/ or (official)
+nuswide/ConceptsList/. Images known to be missing from most copies are skipped and
+counted in the log, never silently.
 """
 import os.path as osp
 
@@ -11,6 +13,20 @@ import numpy as np
 
 from leclip.dassl import DATASET_REGISTRY
 from leclip.data import MultiLabelDataset, dataset_root, missing_files, read_lines, require_file
+
+# where each file is in the copies we know, first match wins (the official download last)
+LABEL_FOLDERS = ("TrainTestLabels", osp.join("Groundtruth", "TrainTestLabels"))
+CONCEPT_FILES = ("Concepts81.txt", osp.join("ConceptsList", "Concepts81.txt"))
+
+
+def first_present(root, candidates, what):
+    for candidate in candidates:
+        if osp.exists(osp.join(root, candidate)):
+            return osp.join(root, candidate)
+    raise FileNotFoundError(
+        f"Missing NUS-WIDE {what}: expected one of {', '.join(osp.join(root, c) for c in candidates)} "
+        "(extract the official Groundtruth and ConceptsList archives into nuswide/; see DATASETS.md)"
+    )
 
 
 def read_label_column(path, num_images):
@@ -32,7 +48,8 @@ class LENUSWIDE(MultiLabelDataset):
 
     def __init__(self, cfg):
         root = dataset_root(cfg, self.dataset_dir)
-        concepts = read_lines(osp.join(root, "Concepts81.txt"))
+        concepts = read_lines(first_present(root, CONCEPT_FILES, "concept list"))
+        labels_dir = first_present(root, LABEL_FOLDERS, "label folder")
         listed, self.missing_images = {}, {}  # per split; check_dataset.py reports them
 
         def read(split):
@@ -42,7 +59,7 @@ class LENUSWIDE(MultiLabelDataset):
             ]
             labels = np.stack(
                 [
-                    read_label_column(osp.join(root, "TrainTestLabels", f"Labels_{concept}_{split}.txt"), len(images))
+                    read_label_column(osp.join(labels_dir, f"Labels_{concept}_{split}.txt"), len(images))
                     for concept in concepts
                 ],
                 axis=1,

@@ -5,9 +5,11 @@ unlabeled label -1), as the benchmark's authors ship them (cvl-umass/ssl-evaluat
 data/semi_aves/). Setting `in`: unlabeled = U_in; `inout`: U_in + U_out. All K = 200
 classes are ID. U_out images get the single out-of-class index K (>= K, i.e. OOD). A
 U_in image's hidden label (diagnostics only) comes from `u_train_in_oracle.txt` when it
-is there, else it is -1 (unknown). Species names for the prompts come from
-`semi_aves_species_names.txt` ("k Genus_species", as shipped) or `classnames.txt` (one
-name per line), else "species k".
+is there, else it is -1 (unknown). Species names for the prompts come from the first
+name file found in semi_aves/, beside it or in semi_aves/annotation/ (where the
+semi-inat-2020 annotation archive puts it): `semi_aves_species_names.txt` (ssl-evaluation)
+or `semi_aves_class_names.txt` (semi-inat-2020), both "k Genus_species" per line, or
+`classnames.txt` (one name per line), else "species k".
 """
 import logging
 import os.path as osp
@@ -15,7 +17,7 @@ import os.path as osp
 from leclip.dassl import DATASET_REGISTRY
 from leclip.data import OpenSetDataset, check_images, dataset_root, read_lines, reject_set_keys
 
-NAME_FILES = ("semi_aves_species_names.txt", "classnames.txt")
+NAME_FILES = ("semi_aves_species_names.txt", "semi_aves_class_names.txt", "classnames.txt")
 
 
 def read_split(root, name):
@@ -30,8 +32,9 @@ def read_split(root, name):
 
 
 def read_classnames(root, num_classes):
-    """Species names in label order, from the first name file present in semi_aves/ or beside it."""
-    for folder in (root, osp.dirname(root)):
+    """Species names in label order, from the first name file present in semi_aves/, beside
+    it or in semi_aves/annotation/."""
+    for folder in (root, osp.dirname(root), osp.join(root, "annotation")):
         for name in NAME_FILES:
             path = osp.join(folder, name)
             if not osp.isfile(path):
@@ -39,9 +42,10 @@ def read_classnames(root, num_classes):
             lines = read_lines(path)
             if len(lines) != num_classes:
                 raise ValueError(f"{path} lists {len(lines)} names for {num_classes} classes: use the file for Semi-Aves")
-            # "12 Tachybaptus_novaehollandiae" -> "Tachybaptus novaehollandiae"
-            numbered = all(line.split(" ", 1)[0] == str(k) for k, line in enumerate(lines))
-            return [(line.split(" ", 1)[1] if numbered else line).replace("_", " ") for line in lines]
+            # "12 Tachybaptus_novaehollandiae" (space or tab) -> "Tachybaptus novaehollandiae"
+            fields = [line.split(None, 1) for line in lines]
+            numbered = all(len(f) == 2 and f[0] == str(k) for k, f in enumerate(fields))
+            return [(f[1] if numbered else line).replace("_", " ") for f, line in zip(fields, lines)]
     logging.getLogger("leclip").warning(
         "No %s in %s: prompts use 'species <k>' (see DATASETS.md)", " or ".join(NAME_FILES), root
     )

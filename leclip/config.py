@@ -39,6 +39,8 @@ add_defaults(
         # named views of LE-CLIP's DataManager (also in the built-in engine's defaults)
         "DATALOADER.TRAIN_X.VIEWS": ["weak"],
         "DATALOADER.TRAIN_U.VIEWS": ["weak", "strong"],
+        # leave out images that do not decode, listed in OUTPUT_DIR/skipped_images.txt (train.py --skip-bad-images)
+        "DATALOADER.SKIP_BAD_IMAGES": False,
         "INPUT.RANDAUGMENT_N": 2,
         "INPUT.RANDAUGMENT_M": 10,
         "MODEL.BACKBONE.PATH": "",  # explicit checkpoint path; else NAME is looked up

@@ -44,20 +44,25 @@ __all__ = [
 ]
 
 
+class EngineError(ValueError):
+    """LECLIP_ENGINE names an engine that cannot be used."""
+
+
 def _choose_engine():
     wanted = os.environ.get("LECLIP_ENGINE", "").strip().lower()
     if wanted not in ("", "builtin", "dassl"):
-        raise ValueError(f"LECLIP_ENGINE={wanted!r}: use 'builtin' or 'dassl' (or leave it unset)")
+        raise EngineError(f"LECLIP_ENGINE={wanted!r}: use 'builtin' or 'dassl' (or leave it unset)")
     if wanted == "builtin":
         return "builtin"
     try:
         import dassl  # noqa: F401
-    except ImportError:
+    except ImportError as err:
         if wanted == "dassl":
-            raise ImportError(
-                "LECLIP_ENGINE=dassl but Dassl.pytorch is not importable: install it "
-                "(git clone Dassl.pytorch && pip install -e Dassl.pytorch) or unset LECLIP_ENGINE"
-            )
+            raise EngineError(
+                f"LECLIP_ENGINE=dassl but Dassl.pytorch is not importable ({err}): install it "
+                "(git clone https://github.com/KaiyangZhou/Dassl.pytorch && pip install -e Dassl.pytorch) "
+                "or unset LECLIP_ENGINE to use the built-in engine"
+            ) from None
         return "builtin"
     return "dassl"
 

@@ -5,8 +5,11 @@
   OPTIM.WARMUP_EPOCH > 0 fails with a TypeError when the scheduler is built.
 - dassl/utils/torchtools.py: `load_checkpoint` calls `torch.load` without
   `weights_only`, which defaults to True since torch 2.6 and refuses Dassl's own
-  checkpoints (a warm-up scheduler's state holds its successor scheduler object), so
-  resuming and `--eval-only` fail.
+  checkpoints (a warm-up scheduler's state holds its successor scheduler object, and
+  that the optimizer object), so resuming and `--eval-only` fail. The fix keeps
+  `weights_only=True` and allow-lists exactly the classes such a checkpoint holds
+  (Dassl's successor schedulers and optimizers, and their `defaultdict(dict)` state,
+  read as a dict), for Dassl's loads only: nothing else in the process loads unsafely.
 - dassl/data/transforms/randaugment.py and autoaugment.py use `np.int`, removed in
   numpy 1.24.
 """
@@ -27,10 +30,40 @@ def _warmup_init(self, optimizer, successor, warmup_epoch, last_epoch=-1, verbos
     LRScheduler.__init__(self, optimizer, last_epoch)
 
 
-class _TorchLoadingFullCheckpoints(types.ModuleType):
-    """`torch` as Dassl's torchtools module sees it: the same module, except that
-    `load` defaults to weights_only=False (Dassl loads only its own checkpoints and
-    the pretrained weights a config names)."""
+def _state_as_dict(default_factory=None):
+    """Stands in for `collections.defaultdict` when a Dassl checkpoint is read: torch's
+    safe loader fills dicts only. It rebuilds the optimizer state inside the pickled
+    successor scheduler, a copy that Dassl's scheduler keeps and never steps."""
+    return {}
+
+
+def dassl_checkpoint_classes():
+    """What a Dassl checkpoint pickles: the successor schedulers of its warm-up wrapper
+    (dassl/optim/lr_scheduler.py), the optimizers it builds (dassl/optim/optimizer.py)
+    and their `defaultdict(dict)` state."""
+    classes = [
+        torch.optim.lr_scheduler.StepLR,
+        torch.optim.lr_scheduler.MultiStepLR,
+        torch.optim.lr_scheduler.CosineAnnealingLR,
+        torch.optim.SGD,
+        torch.optim.Adam,
+        torch.optim.AdamW,
+        torch.optim.RMSprop,
+        (_state_as_dict, "collections.defaultdict"),
+        dict,
+    ]
+    try:
+        from dassl.optim.radam import RAdam
+    except ImportError:  # a Dassl without its RAdam
+        pass
+    else:
+        classes.append(RAdam)
+    return classes
+
+
+class _TorchLoadingDasslCheckpoints(types.ModuleType):
+    """`torch` as Dassl's torchtools module sees it: the same module, except that `load`
+    reads with weights_only=True and Dassl's checkpoint classes allowed."""
 
     def __init__(self):
         super().__init__("torch")
@@ -40,8 +73,9 @@ class _TorchLoadingFullCheckpoints(types.ModuleType):
 
     @staticmethod
     def load(f, *args, **kwargs):
-        kwargs.setdefault("weights_only", False)
-        return torch.load(f, *args, **kwargs)
+        kwargs.setdefault("weights_only", True)
+        with torch.serialization.safe_globals(dassl_checkpoint_classes()):
+            return torch.load(f, *args, **kwargs)
 
 
 def patch():
@@ -59,7 +93,7 @@ def patch():
     # every caller of Dassl's load_checkpoint (trainers, load_pretrained_weights,
     # resume_from_checkpoint, forks that imported it early) resolves `torch` here
     if torchtools.torch is torch:
-        torchtools.torch = _TorchLoadingFullCheckpoints()
+        torchtools.torch = _TorchLoadingDasslCheckpoints()
     if "int" not in np.__dict__:
         np.int = int
     _applied = True

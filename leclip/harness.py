@@ -1,30 +1,55 @@
-"""The run/compare harness in one place: method and dataset keys, settings, configs.
+"""The run/compare harness in one place: method and dataset keys, settings, configs,
+and the rules that keep results safe.
 
 `scripts/run.sh`, `scripts/compare.sh`, `train.py`, the tests and the benchmarks all go
 through these tables, so a method or benchmark is added in one spot.
+
+Safety rules of a run (`run`): one run per output folder at a time (a lock file naming
+its holder); a finished `results.json` is never overwritten (`--overwrite` keeps it
+beside the new one); a run resumes only from checkpoints written with the same config
+(`--force-resume` overrides); results and config are written atomically; undefined
+metrics are JSON null. The harness (`run_seeds`) refuses overrides of the keys that
+place results (seed, setting, output folder), stops its train.py child on SIGINT or
+SIGTERM (the child keeps its last epoch checkpoint) and resolves DATA and OUTPUT
+against the caller's working directory.
 """
+import glob
 import json
+import math
 import os
 import os.path as osp
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
 import time
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(REPO, "configs")
 
-# harness key -> registered trainer name
+# tasks: A = fine-grained open-set SSL, B = unsupervised multi-label, C = semi-supervised multi-label
+TASK_NAMES = {
+    "A": "fine-grained open-set semi-supervised classification",
+    "B": "unsupervised multi-label classification",
+    "C": "semi-supervised multi-label classification",
+}
+Method = namedtuple("Method", "trainer tasks display")
+
+# harness key -> (registered trainer name, tasks it serves, name in the tables), in the
+# papers' row order: each task's table lists its methods in this order
 METHODS = OrderedDict(
-    zsclip="LEZeroshotCLIP",
-    clip_lora="LECLIPLoRA",
-    clip_adapter="LECLIPAdapter",
-    coop="LECoOp",
-    locoop="LELoCoOp",
-    plot="LEPLOT",
-    maple="LEMaPLe",
-    cfsg="CFSG",
-    ccd="CCD",
-    csa="CSA",
+    zsclip=Method("LEZeroshotCLIP", "ABC", "ZeroshotCLIP"),
+    clip_lora=Method("LECLIPLoRA", "A", "CLIP-LoRA"),
+    clip_adapter=Method("LECLIPAdapter", "A", "CLIP-Adapter"),
+    coop=Method("LECoOp", "A", "CoOp"),
+    locoop=Method("LELoCoOp", "A", "LoCoOp"),
+    plot=Method("LEPLOT", "A", "PLOT"),
+    maple=Method("LEMaPLe", "A", "MaPLe"),
+    cfsg=Method("CFSG", "A", "CFSG-CLIP"),
+    ccd=Method("CCD", "B", "CCD"),
+    csa=Method("CSA", "C", "CSA"),
 )
 
 # harness key -> (registered dataset name, task)
@@ -42,28 +67,58 @@ DATASETS = OrderedDict(
     nuswide=("LENUSWIDE", "BC"),
 )
 
-# the methods of each task, in the papers' row order
-TASK_METHODS = {
-    "A": ["zsclip", "clip_lora", "clip_adapter", "coop", "locoop", "plot", "maple", "cfsg"],
-    "B": ["zsclip", "ccd"],
-    "C": ["zsclip", "csa"],
-}
+# the methods of each task, in the papers' row order (derived from METHODS)
+TASK_METHODS = {task: [key for key, method in METHODS.items() if task in method.tasks] for task in TASK_NAMES}
 TASK_METRICS = {
     "A": ["closed_accuracy", "balanced_accuracy", "auroc"],
     "B": ["mAP", "CF1", "OF1"],
     "C": ["mAP", "CF1", "OF1"],
 }
 SETTING_RESULTS = ("accuracy", "macro_f1", "closed_accuracy", "balanced_accuracy", "auroc", "mAP", "CF1", "OF1")
+# the settings the papers report; others run, with a note
+PAPER_SETTINGS = {"A": ("5", "20"), "semiaves": ("in", "inout"), "BC": ("unsup", "0.05", "0.1", "0.15", "0.2")}
+# keys the harness sets from its arguments: an override would file results in the wrong folder
+HARNESS_KEYS = {
+    "SEED": "give seeds as arguments: bash scripts/run.sh METHOD DATASET SETTING 1 2 3",
+    "OUTPUT_DIR": "set the output root with OUTPUT=... (each seed gets its own folder below it)",
+    "DATASET.ROOT": "set the data root with DATA=...",
+    "RESUME": "the harness resumes each seed from its own folder",
+    "TRAINER.NAME": "the method is the first argument",
+    "DATASET.NAME": "the dataset is the second argument",
+    "DATASET.NUM_LABELED": "the setting is the third argument (e.g. 5 or 20)",
+    "DATASET.LABELED_RATIO": "the setting is the third argument (e.g. 0.1)",
+    "DATASET.SETTING": "the setting is the third argument (e.g. unsup, in, inout)",
+}
+# config keys that do not change what a run computes: a resume may change them
+RESUME_MAY_CHANGE = (
+    "OUTPUT_DIR", "RESUME", "DATASET.ROOT", "VERBOSE", "TRAIN.PRINT_FREQ", "TRAIN.CHECKPOINT_FREQ",
+    "DATALOADER.NUM_WORKERS",
+)
+RESULTS = "results.json"
+LOCK = "run.lock"
 
 
 class HarnessError(ValueError):
     """A bad key, setting or config: the message says what to fix."""
 
 
+class Reported(HarnessError):
+    """A train.py child ended with exit status 2: it printed the one message already."""
+
+
+class RunStopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM reached a run; the last epoch checkpoint is kept."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
 def check_method(key):
+    """The registered trainer name of method `key`."""
     if key not in METHODS:
         raise HarnessError(f"Unknown method {key!r}; valid methods: {', '.join(METHODS)}")
-    return METHODS[key]
+    return METHODS[key].trainer
 
 
 def check_dataset(key):
@@ -78,6 +133,18 @@ def task_of(dataset_key, setting):
     if task == "A":
         return "A"
     return "B" if str(setting) == "unsup" else "C"
+
+
+def check_serves(method_key, dataset_key, setting):
+    """Refuse a method on a task it does not serve (from METHODS' task column)."""
+    check_method(method_key)
+    task = task_of(dataset_key, setting)
+    served = METHODS[method_key].tasks
+    if task not in served:
+        raise HarnessError(
+            f"{method_key} serves task {'/'.join(served)} ({'; '.join(TASK_NAMES[t] for t in served)}), but "
+            f"{dataset_key} {setting} is task {task} ({TASK_NAMES[task]}): run one of {', '.join(TASK_METHODS[task])}"
+        )
 
 
 def setting_opts(dataset_key, setting):
@@ -98,8 +165,32 @@ def setting_opts(dataset_key, setting):
     except ValueError:
         ratio = -1.0
     if not 0 < ratio <= 1:
-        raise HarnessError(f"{dataset_key}: SETTING is 'unsup' (task B) or a labeled ratio in (0, 1] (task C), not {setting!r}")
+        raise HarnessError(
+            f"{dataset_key}: SETTING is 'unsup' (task B) or a labeled ratio in (0, 1] (task C), not {setting!r}"
+        )
     return ["DATASET.LABELED_RATIO", setting]
+
+
+def setting_note(dataset_key, setting):
+    """One line when SETTING is valid but not one the papers report, else None."""
+    setting_opts(dataset_key, setting)
+    group = "semiaves" if dataset_key == "semiaves" else check_dataset(dataset_key)[1]
+    known = PAPER_SETTINGS[group]
+    same = str(setting) in known
+    if group == "BC" and str(setting) != "unsup":
+        same = any(k != "unsup" and float(k) == float(setting) for k in known)
+    if group == "A":
+        same = str(int(setting)) in known
+    if same:
+        return None
+    return f"note: setting {setting} on {dataset_key} is not one the papers report ({', '.join(known)}); running it anyway"
+
+
+def check_overrides(opts):
+    """Refuse KEY VALUE overrides of the keys the harness sets from its arguments."""
+    for key in list(opts)[::2]:
+        if key in HARNESS_KEYS:
+            raise HarnessError(f"{key} cannot be overridden through the harness: {HARNESS_KEYS[key]}")
 
 
 def dataset_config(dataset_key):
@@ -109,12 +200,23 @@ def dataset_config(dataset_key):
 
 def trainer_config(method_key, dataset_key):
     """configs/trainers/<Trainer>/synth.yaml on the embedded world, else vit_b16.yaml."""
-    folder = osp.join(CONFIGS, "trainers", check_method(method_key))
+    trainer = check_method(method_key)
+    folder = osp.join(CONFIGS, "trainers", trainer)
     synthetic = dataset_key.startswith("synth_")
-    path = osp.join(folder, "synth.yaml" if synthetic else "vit_b16.yaml")
-    if not osp.exists(path):
-        raise HarnessError(f"No config for method {method_key!r} on {dataset_key!r}: expected {path}")
-    return path
+    name = "synth.yaml" if synthetic else "vit_b16.yaml"
+    path = osp.join(folder, name)
+    if osp.exists(path):
+        return path
+    if not osp.isdir(folder):
+        raise HarnessError(
+            f"Method {method_key!r} (trainer {trainer}) is not implemented in this version: there is no {folder}/"
+        )
+    where = "the embedded world (synth_*)" if synthetic else "the real benchmarks"
+    present = ", ".join(sorted(os.listdir(folder))) or "nothing"
+    raise HarnessError(
+        f"Method {method_key!r} has no config for {where}: expected {path} ({folder}/ holds {present}). "
+        f"Write {name} (start from the file there), or run train.py with --config-file"
+    )
 
 
 def _merge_file(cfg, path):
@@ -162,24 +264,197 @@ def setup_cfg(config_file="", dataset_config_file="", opts=(), **overrides):
     return cfg
 
 
+# ---------------------------------------------------------------- results, lock, resume
+def write_atomic(path, text):
+    """Write `text` to a uniquely named temporary file beside `path`, then rename it:
+    readers see the old file or the new one, never a part."""
+    fd, tmp = tempfile.mkstemp(dir=osp.dirname(osp.abspath(path)), prefix=f".{osp.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
 def write_json_atomic(path, data):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
-def run(cfg, eval_only=False, model_dir="", load_epoch=None):
-    """Train (or evaluate) one configured run; write config.yaml and results.json."""
+def metric_value(value):
+    """A metric for results.json: a float, or None (JSON null) when it is undefined."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def read_result(path):
+    """(results dict, None) of a finished run's results.json, or (None, why) when the
+    file is missing, empty or not a finished run's results."""
+    if not osp.exists(path):
+        return None, "missing"
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as err:
+        return None, f"unreadable ({err})" if osp.getsize(path) else "empty"
+    if not isinstance(data, dict):
+        return None, "not a JSON object of results"
+    return data, None
+
+
+def keep_aside(path, why, ext=".json"):
+    """Rename `path` (ending in `ext`) to <stem>.<why>-<time><ext> beside it; returns the new name."""
+    stem = path[: -len(ext)] if path.endswith(ext) else path
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = f"{stem}.{why}-{stamp}{ext}"
+    k = 1
+    while osp.exists(target):
+        k += 1
+        target = f"{stem}.{why}-{stamp}-{k}{ext}"
+    os.replace(path, target)
+    return target
+
+
+class RunLock:
+    """An exclusive lock on an output folder (`run.lock`, naming its holder), so that two
+    runs never write one folder at once. The lock is an OS file lock: it ends with the
+    process that holds it, however that process ends."""
+
+    def __init__(self, folder):
+        self.path = osp.join(folder, LOCK)
+        self.file = None
+
+    def __enter__(self):
+        import fcntl
+
+        while True:
+            handle = open(self.path, "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                raise HarnessError(
+                    f"{osp.dirname(self.path)} is in use by another run ({holder}): two runs of one method, "
+                    "dataset, setting and seed cannot write one folder. Wait for it to finish or stop it"
+                ) from None
+            # the holder before us may have removed the file it locked: lock the one on disk
+            if osp.exists(self.path) and os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+            handle.close()
+        handle.seek(0)
+        handle.truncate()
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {started}: {' '.join(sys.argv)}\n")
+        handle.flush()
+        self.file = handle
+        return self
+
+    def __exit__(self, *exc):
+        os.remove(self.path)
+        self.file.close()  # closing releases the OS lock
+
+
+def _flat(node, prefix=""):
+    out = {}
+    for key, value in node.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, dotted + "."))
+        else:
+            out[dotted] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def config_changes(saved_yaml, cfg):
+    """['KEY: saved -> now', ...] for every key (outside RESUME_MAY_CHANGE) whose value
+    differs between a saved config.yaml and `cfg`."""
+    from yacs.config import CfgNode
+
+    before, now = _flat(CfgNode.load_cfg(saved_yaml)), _flat(CfgNode.load_cfg(cfg.dump()))
+    missing = object()
+    changes = []
+    for key in sorted(set(before) | set(now)):
+        if key in RESUME_MAY_CHANGE:
+            continue
+        old, new = before.get(key, missing), now.get(key, missing)
+        if old != new:
+            show = lambda v: "(absent)" if v is missing else repr(v)  # noqa: E731
+            changes.append(f"{key}: {show(old)} -> {show(new)}")
+    return changes
+
+
+def check_resume(cfg, force_resume):
+    """Refuse to resume from checkpoints written with another config (unless forced).
+    Returns the lines to log: a warning, or the changed keys of a forced resume."""
+    folder = cfg.RESUME or cfg.OUTPUT_DIR
+    if not glob.glob(osp.join(folder, "*", "checkpoint")):
+        return []
+    saved = osp.join(folder, "config.yaml")
+    if not osp.exists(saved):
+        return [f"Warning: {folder} holds checkpoints but no config.yaml: the resume cannot check the config"]
+    with open(saved) as f:
+        changes = config_changes(f.read(), cfg)
+    if not changes:
+        return []
+    listed = "\n  ".join(changes)
+    if force_resume:
+        kept = keep_aside(saved, "before-resume", ".yaml") if folder == cfg.OUTPUT_DIR else saved
+        return [f"Resuming from {folder} with a changed config (--force-resume; the config of its checkpoints is "
+                f"{kept}):\n  {listed}"]
+    raise HarnessError(
+        f"{folder} holds checkpoints of a run with another config; resuming would mix the two. Changed keys:\n"
+        f"  {listed}\nRerun with the saved config ({saved}), choose another output folder, or pass --force-resume "
+        "to resume anyway"
+    )
+
+
+def _output_folder(path):
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = tempfile.TemporaryFile(dir=path)
+        probe.close()
+    except OSError as err:
+        raise HarnessError(
+            f"Cannot write the output folder {path} ({err.strerror or err}): choose a writable folder with "
+            "--output-dir (OUTPUT=... for scripts/run.sh)"
+        ) from None
+
+
+def run(cfg, eval_only=False, model_dir="", load_epoch=None, overwrite=False, force_resume=False):
+    """Train (or evaluate) one configured run; write config.yaml and results.json.
+
+    A finished results.json in OUTPUT_DIR is refused, or with `overwrite` kept beside the
+    new one as results.replaced-<time>.json; checkpoints of another config are refused
+    unless `force_resume`."""
+    _output_folder(cfg.OUTPUT_DIR)
+    results_path = osp.join(cfg.OUTPUT_DIR, RESULTS)
+    with RunLock(cfg.OUTPUT_DIR):
+        finished, why = read_result(results_path)
+        if finished is not None and not overwrite:
+            raise HarnessError(
+                f"{results_path} holds a finished run ({finished.get('trainer')}, seed {finished.get('seed')}): it is "
+                "never overwritten. Choose another output folder, or pass --overwrite to keep it as "
+                "results.replaced-<time>.json beside the new one"
+            )
+        notes = [] if eval_only else check_resume(cfg, force_resume)
+        return _run_locked(cfg, eval_only, model_dir, load_epoch, results_path, finished, notes)
+
+
+def _run_locked(cfg, eval_only, model_dir, load_epoch, results_path, finished, notes):
     from leclip.dassl import ENGINE, build_trainer, collect_env_info, set_random_seed, setup_logger
 
-    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     if cfg.SEED >= 0:
         set_random_seed(cfg.SEED)
     setup_logger(cfg.OUTPUT_DIR)
     print(f"Engine: {ENGINE} | {collect_env_info()}")
-    with open(osp.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
-        f.write(cfg.dump())
+    for note in notes:
+        print(note)
+    write_atomic(osp.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
     start = time.time()
     trainer = build_trainer(cfg)
     if eval_only:
@@ -188,7 +463,7 @@ def run(cfg, eval_only=False, model_dir="", load_epoch=None):
     else:
         trainer.train()
     metrics = getattr(trainer.evaluator, "last_results", {})
-    results = OrderedDict((k, float(v)) for k, v in metrics.items() if k in SETTING_RESULTS)
+    results = OrderedDict((k, metric_value(v)) for k, v in metrics.items() if k in SETTING_RESULTS)
     results.update(
         trainer=cfg.TRAINER.NAME,
         dataset=cfg.DATASET.NAME,
@@ -199,49 +474,149 @@ def run(cfg, eval_only=False, model_dir="", load_epoch=None):
         device=str(trainer.device),
         seconds=round(time.time() - start, 1),
     )
+    skipped = getattr(getattr(trainer, "dm", None), "skipped_images", None)
+    if skipped is not None:
+        results["skipped_images"] = len(skipped)
+    if osp.exists(results_path):  # a finished run (--overwrite) or an unreadable file: kept beside
+        kept = keep_aside(results_path, "replaced" if finished is not None else "unreadable")
+        print(f"The earlier {RESULTS} is kept as {kept}")
     # written last: a seed folder with results.json is a finished run
-    write_json_atomic(osp.join(cfg.OUTPUT_DIR, "results.json"), results)
+    write_json_atomic(results_path, results)
     sys.stdout.flush()
     return results
+
+
+# ---------------------------------------------------------------- errors and signals
+def user_message(err, cfg=None):
+    """The one-line message for a bad-input error (no traceback)."""
+    if isinstance(err, KeyError) and err.args:
+        message = str(err.args[0])
+    else:
+        message = str(err)
+    if "Original Traceback" in message:  # raised in a DataLoader worker: its last line is the error
+        last = [line for line in message.splitlines() if line.strip()][-1]
+        message = last.split(": ", 1)[1] if ": " in last else last
+    if isinstance(err, OSError) and err.filename and err.strerror:
+        message = f"{err.strerror}: {err.filename}"
+        if cfg is not None and str(err.filename).startswith(osp.abspath(cfg.DATASET.ROOT or "data")):
+            message += (" (the data folder must be writable: the embedded world is rendered there and splits are "
+                        "cached there; choose another with --root, or DATA=... for scripts/run.sh)")
+        elif isinstance(err, (PermissionError, NotADirectoryError, FileExistsError, IsADirectoryError)):
+            message += " (choose a folder you can write)"
+    return message
+
+
+def install_stop_handlers():
+    """SIGINT and SIGTERM raise RunStopped once (a second signal while stopping is ignored).
+
+    Every file a run writes is renamed into place, so any point is a safe one to stop at:
+    the last epoch checkpoint stays, and rerunning the command resumes from it."""
+    state = {"stopping": False}
+
+    def stop(signum, frame):
+        if state["stopping"]:
+            return
+        state["stopping"] = True
+        raise RunStopped(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
+
+
+class Children:
+    """Runs train.py children one at a time; SIGINT/SIGTERM to the harness are passed on
+    to the running child, which stops at a safe point, and no further child starts."""
+
+    def __init__(self):
+        self.proc = None
+        self.signum = None
+
+    def forward(self, signum, frame):
+        self.signum = signum
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signum)
+
+    def install(self):
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self.forward)
+
+    def call(self, command):
+        if self.signum is not None:
+            raise RunStopped(self.signum)
+        self.proc = subprocess.Popen(command)
+        if self.signum is not None:  # arrived while the child was starting
+            self.proc.send_signal(self.signum)
+        code = self.proc.wait()
+        self.proc = None
+        if self.signum is not None:
+            raise RunStopped(self.signum)
+        return code
+
+
+CHILDREN = Children()
 
 
 def seed_dir(output_root, dataset_key, setting, method_key, seed):
     return osp.join(output_root, dataset_key, str(setting), method_key, f"seed{seed}")
 
 
-def run_seeds(method_key, dataset_key, setting, seeds, opts=(), data_root="./data", output_root="./output", folder=None):
-    """Run one setting for each seed (a subprocess each); skip finished seeds.
+def run_seeds(method_key, dataset_key, setting, seeds, opts=(), data_root="./data", output_root="./output", folder=None,
+              flags=()):
+    """Run one setting for each seed (a train.py subprocess each); skip finished seeds.
 
-    Results go to <output_root>/<dataset>/<setting>/<folder or method>/seed<k>/.
-    """
-    import subprocess
-    import sys
-
+    Results go to <output_root>/<dataset>/<setting>/<folder or method>/seed<k>/. `flags`
+    are passed to train.py (--overwrite, --force-resume, --skip-bad-images, --debug); with
+    --overwrite, finished seeds run again. A seed that ends with exit status 2 (bad input)
+    stops the harness: the others would fail the same way."""
     trainer = check_method(method_key)
+    check_serves(method_key, dataset_key, setting)
     trainer_yaml = trainer_config(method_key, dataset_key)
     dataset_yaml = dataset_config(dataset_key)
     base_opts = setting_opts(dataset_key, setting)
+    check_overrides(opts)
+    note = setting_note(dataset_key, setting)
+    if note:
+        print(note, flush=True)
+    data_root, output_root = osp.abspath(data_root), osp.abspath(output_root)
     failures = []
     for seed in seeds:
         out = seed_dir(output_root, dataset_key, setting, folder or method_key, seed)
-        if osp.exists(osp.join(out, "results.json")):
-            print(f"[{method_key} {dataset_key} {setting} seed {seed}] done already: {out}/results.json (delete it to rerun)")
+        tag = f"[{method_key} {dataset_key} {setting} seed {seed}]"
+        results, why = read_result(osp.join(out, RESULTS))
+        if results is not None and "--overwrite" not in flags:
+            print(f"{tag} done already: {out}/{RESULTS} (--overwrite runs it again)")
             continue
-        print(f"[{method_key} {dataset_key} {setting} seed {seed}] -> {out}", flush=True)
+        if results is None and why != "missing":
+            print(f"{tag} {out}/{RESULTS} is {why}: it does not count as done, running the seed")
+        print(f"{tag} -> {out}", flush=True)
         command = [
             sys.executable, osp.join(REPO, "train.py"),
             "--root", data_root, "--seed", str(seed), "--trainer", trainer,
             "--dataset-config-file", dataset_yaml, "--config-file", trainer_yaml,
-            "--output-dir", out, *base_opts, *opts,
+            "--output-dir", out, *flags, *base_opts,
+            # (ours) a checkpoint every epoch: a killed seed loses at most the epoch it was in
+            "TRAIN.CHECKPOINT_FREQ", "1", *opts,
         ]
-        if subprocess.call(command) != 0:
-            failures.append(seed)
+        code = CHILDREN.call(command)
+        if code == 2:
+            raise Reported(f"seed {seed} stopped on bad input")
+        if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):  # the child alone was stopped
+            raise RunStopped(code - 128)
+        if code != 0:
+            failures.append((seed, code, out))
     if failures:
-        raise HarnessError(f"{method_key} on {dataset_key} {setting}: seeds {failures} failed (see their log.txt)")
+        lines = []
+        for seed, code, out in failures:
+            log = osp.join(out, "log.txt")
+            where = f"its log: {log}" if osp.exists(log) else "it stopped before writing a log; its error is printed above"
+            lines.append(f"seed {seed} failed with exit status {code} ({where})")
+        raise HarnessError(f"{method_key} on {dataset_key} {setting}: " + "; ".join(lines))
 
 
 def ablation_rows(path):
     """[(row name, folder name, overrides)] from a "name | KEY VALUE ..." file."""
+    if not osp.isfile(path):
+        raise HarnessError(f"No ablation rows file {path}: write one ('name | KEY VALUE ...' per line)")
     rows = []
     with open(path) as f:
         for line in f:
@@ -256,12 +631,14 @@ def ablation_rows(path):
     return rows
 
 
-def ablate(method_key, dataset_key, setting, seeds, rows_file, data_root, output_root):
-    """Run every ablation row; returns the row folders in file order."""
+def ablate(method_key, dataset_key, setting, seeds, rows_file, data_root, output_root, flags=(), opts=()):
+    """Run every ablation row (its overrides, then `opts`); returns the row folders in file order."""
+    check_overrides(opts)
     folders = []
     for name, folder, overrides in ablation_rows(rows_file):
         print(f"== ablation row: {name}", flush=True)
-        run_seeds(method_key, dataset_key, setting, seeds, overrides, data_root, output_root, osp.join("ablation", folder))
+        run_seeds(method_key, dataset_key, setting, seeds, [*overrides, *opts], data_root, output_root,
+                  osp.join("ablation", folder), flags)
         folders.append(folder)
     return folders
 
@@ -273,9 +650,11 @@ def registered_trainers():
     return set(TRAINER_REGISTRY.registered_names())
 
 
+TRAIN_FLAGS = ("--overwrite", "--force-resume", "--skip-bad-images", "--debug")
+
+
 def _main(argv=None):
     import argparse
-    import sys
 
     parser = argparse.ArgumentParser(prog="python -m leclip.harness")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -289,36 +668,62 @@ def _main(argv=None):
     abl_p.add_argument("setting")
     abl_p.add_argument("seeds", nargs="*", type=int)
     abl_p.add_argument("--method", default="cfsg")
+    abl_p.add_argument("--list", action="store_true", help="print the rows' folder names only")
     cmp_p = sub.add_parser("methods", help="the methods of a dataset's task that are available")
     cmp_p.add_argument("dataset")
     cmp_p.add_argument("setting")
+    for p in (run_p, abl_p):
+        p.add_argument("--overwrite", action="store_true", help="run finished seeds again (old results kept beside)")
+        p.add_argument("--force-resume", action="store_true", help="resume from checkpoints of another config")
+        p.add_argument("--skip-bad-images", action="store_true", help="leave out unreadable images (recorded)")
+    for p in (run_p, abl_p, cmp_p):
+        p.add_argument("--debug", action="store_true", help="show tracebacks")
     argv = list(sys.argv[1:] if argv is None else argv)
     opts = []
     if "--" in argv:
         opts = argv[argv.index("--") + 1 :]
         argv = argv[: argv.index("--")]
     args = parser.parse_args(argv)
-    data_root = os.environ.get("DATA", "./data")
-    output_root = os.environ.get("OUTPUT", "./output")
+    debug = args.debug or bool(os.environ.get("LECLIP_DEBUG"))
+    flags = [flag for flag in TRAIN_FLAGS if getattr(args, flag[2:].replace("-", "_"), False)]
+    # relative DATA and OUTPUT are the caller's: scripts/*.sh do not change directory
+    data_root = osp.abspath(os.environ.get("DATA") or "./data")
+    output_root = osp.abspath(os.environ.get("OUTPUT") or "./output")
     try:
         if args.command == "run":
-            run_seeds(args.method, args.dataset, args.setting, args.seeds or [1, 2, 3], opts, data_root, output_root)
+            run_seeds(args.method, args.dataset, args.setting, args.seeds or [1, 2, 3], opts, data_root, output_root,
+                      flags=flags)
         elif args.command == "ablate":
             rows_file = osp.join(CONFIGS, "ablations", f"{args.method}.txt")
-            for folder in ablate(args.method, args.dataset, args.setting, args.seeds or [1], rows_file, data_root, output_root):
-                print(f"row {folder}")
+            if args.list:
+                print("\n".join(folder for _, folder, _ in ablation_rows(rows_file)))
+            else:
+                ablate(args.method, args.dataset, args.setting, args.seeds or [1], rows_file, data_root, output_root,
+                       flags, opts)
         else:
+            if opts:
+                raise HarnessError(f"'methods' takes no config overrides (got {' '.join(opts)})")
+            task = task_of(args.dataset, args.setting)
             available = registered_trainers()
-            for key in TASK_METHODS[task_of(args.dataset, args.setting)]:
-                if METHODS[key] in available:
+            for key in TASK_METHODS[task]:
+                if METHODS[key].trainer in available:
                     print(key)
                 else:
-                    print(f"skipping {key}: trainer {METHODS[key]} is not available yet", file=sys.stderr)
-    except HarnessError as err:
-        print(f"error: {err}", file=sys.stderr)
+                    print(f"skipping {key}: trainer {METHODS[key].trainer} is not available yet", file=sys.stderr)
+    except RunStopped as stop:
+        name = signal.Signals(stop.signum).name
+        print(f"stopped by {name}: the running seed kept its last epoch checkpoint; rerun the same command to "
+              "resume", file=sys.stderr)
+        return 128 + stop.signum
+    except (HarnessError, ValueError, ImportError, OSError) as err:
+        if debug:
+            raise
+        if not isinstance(err, Reported):
+            print(f"error: {user_message(err)}\n(run with --debug to see the traceback)", file=sys.stderr)
         return 2
     return 0
 
 
 if __name__ == "__main__":
+    CHILDREN.install()
     raise SystemExit(_main())

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from . import config, evaluators, ssl
-from .backbone import autocast, load_clip, resolve_logit_scale
+from .backbone import autocast, check_input_size, load_clip, resolve_logit_scale
 from .data import DataManager
 from .data.seeding import epoch_seed
 from .dassl import ENGINE, TrainerX, TrainerXU, build_dataset, build_lr_scheduler, build_optimizer, set_random_seed
@@ -86,6 +86,7 @@ class CLIPTrainer(TrainerXU):
         """The frozen CLIP of MODEL.BACKBONE (on the CPU); sets `self.logit_scale`."""
         cfg = self.cfg
         model = load_clip(cfg.MODEL.BACKBONE.NAME, path=cfg.MODEL.BACKBONE.PATH, device="cpu")
+        check_input_size(model, cfg.INPUT.SIZE, cfg.MODEL.BACKBONE.PATH or cfg.MODEL.BACKBONE.NAME)
         for p in model.parameters():
             p.requires_grad_(False)
         self.logit_scale = resolve_logit_scale(model, cfg.TRAINER.LOGIT_SCALE)

@@ -2,14 +2,19 @@
 # Run the paper's CFSG-CLIP ablation table (rows in configs/ablations/cfsg.txt, each a
 # set of config switches) on one setting, then print it (closed accuracy, balanced
 # accuracy, AUROC; mean ± std when several seeds are given).
-#   bash scripts/ablate.sh DATASET SETTING [SEED ...]      (seed 1 by default, as the paper)
-# DATA and OUTPUT as for run.sh; rows go to $OUTPUT/<dataset>/<setting>/ablation/<row>/.
+#   bash scripts/ablate.sh DATASET SETTING [SEED ...] [-- KEY VALUE ...]   (seed 1 by default, as the paper)
+# Overrides after -- apply to every row. DATA and OUTPUT as for run.sh; rows go to
+# $OUTPUT/<dataset>/<setting>/ablation/<row>/. Ctrl-C or SIGTERM stops the running seed.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+here="$(cd "$(dirname "$0")" && pwd)"
+export PYTHONPATH="$(dirname "$here")${PYTHONPATH:+:$PYTHONPATH}"
 if [ $# -lt 2 ]; then
   echo "usage: bash scripts/ablate.sh DATASET SETTING [SEED ...]" >&2
   exit 2
 fi
+source "$here/children.sh"
 dataset=$1 setting=$2
-mapfile -t rows < <(python -m leclip.harness ablate "$@" | tee /dev/stderr | sed -n 's/^row //p')
-python scripts/parse_results.py "${OUTPUT:-./output}/$dataset/$setting/ablation" --methods "${rows[@]}"
+mapfile -t rows < <(python -m leclip.harness ablate "$@" --list)
+[ ${#rows[@]} -gt 0 ] || exit 2  # the harness printed why
+run_child python -m leclip.harness ablate "$@"
+python "$here/parse_results.py" "${OUTPUT:-./output}/$dataset/$setting/ablation" --methods "${rows[@]}"

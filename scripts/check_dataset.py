@@ -1,10 +1,12 @@
 """Validate a copy of a benchmark: counts per split against the official numbers, and
 every missing file listed.
 
-    python scripts/check_dataset.py KEY --root DATA        (KEY: dogs, cars, ..., nuswide)
+    python scripts/check_dataset.py KEY [SETTING] --root DATA   (KEY: dogs, cars, ..., nuswide)
 
-Exit status 0 when the copy matches. Task-A datasets are indexed as in setting 5 with
-seed 1, so the split cached on the way is one that runs use.
+Exit status 0 when the copy matches, 1 when it differs, 2 on bad arguments. The dataset
+is indexed in SETTING (default: 5 labels per ID class for task A, inout for Semi-Aves,
+unsup for multi-label data) with seed 1, so the split cached on the way is one that
+runs of that setting use.
 """
 import argparse
 import sys
@@ -25,22 +27,27 @@ OFFICIAL = {
     "coco": (80, 82081, 0, 40137),  # images with at least one object
     "nuswide": (81, 161789, 0, 107859),  # as listed; most copies miss some images
 }
-SETTINGS = {"semiaves": "inout", "voc2007": "unsup", "voc2012": "unsup", "coco": "unsup", "nuswide": "unsup"}
+DEFAULT_SETTINGS = {"semiaves": "inout", "voc2007": "unsup", "voc2012": "unsup", "coco": "unsup", "nuswide": "unsup"}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("key", choices=sorted(OFFICIAL))
+    parser.add_argument("setting", nargs="?", help="the setting to index (default: 5, inout or unsup)")
     parser.add_argument("--root", default="./data", help="the folder holding the dataset's folder (DATASET.ROOT)")
     args = parser.parse_args(argv)
     from leclip.dassl import build_dataset
 
-    cfg = harness.setup_cfg(
-        dataset_config_file=harness.dataset_config(args.key),
-        opts=harness.setting_opts(args.key, SETTINGS.get(args.key, "5")),
-        root=args.root,
-        seed=1,
-    )
+    setting = args.setting or DEFAULT_SETTINGS.get(args.key, "5")
+    try:
+        opts = harness.setting_opts(args.key, setting)
+    except harness.HarnessError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    note = harness.setting_note(args.key, setting)
+    if note:
+        print(note)
+    cfg = harness.setup_cfg(dataset_config_file=harness.dataset_config(args.key), opts=opts, root=args.root, seed=1)
     try:
         data = build_dataset(cfg)
     except MissingImagesError as err:

@@ -4,40 +4,40 @@
     python scripts/parse_results.py output/<dataset>/<setting>/<method>
 
 Prints the table and writes compare.md and compare.csv in the setting folder. The std
-is the population std over seeds (numpy's default, as CoOp's parse script).
+is the population std over seeds (numpy's default, as CoOp's parse script). A metric
+that is undefined for a seed (JSON null) is left out of its mean, and the cell says over
+how many seeds it is; "n/a" when no seed defines it. An unreadable results.json stops
+the script with exit status 2, naming the file.
 """
 import argparse
 import csv
 import glob
-import json
 import os.path as osp
 import sys
 
 import numpy as np
 from tabulate import tabulate
 
-from leclip.harness import DATASETS, METHODS, SETTING_RESULTS, TASK_METRICS, task_of
+from leclip.harness import DATASETS, METHODS, SETTING_RESULTS, TASK_METRICS, read_result, task_of
 
-DISPLAY = {
-    "zsclip": "ZeroshotCLIP",
-    "clip_lora": "CLIP-LoRA",
-    "clip_adapter": "CLIP-Adapter",
-    "coop": "CoOp",
-    "locoop": "LoCoOp",
-    "plot": "PLOT",
-    "maple": "MaPLe",
-    "cfsg": "CFSG-CLIP",
-    "ccd": "CCD",
-    "csa": "CSA",
-}
+DISPLAY = {key: method.display for key, method in METHODS.items()}
+
+
+class BadResults(ValueError):
+    pass
 
 
 def load_method(method_dir):
     """results.json of every seed folder of one method, ordered by seed."""
-    runs = []
+    runs, bad = [], []
     for path in sorted(glob.glob(osp.join(method_dir, "seed*", "results.json"))):
-        with open(path) as f:
-            runs.append(json.load(f))
+        data, why = read_result(path)
+        if data is None:
+            bad.append(f"{path} is {why}")
+        else:
+            runs.append(data)
+    if bad:
+        raise BadResults("; ".join(bad))
     return sorted(runs, key=lambda r: r.get("seed", 0))
 
 
@@ -50,10 +50,14 @@ def metrics_of(setting_dir, runs_by_method):
 
 
 def mean_std(values):
-    values = np.asarray([v for v in values if v is not None and not np.isnan(v)], dtype=float)
-    if values.size == 0:
+    """'mean ± std' over the seeds that define the metric; n/a when none does."""
+    defined = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    if defined.size == 0:
         return "n/a"
-    return f"{values.mean():.2f} ± {values.std():.2f}"
+    cell = f"{defined.mean():.2f} ± {defined.std():.2f}"
+    if defined.size < len(values):
+        cell += f" ({defined.size} of {len(values)} seeds)"
+    return cell
 
 
 def summarise(setting_dir, methods=None):
@@ -86,7 +90,12 @@ def main(argv=None):
     methods = args.methods
     if glob.glob(osp.join(folder, "seed*")):  # a single method's folder
         folder, methods = osp.dirname(folder), [osp.basename(folder)]
-    header, rows = summarise(folder, methods)
+    try:
+        header, rows = summarise(folder, methods)
+    except BadResults as err:
+        print(f"error: {err}. Delete the file and rerun that seed (scripts/run.sh skips only finished seeds)",
+              file=sys.stderr)
+        return 2
     if not rows:
         print(f"error: no results.json under {folder}", file=sys.stderr)
         return 2

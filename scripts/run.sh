@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Run one method on one benchmark setting for several seeds (1 2 3 by default).
-#   bash scripts/run.sh METHOD DATASET SETTING [SEED ...] [-- KEY VALUE ...]
-# DATA (default ./data) is the data root, OUTPUT (default ./output) the output root;
-# results go to $OUTPUT/<dataset>/<setting>/<method>/seed<k>/. A seed whose
-# results.json exists is skipped; an interrupted seed resumes from its checkpoints.
+#   bash scripts/run.sh METHOD DATASET SETTING [SEED ...] [--overwrite] [--force-resume]
+#        [--skip-bad-images] [--debug] [-- KEY VALUE ...]
+# DATA (default ./data) is the data root, OUTPUT (default ./output) the output root, both
+# relative to the folder you run this from; results go to
+# $OUTPUT/<dataset>/<setting>/<method>/seed<k>/. A seed whose results.json exists is
+# skipped; an interrupted seed resumes from its last epoch checkpoint. Ctrl-C or SIGTERM
+# stops the running seed, which keeps its checkpoint.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 if [ $# -lt 3 ]; then
   echo "usage: bash scripts/run.sh METHOD DATASET SETTING [SEED ...] [-- KEY VALUE ...]" >&2
   python -c "from leclip.harness import METHODS, DATASETS; print('methods:', ' '.join(METHODS)); print('datasets:', ' '.join(DATASETS))" >&2
   exit 2
 fi
+# the harness replaces this shell: signals reach it, and it passes them to train.py
 exec python -m leclip.harness run "$@"

@@ -31,8 +31,11 @@ def write_lines(path, lines):
 DOG_FOLDERS = ["n02085620-Chihuahua", "n02085782-Japanese_spaniel", "n02085936-Maltese_dog", "n02086079-Pekinese"]
 
 
-def dogs(root, train_per_class=8, test_per_class=2):
+def dogs(root, train_per_class=8, test_per_class=2, lists="lists"):
+    """`lists`: the folder of the .mat lists under stanford_dogs/ ("" = the official
+    lists.tar extracted in place, with its file_list.mat)."""
     base = os.path.join(root, "stanford_dogs")
+    everything = ([], [])
     for split, count in (("train", train_per_class), ("test", test_per_class)):
         files, labels = [], []
         for k, folder in enumerate(DOG_FOLDERS):
@@ -41,9 +44,14 @@ def dogs(root, train_per_class=8, test_per_class=2):
                 jpeg(os.path.join(base, "Images", rel), k * 100 + i)
                 files.append(rel)
                 labels.append(k + 1)  # 1-based, as in the official lists
-        os.makedirs(os.path.join(base, "lists"), exist_ok=True)
-        savemat(os.path.join(base, "lists", f"{split}_list.mat"),
+        os.makedirs(os.path.join(base, lists), exist_ok=True)
+        savemat(os.path.join(base, lists, f"{split}_list.mat"),
                 {"file_list": cell(files), "labels": np.array(labels, dtype=np.uint8)[:, None]})
+        everything[0].extend(files)
+        everything[1].extend(labels)
+    if not lists:
+        savemat(os.path.join(base, "file_list.mat"),
+                {"file_list": cell(everything[0]), "labels": np.array(everything[1], dtype=np.uint8)[:, None]})
 
 
 CAR_NAMES = ["AM General Hummer SUV 2000", "Acura RL Sedan 2012", "Tesla Model S Sedan 2012", "smart fortwo Convertible 2012"]
@@ -119,11 +127,13 @@ def aircraft(root, per_split=4, layout="fgvc_aircraft"):
 SEMIAVES_SPECIES = ["Charadrius_semipalmatus", "Tachycineta_thalassina", "Jacana_spinosa", "Falco_peregrinus"]
 
 
-def semiaves(root, classes=4, names=True, oracle=True):
+def semiaves(root, classes=4, names=True, oracle=True, names_file="semi_aves_species_names.txt", names_folder=""):
     """The authors' split files: l_train 3, val 1, test 2 per class; U_in 6, U_out 5 images.
 
-    With `names`, semi_aves_species_names.txt beside semi_aves/ ("k Genus_species", as
-    shipped); with `oracle`, u_train_in_oracle.txt (U_in image i is class i % classes).
+    With `names`, `names_file` ("k Genus_species" per line, as shipped) in `names_folder`
+    ("" = beside semi_aves/, as ssl-evaluation ships semi_aves_species_names.txt;
+    "semi_aves/annotation" = where semi-inat-2020's archive puts semi_aves_class_names.txt);
+    with `oracle`, u_train_in_oracle.txt (U_in image i is class i % classes).
     """
     base = os.path.join(root, "semi_aves")
     counts = {"l_train": 3, "val": 1, "test": 2}
@@ -145,7 +155,8 @@ def semiaves(root, classes=4, names=True, oracle=True):
     if oracle:  # listed in another order than u_train_in.txt, as the authors' file is
         write_lines(os.path.join(base, "u_train_in_oracle.txt"), [f"u_train_in/{i}.jpg {i % classes}" for i in reversed(range(6))])
     if names:
-        write_lines(os.path.join(root, "semi_aves_species_names.txt"), [f"{k} {n}" for k, n in enumerate(SEMIAVES_SPECIES[:classes])])
+        names_path = os.path.join(root, names_folder, names_file)
+        write_lines(names_path, [f"{k} {n}" for k, n in enumerate(SEMIAVES_SPECIES[:classes])])
 
 
 def voc_annotation(objects):
@@ -198,10 +209,12 @@ def coco(root):
 NUS_CONCEPTS = ["animal", "sky", "water"]
 
 
-def nuswide(root, missing=1):
-    """train: 6 listed images (the last `missing` absent on disk); test: 3."""
+def nuswide(root, missing=1, official=False):
+    """train: 6 listed images (the last `missing` absent on disk); test: 3. `official`:
+    the download's own folders, Groundtruth/TrainTestLabels/ and ConceptsList/."""
     base = os.path.join(root, "nuswide")
-    write_lines(os.path.join(base, "Concepts81.txt"), NUS_CONCEPTS)
+    labels = os.path.join("Groundtruth", "TrainTestLabels") if official else "TrainTestLabels"
+    write_lines(os.path.join(base, "ConceptsList" if official else "", "Concepts81.txt"), NUS_CONCEPTS)
     for split, count in (("Train", 6), ("Test", 3)):
         lines = []
         for i in range(count):
@@ -211,5 +224,5 @@ def nuswide(root, missing=1):
                 jpeg(os.path.join(base, "Flickr", folder, f"{split}_{i}.jpg"), i)
         write_lines(os.path.join(base, "ImageList", f"{split}Imagelist.txt"), lines)
         for c, concept in enumerate(NUS_CONCEPTS):
-            write_lines(os.path.join(base, "TrainTestLabels", f"Labels_{concept}_{split}.txt"),
+            write_lines(os.path.join(base, labels, f"Labels_{concept}_{split}.txt"),
                         [str(int((i + c) % 3 == 0)) for i in range(count)])

@@ -7,6 +7,7 @@ import random
 import sys
 
 import pytest
+from scipy.io import loadmat, savemat
 
 import miniature
 import zero_shot
@@ -350,3 +351,71 @@ def test_zero_shot_runs_on_every_replica(tmp_path, key, setting, metric):
     expected = zero_shot.closed_accuracy(sims, labels) if metric == "closed_accuracy" else zero_shot.mean_ap(sims, labels)
     assert results[metric] == pytest.approx(expected, abs=1e-6)
     assert json.loads((tmp_path / "out" / "results.json").read_text())[metric] == results[metric]
+
+
+# ---------------------------------------------------------------- the split cache and the layouts as distributed
+def test_relabelling_rebuilds_the_split(tmp_path):
+    """A cached split holds indices into the pool: after a relabelling it must be drawn
+    again, or an image that became OOD would stay in the labeled set."""
+    miniature.cub(tmp_path)
+    first = load("cub", tmp_path)
+    moved = sorted(paths(first.train_x))[0]  # a labeled ID image ...
+    base = tmp_path / "CUB_200_2011"
+    image_ids = {rel: image_id for image_id, rel in (line.split(" ", 1) for line in (base / "images.txt").read_text().split("\n") if line)}
+    moved_id = image_ids[moved.split("images" + os.sep, 1)[1]]
+    labels = [line.split() for line in (base / "image_class_labels.txt").read_text().split("\n") if line]
+    # ... relabelled as class 4, an OOD class
+    (base / "image_class_labels.txt").write_text("".join(f"{i} {4 if i == moved_id else k}\n" for i, k in labels))
+    again = load("cub", tmp_path)
+    assert moved not in paths(again.train_x)
+    assert all(d.label < again.num_classes for d in again.train_x)
+    assert {d.label for d in again.train_u if d.impath == moved} == {3}
+
+
+def test_reordered_lists_rebuild_the_split(tmp_path):
+    miniature.dogs(tmp_path)
+    first = load("dogs", tmp_path)
+    path = tmp_path / "stanford_dogs" / "lists" / "train_list.mat"
+    mat = loadmat(path)
+    savemat(path, {"file_list": mat["file_list"][::-1], "labels": mat["labels"][::-1]})  # same items, other order
+    again = load("dogs", tmp_path)
+    assert all(d.label < again.num_classes for d in again.train_x)
+    assert len(again.train_x) == len(first.train_x)
+
+
+def test_dogs_lists_extracted_at_the_top_level(tmp_path):
+    miniature.dogs(tmp_path, lists="")  # lists.tar extracted in place: no lists/ folder
+    data = load("dogs", tmp_path)
+    assert data.all_classnames == ["Chihuahua", "Japanese spaniel", "Maltese dog", "Pekinese"]
+    assert len(data.train_x) + len(data.train_u) == 32 and len(data.test) == 8
+    os.remove(tmp_path / "stanford_dogs" / "test_list.mat")
+    with pytest.raises(FileNotFoundError, match="(?s)expected .*lists/test_list.mat or .*dogs/test_list.mat.*lists.tar"):
+        load("dogs", tmp_path)
+
+
+def test_nuswide_official_layout(tmp_path):
+    miniature.nuswide(tmp_path / "flat")
+    miniature.nuswide(tmp_path / "official", official=True)  # Groundtruth/TrainTestLabels/, ConceptsList/
+    assert not (tmp_path / "official" / "nuswide" / "TrainTestLabels").exists()
+    flat, official = load("nuswide", tmp_path / "flat"), load("nuswide", tmp_path / "official")
+    assert official.classnames == flat.classnames == miniature.NUS_CONCEPTS
+    assert [d.label for d in official.train_u] == [d.label for d in flat.train_u]
+    assert [d.label for d in official.test] == [d.label for d in flat.test]
+
+
+def test_semiaves_class_names_file_of_the_annotation_archive(tmp_path):
+    annotation = os.path.join("semi_aves", "annotation")  # where semi-inat-2020's archive puts it
+    miniature.semiaves(tmp_path, names_file="semi_aves_class_names.txt", names_folder=annotation)
+    assert load("semiaves", tmp_path).classnames == [n.replace("_", " ") for n in miniature.SEMIAVES_SPECIES]
+
+
+def test_check_dataset_takes_the_setting(tmp_path, capsys, monkeypatch):
+    check = _check_script()
+    miniature.cub(tmp_path)
+    monkeypatch.setitem(check.OFFICIAL, "cub", (4, 32, 0, 8))  # the replica's own numbers
+    assert check.main(["cub", "3", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "setting 3 on cub is not one the papers report (5, 20)" in out and "copy matches" in out
+    assert (tmp_path / "CUB_200_2011" / "splits" / "cub" / "id0.5_n3_seed1.json").exists()
+    assert check.main(["cub", "three", "--root", str(tmp_path)]) == 2
+    assert "labels per ID class" in capsys.readouterr().err

@@ -100,11 +100,21 @@ class KilledAfterEpoch2(ToyTrainerX):
             raise Killed
 
 
+class ToyTwoModels(ToyTrainerX):
+    """Two registered models (a second, untrained head), each with its own checkpoints."""
+
+    def build_model(self):
+        super().build_model()
+        self.head = nn.Linear(2, 2)
+        self.register_model("head", self.head)
+
+
 for registry, cls in [
     (DATASET_REGISTRY, ToyDataset),
     (TRAINER_REGISTRY, ToyTrainerX),
     (TRAINER_REGISTRY, ToyTrainerXU),
     (TRAINER_REGISTRY, KilledAfterEpoch2),
+    (TRAINER_REGISTRY, ToyTwoModels),
 ]:
     if cls.__name__ not in registry:
         registry.register(cls)
@@ -415,6 +425,45 @@ def test_kill_and_resume_reaches_the_uninterrupted_result(toy_cfg, tmp_path, cap
     assert straight.get_current_lr() == resumed.get_current_lr()
 
 
+def test_checkpoints_hold_tensors_and_plain_values_only(toy_cfg, tmp_path):
+    toy_cfg.OPTIM.MAX_EPOCH = 1
+    toy_cfg.OPTIM.WARMUP_EPOCH = 1
+    build_trainer(toy_cfg).train()
+    path = tmp_path / "out" / "model" / "model.pth.tar-1"
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(str(path)) == []
+    state = load_checkpoint(str(path))["trainer_state"]["rng"]
+    assert isinstance(state["numpy"]["key"], torch.Tensor) and isinstance(state["python"][1], tuple)
+
+
+def test_resume_from_the_epoch_every_model_has(toy_cfg, tmp_path, capsys):
+    """A run killed between saving two models' checkpoints resumes from their common epoch."""
+    toy_cfg.TRAINER.NAME = "ToyTwoModels"
+    toy_cfg.TRAIN.CHECKPOINT_FREQ = 1
+    toy_cfg.OPTIM.MAX_EPOCH = 2
+    toy_cfg.TEST.NO_TEST = True
+    build_trainer(toy_cfg).train()
+    head = tmp_path / "out" / "head"
+    (head / "model.pth.tar-2").unlink()  # the model checkpoint of epoch 2 was saved, the head's not
+    (head / "checkpoint").write_text("model.pth.tar-1\n")
+    capsys.readouterr()
+    toy_cfg.OPTIM.MAX_EPOCH = 3
+    resumed = build_trainer(toy_cfg)
+    resumed.train()
+    out = capsys.readouterr().out
+    assert "stop at different epochs {'model': 2, 'head': 1}: resuming from epoch 1" in out
+    assert resumed.start_epoch == 1 and "model.pth.tar-1" in out
+
+
+def test_log_is_written_line_by_line(tmp_path):
+    stdout = sys.stdout
+    try:
+        setup_logger(str(tmp_path))
+        print("a line")  # no flush: a run killed now keeps it
+        assert (tmp_path / "log.txt").read_text() == "a line\n"
+    finally:
+        sys.stdout = stdout
+
+
 def test_random_seed_is_kept_across_a_resume(toy_cfg):
     toy_cfg.SEED = -1
     toy_cfg.TEST.NO_TEST = True
@@ -532,6 +581,31 @@ def mini_dassl(tmp_path, monkeypatch):
         del np.int
 
 
+class Payload:
+    """A pickle that creates `marker` when it is unpickled."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').close()",))
+
+
+def dassl_checkpoint(optim_class):
+    """What Dassl's save_model writes for a model with a constant warm-up scheduler."""
+    from dassl.optim.lr_scheduler import ConstantWarmupScheduler
+
+    param = nn.Parameter(torch.zeros(2))
+    optim = optim_class([param], lr=0.1)
+    successor = torch.optim.lr_scheduler.CosineAnnealingLR(optim, 4.0)
+    warmup = ConstantWarmupScheduler(optim, successor, 1, 1e-5)
+    param.grad = torch.ones(2)
+    optim.step()
+    warmup.step()
+    return {"state_dict": {"w": param.detach()}, "epoch": 1, "optimizer": optim.state_dict(),
+            "scheduler": warmup.state_dict(), "val_result": 50.0}
+
+
 def test_dassl_compat_fixes_the_three_breakages(mini_dassl, tmp_path):
     from dassl.optim.lr_scheduler import ConstantWarmupScheduler
     from dassl.utils import load_checkpoint as dassl_load
@@ -540,14 +614,32 @@ def test_dassl_compat_fixes_the_three_breakages(mini_dassl, tmp_path):
     successor = torch.optim.lr_scheduler.CosineAnnealingLR(optim, 4.0)
     with pytest.raises(TypeError):
         ConstantWarmupScheduler(optim, successor, 1, 1e-5)
-    # Dassl's checkpoints hold the successor scheduler object
-    torch.save({"scheduler": {"successor": successor}}, tmp_path / "ckpt")
-    with pytest.raises(Exception, match="weights_only"):
-        dassl_load(str(tmp_path / "ckpt"))
-
     mini_dassl.patch()
     mini_dassl.patch()  # idempotent
     warmup = ConstantWarmupScheduler(optim, successor, 1, 1e-5)
     assert optim.param_groups[0]["lr"] == 1e-5 and warmup.warmup_epoch == 1
-    assert isinstance(dassl_load(str(tmp_path / "ckpt"))["scheduler"]["successor"], type(successor))
     assert np.int is int
+    # a fork's own checkpoints load: the warm-up scheduler's state holds its successor and optimizer
+    for optim_class in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop):
+        torch.save(dassl_checkpoint(optim_class), tmp_path / "ckpt")
+        loaded = dassl_load(str(tmp_path / "ckpt"))
+        assert isinstance(loaded["scheduler"]["successor"], torch.optim.lr_scheduler.CosineAnnealingLR)
+        assert isinstance(loaded["scheduler"]["successor"].optimizer, optim_class)
+
+
+def test_dassl_compat_never_unpickles_other_objects(mini_dassl, tmp_path):
+    from dassl.utils import load_checkpoint as dassl_load
+
+    mini_dassl.patch()
+    marker = tmp_path / "payload-ran"
+    torch.save({"state_dict": {"w": Payload(marker)}, "epoch": 1}, tmp_path / "evil")
+    with pytest.raises(Exception, match="(?i)weights only load failed"):
+        dassl_load(str(tmp_path / "evil"))
+    assert not marker.exists()
+    # the allow-list is Dassl's only: the rest of the process still refuses Dassl's classes
+    torch.save(dassl_checkpoint(torch.optim.SGD), tmp_path / "ckpt")
+    with pytest.raises(Exception, match="(?i)weights only load failed"):
+        torch.load(tmp_path / "ckpt")
+    with pytest.raises(Exception, match="(?i)weights only load failed"):
+        torch.load(tmp_path / "evil")
+    assert not marker.exists()

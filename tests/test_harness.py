@@ -106,3 +106,15 @@ def test_ablation_rows(tmp_path):
     rows_file.write_text("no separator here\n")
     with pytest.raises(harness.HarnessError, match="name \\| KEY VALUE"):
         harness.ablation_rows(str(rows_file))
+
+
+def test_one_method_table_gives_each_task_its_methods_in_row_order(monkeypatch):
+    assert harness.TASK_METHODS == {
+        "A": ["zsclip", "clip_lora", "clip_adapter", "coop", "locoop", "plot", "maple", "cfsg"],
+        "B": ["zsclip", "ccd"],
+        "C": ["zsclip", "csa"],
+    }
+    assert harness.check_method("coop") == "LECoOp" and harness.METHODS["cfsg"].display == "CFSG-CLIP"
+    harness.check_serves("zsclip", "coco", "0.1")  # zero-shot serves every task
+    with pytest.raises(harness.HarnessError, match="ccd serves task B .* coco 0.1 is task C"):
+        harness.check_serves("ccd", "coco", "0.1")

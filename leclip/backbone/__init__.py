@@ -7,8 +7,10 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated", categor
 from .encoders import DeepTokens, ImageEncoder, ReplaceAt, TextEncoder, autocast, resolve_logit_scale  # noqa: E402
 from .loader import (  # noqa: E402
     EMBEDDED_MODELS,
+    BadWeightsError,
     MissingWeightsError,
     build_clip,
+    check_input_size,
     load_clip,
     random_clip,
     resolve_checkpoint,

@@ -8,11 +8,14 @@ layer never converts to fp16 (AMP does that on CUDA only).
 import os
 import os.path as osp
 import warnings
+import zipfile
 
 import torch
 from clip import clip as clip_api  # only for the weights' names and URLs: forks change its model class
 
 from .model import CLIP
+
+from leclip.engine.checkpoint import CheckpointError, read_torch_file
 
 ASSETS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), "world", "assets")
 EMBEDDED_MODELS = {"synth-vit": osp.join(ASSETS, "synth-vit.pt")}
@@ -20,6 +23,10 @@ EMBEDDED_MODELS = {"synth-vit": osp.join(ASSETS, "synth-vit.pt")}
 
 class MissingWeightsError(FileNotFoundError):
     pass
+
+
+class BadWeightsError(ValueError):
+    """A weights file that exists but cannot be used (empty, text, corrupt, pickled objects)."""
 
 
 def cache_dir():
@@ -55,19 +62,40 @@ def resolve_checkpoint(name, path=""):
     raise KeyError(f"Unknown CLIP backbone {name!r} (MODEL.BACKBONE.NAME); valid names: {', '.join(valid)}")
 
 
+def is_torchscript(file):
+    """Official OpenAI CLIP files are TorchScript archives: zip files with constants.pkl."""
+    if not zipfile.is_zipfile(file):
+        return False
+    with zipfile.ZipFile(file) as archive:
+        return any(name.split("/")[-1] == "constants.pkl" for name in archive.namelist())
+
+
 def _read(file):
-    """(state_dict, meta) from our format, a plain state dict or an official JIT archive."""
+    """(state_dict, meta) from our format, a plain state dict or an official JIT archive.
+
+    Our files and plain state dicts are read with `torch.load(weights_only=True)`, so a
+    crafted file never runs code; a TorchScript archive is read by `torch.jit.load`, whose
+    restricted loader builds TorchScript modules and tensors only."""
+    fix = "give an official CLIP checkpoint (a TorchScript .pt from the clip cache) or a state dict saved by torch.save"
+    if is_torchscript(file):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                return torch.jit.load(file, map_location="cpu").state_dict(), {}
+        except RuntimeError as err:
+            reason = str(err).splitlines()[0]
+            raise BadWeightsError(f"CLIP weights {file} are truncated or corrupt ({reason}): {fix}") from None
     try:
-        obj = torch.load(file, map_location="cpu", weights_only=False)
-    except RuntimeError:  # official checkpoints are TorchScript archives
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            return torch.jit.load(file, map_location="cpu").state_dict(), {}
+        obj = read_torch_file(file, "CLIP weights", fix)
+    except CheckpointError as err:
+        raise BadWeightsError(str(err)) from None
     if isinstance(obj, dict) and "state_dict" in obj:
-        return obj["state_dict"], obj.get("meta", {})
-    if isinstance(obj, dict):
-        return obj, {}
-    raise ValueError(f"{file} holds neither a CLIP state dict nor a JIT archive")
+        obj, meta = obj["state_dict"], obj.get("meta", {})
+    else:
+        meta = {}
+    if not isinstance(obj, dict) or "text_projection" not in obj:
+        raise BadWeightsError(f"CLIP weights {file} hold no CLIP state dict (no text_projection): {fix}")
+    return obj, meta
 
 
 def official_heads(width):
@@ -120,6 +148,17 @@ def build_clip(state_dict, meta=None):
     )
     model.load_state_dict(sd)  # strict; fp16 weights are copied into the fp32 parameters
     return model.eval()
+
+
+def check_input_size(model, size, name):
+    """One clear error when INPUT.SIZE is not the image size the CLIP model was built for
+    (its position embeddings fix it)."""
+    resolution = model.visual.input_resolution
+    if tuple(size) != (resolution, resolution):
+        raise ValueError(
+            f"INPUT.SIZE={tuple(size)} but the CLIP backbone {name!r} takes {resolution}x{resolution} images: "
+            f"set INPUT.SIZE ({resolution}, {resolution})"
+        )
 
 
 def load_clip(name, path="", device="cpu"):

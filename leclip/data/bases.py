@@ -105,9 +105,10 @@ def check_images(paths, dataset_name):
 
 def fingerprint(items, root, classnames):
     """A short description of a list of (path, label) items and the class list, stored
-    with cached splits: a relabelling or a new class order rebuilds the split. Paths
-    count relative to the dataset folder, so moving the data keeps the cache."""
-    lines = sorted(f"{osp.relpath(p, root)}\t{json.dumps(_plain(label))}" for p, label in items)
+    with cached splits: a relabelling, a new class order or a new item order (splits
+    hold indices into the list) rebuilds the split. Paths count relative to the dataset
+    folder, so moving the data keeps the cache."""
+    lines = [f"{osp.relpath(p, root)}\t{json.dumps(_plain(label))}" for p, label in items]
     text = "\n".join(lines) + "\n# classes\n" + "\n".join(classnames)
     return {"count": len(items), "sha1": hashlib.sha1(text.encode()).hexdigest()}
 

@@ -10,11 +10,13 @@ views do not depend on NUM_WORKERS. The generators are seeded from (SEED, epoch,
 loader); the trainer calls `set_epoch` at the start of every epoch, so an epoch's
 batches depend on (SEED, epoch) only and a resumed run sees the same batches.
 """
+import os.path as osp
+
 import torch
 from tabulate import tabulate
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .images import read_image
+from .images import drop_unreadable, read_image
 from .seeding import epoch_seed, fresh_seed, local_rng
 from .transforms import build_view
 
@@ -93,6 +95,8 @@ class DataManager:
                     f"DATALOADER.{key}={loader_cfg[key]!r} is not supported by LE-CLIP's DataManager: "
                     "list named views in DATALOADER.TRAIN_X.VIEWS / TRAIN_U.VIEWS instead"
                 )
+        if loader_cfg.get("SKIP_BAD_IMAGES", False):
+            self.skipped_images = drop_unreadable(dataset, osp.join(cfg.OUTPUT_DIR, "skipped_images.txt"))
         x_cfg, u_cfg = loader_cfg.TRAIN_X, loader_cfg.TRAIN_U
         u_source = x_cfg if u_cfg.SAME_AS_X else u_cfg
         self.train_loader_x = self.make_loader(

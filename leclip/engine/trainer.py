@@ -17,7 +17,17 @@ import torch
 from leclip.data import DataManager
 from leclip.data.seeding import epoch_seed, fresh_seed
 
-from .checkpoint import BEST, latest_checkpoint, load_checkpoint, load_latest, restore, save_checkpoint
+from .checkpoint import (
+    BEST,
+    CheckpointError,
+    epoch_files,
+    epoch_of,
+    latest_checkpoint,
+    load_checkpoint,
+    load_state,
+    restore,
+    save_checkpoint,
+)
 from .config import check_cfg_values
 from .datasets import build_dataset
 from .evaluation import build_evaluator
@@ -83,7 +93,7 @@ class TrainerBase:
                     "epoch": epoch + 1,
                     "optimizer": optim.state_dict() if optim is not None else None,
                     "scheduler": sched.state_dict() if sched is not None else None,
-                    "val_result": val_result,
+                    "val_result": None if val_result is None else float(val_result),
                     "trainer_state": trainer_state,
                 },
                 osp.join(directory, name),
@@ -93,27 +103,33 @@ class TrainerBase:
 
     def resume_model_if_exist(self, directory):
         """Load the latest checkpoint of every model from `directory`; returns the epoch
-        to start from (0 when some model has none)."""
+        to start from (0 when some model has none). A run killed between saving two
+        models' checkpoints resumes from the epoch that every model has."""
         names = self.get_model_names()
         if not names or any(latest_checkpoint(osp.join(directory, name)) is None for name in names):
             print("No checkpoint found, train from scratch")
             return 0
         print(f"Found checkpoint at {directory} (will resume training)")
-        epochs = {}
-        for name in names:
-            checkpoint = load_latest(osp.join(directory, name))
-            restore(checkpoint, self._models[name], self._optims[name], self._scheds[name])
-            epochs[name] = checkpoint["epoch"]
-            print(f"Previous epoch: {epochs[name]}")
+        paths = {name: latest_checkpoint(osp.join(directory, name)) for name in names}
+        epochs = {name: epoch_of(path) for name, path in paths.items()}
         if len(set(epochs.values())) > 1:
-            raise RuntimeError(
-                f"The checkpoints in {directory} stop at different epochs {epochs} (the run was killed while "
-                f"saving): write model.pth.tar-{min(epochs.values())} into each model's `checkpoint` file, or "
-                "delete the folder to start again"
-            )
+            common = min(epochs.values())
+            for name in names:
+                paths[name] = epoch_files(osp.join(directory, name)).get(common)
+            if any(path is None for path in paths.values()):
+                raise CheckpointError(
+                    f"The checkpoints in {directory} stop at different epochs {epochs} and not every model has "
+                    f"model.pth.tar-{common}: delete {directory} to start the run again"
+                )
+            print(f"The models' checkpoints stop at different epochs {epochs}: resuming from epoch {common}")
+        for name in names:
+            print(f'Loading checkpoint from "{paths[name]}"')
+            checkpoint = load_checkpoint(paths[name])
+            restore(checkpoint, self._models[name], self._optims[name], self._scheds[name], source=paths[name])
+            print(f"Previous epoch: {checkpoint['epoch']}")
         if checkpoint.get("trainer_state") is not None:
             self.load_trainer_state(checkpoint["trainer_state"])
-        return epochs[names[0]]
+        return checkpoint["epoch"]
 
     def load_model(self, directory, epoch=None):
         """Load model-best.pth.tar (or model.pth.tar-<epoch>) of every model."""
@@ -129,7 +145,7 @@ class TrainerBase:
             val_result = checkpoint.get("val_result")
             shown = "" if val_result is None else f", val_result={val_result:.1f}"
             print(f"Load {model_path} to {name} (epoch={checkpoint['epoch']}{shown})")
-            self._models[name].load_state_dict(checkpoint["state_dict"])
+            load_state(self._models[name], checkpoint["state_dict"], "model", model_path)
 
     # ---------------------------------------------------------------- models
     def set_model_mode(self, mode="train", names=None):

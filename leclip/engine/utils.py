@@ -20,18 +20,34 @@ def set_random_seed(seed):
 
 
 def get_rng_state():
-    """Every global RNG state (Python, numpy, torch CPU and CUDA), for checkpoints."""
+    """Every global RNG state (Python, numpy, torch CPU and CUDA), for checkpoints, as
+    tensors, numbers and lists only: `torch.load(weights_only=True)` reads it back."""
+    numpy_state = np.random.get_state(legacy=False)
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {
+            "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+            "pos": int(numpy_state["state"]["pos"]),
+            "has_gauss": int(numpy_state["has_gauss"]),
+            "gauss": float(numpy_state["gauss"]),
+        },
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
 
 
 def set_rng_state(state):
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    saved = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": saved["key"].numpy().astype(np.uint32), "pos": saved["pos"]},
+            "has_gauss": saved["has_gauss"],
+            "gauss": saved["gauss"],
+        }
+    )
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda")
     if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
@@ -48,7 +64,7 @@ class _Tee:
     def __init__(self, console, path):
         self.console = console
         self.path = path
-        self.file = open(path, "a")
+        self.file = open(path, "a", buffering=1)  # line by line: a killed run keeps its log
 
     def write(self, msg):
         self.console.write(msg)
