@@ -35,11 +35,14 @@ TASK_NAMES = {
     "B": "unsupervised multi-label classification",
     "C": "semi-supervised multi-label classification",
 }
-Method = namedtuple("Method", "trainer tasks display")
+# variant: a baseline that is another trainer with some switches, written in
+# configs/trainers/<trainer>/variants/<variant>.yaml and merged over the trainer's recipe
+Method = namedtuple("Method", "trainer tasks display variant", defaults=(None,))
 
-# harness key -> (registered trainer name, tasks it serves, name in the tables), in the
-# papers' row order: each task's table lists its methods in this order
+# harness key -> (registered trainer name, tasks it serves, name in the tables, variant),
+# in the papers' row order: each task's table lists its methods in this order
 METHODS = OrderedDict(
+    bce_full=Method("CCD", "B", "BCE (true labels)", "bce_full"),
     zsclip=Method("LEZeroshotCLIP", "ABC", "ZeroshotCLIP"),
     clip_lora=Method("LECLIPLoRA", "A", "CLIP-LoRA"),
     clip_adapter=Method("LECLIPAdapter", "A", "CLIP-Adapter"),
@@ -48,9 +51,17 @@ METHODS = OrderedDict(
     plot=Method("LEPLOT", "A", "PLOT"),
     maple=Method("LEMaPLe", "A", "MaPLe"),
     cfsg=Method("CFSG", "A", "CFSG-CLIP"),
+    an=Method("CCD", "B", "AN (CLIP top-1)", "an"),
+    an_ls=Method("CCD", "B", "AN-LS (CLIP top-1)", "an_ls"),
+    role=Method("CCD", "B", "ROLE (CLIP top-1)", "role"),
+    cdul=Method("CCD", "B", "CDUL", "cdul"),
     ccd=Method("CCD", "B", "CCD"),
+    dualcoop=Method("CSA", "C", "DualCoOp", "dualcoop"),
+    dualcoop_pl=Method("CSA", "C", "DualCoOp + pseudo-labels", "dualcoop_pl"),
     csa=Method("CSA", "C", "CSA"),
 )
+# rows that learn from the true training labels: the upper bound of their task, marked in the tables
+USES_LABELS = ("bce_full",)
 
 # harness key -> (registered dataset name, task)
 DATASETS = OrderedDict(
@@ -74,7 +85,10 @@ TASK_METRICS = {
     "B": ["mAP", "CF1", "OF1"],
     "C": ["mAP", "CF1", "OF1"],
 }
-SETTING_RESULTS = ("accuracy", "macro_f1", "closed_accuracy", "balanced_accuracy", "auroc", "mAP", "CF1", "OF1")
+SETTING_RESULTS = (
+    "accuracy", "macro_f1", "closed_accuracy", "balanced_accuracy", "auroc", "mAP", "CF1", "OF1",
+    "final_mAP", "final_CF1", "final_OF1", "selected_epoch",  # CCD: the last model beside the selected one
+)
 # the settings the papers report; others run, with a note
 PAPER_SETTINGS = {"A": ("5", "20"), "semiaves": ("in", "inout"), "BC": ("unsup", "0.05", "0.1", "0.15", "0.2")}
 # keys the harness sets from its arguments: an override would file results in the wrong folder
@@ -198,6 +212,15 @@ def dataset_config(dataset_key):
     return osp.join(CONFIGS, "datasets", f"{dataset_key}.yaml")
 
 
+def trainer_configs(method_key, dataset_key):
+    """The method's config files, merged in order: its trainer's recipe, then its variant."""
+    files = [trainer_config(method_key, dataset_key)]
+    variant = METHODS[method_key].variant
+    if variant:
+        files.append(osp.join(CONFIGS, "trainers", METHODS[method_key].trainer, "variants", f"{variant}.yaml"))
+    return files
+
+
 def trainer_config(method_key, dataset_key):
     """configs/trainers/<Trainer>/synth.yaml on the embedded world, else vit_b16.yaml."""
     trainer = check_method(method_key)
@@ -219,17 +242,40 @@ def trainer_config(method_key, dataset_key):
     )
 
 
+# keys that take a word or a number ("model" or 100): yacs would refuse a number over a
+# word default, so they are open to either type during each merge
+WORD_OR_NUMBER = ("TRAINER.LOGIT_SCALE",)
+
+
+def _merge(cfg, merge):
+    saved = {}
+    for dotted in WORD_OR_NUMBER:
+        *parents, leaf = dotted.split(".")
+        node = cfg
+        for part in parents:
+            node = node[part]
+        saved[dotted] = (node, leaf, node[leaf])
+        node[leaf] = None
+    try:
+        merge()
+    finally:
+        for node, leaf, value in saved.values():
+            if node[leaf] is None:
+                node[leaf] = value
+
+
 def _merge_file(cfg, path):
     if not osp.exists(path):
         raise HarnessError(f"Config file not found: {path}")
     try:
-        cfg.merge_from_file(path)
+        _merge(cfg, lambda: cfg.merge_from_file(path))
     except (KeyError, AssertionError, ValueError) as err:
         raise HarnessError(f"Bad config in {path}: {err} (check the key's spelling and type)") from None
 
 
 def setup_cfg(config_file="", dataset_config_file="", opts=(), **overrides):
-    """Dassl's setup_cfg: defaults + dataset YAML + trainer YAML + opts + flags."""
+    """Dassl's setup_cfg: defaults + dataset YAML + trainer YAML(s) + opts + flags.
+    `config_file`: one path, or several merged in order (a recipe, then its variant)."""
     import leclip.datasets  # noqa: F401  registers datasets and their config keys
     import leclip.trainers  # noqa: F401
     from leclip.dassl import get_cfg_default
@@ -237,8 +283,9 @@ def setup_cfg(config_file="", dataset_config_file="", opts=(), **overrides):
     cfg = get_cfg_default()
     if dataset_config_file:
         _merge_file(cfg, dataset_config_file)
-    if config_file:
-        _merge_file(cfg, config_file)
+    for path in [config_file] if isinstance(config_file, str) else config_file:
+        if path:
+            _merge_file(cfg, path)
     flags = {
         "root": "DATASET.ROOT",
         "output_dir": "OUTPUT_DIR",
@@ -257,7 +304,7 @@ def setup_cfg(config_file="", dataset_config_file="", opts=(), **overrides):
     if len(opts) % 2:
         raise HarnessError(f"Config overrides come in KEY VALUE pairs; got an odd list: {opts}")
     try:
-        cfg.merge_from_list(pairs + opts)
+        _merge(cfg, lambda: cfg.merge_from_list(pairs + opts))
     except (KeyError, AssertionError, ValueError) as err:
         raise HarnessError(f"Bad config override: {err} (check the key's spelling and type)") from None
     cfg.freeze()
@@ -570,7 +617,7 @@ def run_seeds(method_key, dataset_key, setting, seeds, opts=(), data_root="./dat
     stops the harness: the others would fail the same way."""
     trainer = check_method(method_key)
     check_serves(method_key, dataset_key, setting)
-    trainer_yaml = trainer_config(method_key, dataset_key)
+    trainer_yamls = trainer_configs(method_key, dataset_key)
     dataset_yaml = dataset_config(dataset_key)
     base_opts = setting_opts(dataset_key, setting)
     check_overrides(opts)
@@ -592,7 +639,7 @@ def run_seeds(method_key, dataset_key, setting, seeds, opts=(), data_root="./dat
         command = [
             sys.executable, osp.join(REPO, "train.py"),
             "--root", data_root, "--seed", str(seed), "--trainer", trainer,
-            "--dataset-config-file", dataset_yaml, "--config-file", trainer_yaml,
+            "--dataset-config-file", dataset_yaml, "--config-file", *trainer_yamls,
             "--output-dir", out, *flags, *base_opts,
             # (ours) a checkpoint every epoch: a killed seed loses at most the epoch it was in
             "TRAIN.CHECKPOINT_FREQ", "1", *opts,

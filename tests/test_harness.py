@@ -22,7 +22,7 @@ def run_script(*args, env=None):
 
 def test_unknown_method_and_dataset_list_the_valid_keys(tmp_path):
     out = run_script("scripts/run.sh", "coopp", "synth_fg", "5", env={"OUTPUT": str(tmp_path)})
-    assert out.returncode == 2 and "valid methods: zsclip" in out.stderr
+    assert out.returncode == 2 and "valid methods: bce_full, zsclip" in out.stderr
     out = run_script("scripts/run.sh", "coop", "aircrafts", "5", env={"OUTPUT": str(tmp_path)})
     assert out.returncode == 2 and "valid datasets: synth_fg" in out.stderr
 
@@ -111,10 +111,27 @@ def test_ablation_rows(tmp_path):
 def test_one_method_table_gives_each_task_its_methods_in_row_order(monkeypatch):
     assert harness.TASK_METHODS == {
         "A": ["zsclip", "clip_lora", "clip_adapter", "coop", "locoop", "plot", "maple", "cfsg"],
-        "B": ["zsclip", "ccd"],
-        "C": ["zsclip", "csa"],
+        "B": ["bce_full", "zsclip", "an", "an_ls", "role", "cdul", "ccd"],
+        "C": ["zsclip", "dualcoop", "dualcoop_pl", "csa"],
     }
     assert harness.check_method("coop") == "LECoOp" and harness.METHODS["cfsg"].display == "CFSG-CLIP"
+    # a baseline that is another trainer with switches: its variant file follows the recipe
+    recipe, variant = harness.trainer_configs("cdul", "synth_ml")
+    assert recipe.endswith("CCD/synth.yaml") and variant.endswith("CCD/variants/cdul.yaml")
+    cfg = harness.setup_cfg([recipe, variant], harness.dataset_config("synth_ml"), ["DATASET.SETTING", "unsup"])
+    assert (cfg.TRAINER.CCD.LABELS, cfg.TRAINER.CCD.UPDATE) == ("cdul", False)
+    assert harness.trainer_configs("coop", "synth_fg") == [harness.trainer_config("coop", "synth_fg")]
     harness.check_serves("zsclip", "coco", "0.1")  # zero-shot serves every task
     with pytest.raises(harness.HarnessError, match="ccd serves task B .* coco 0.1 is task C"):
         harness.check_serves("ccd", "coco", "0.1")
+
+
+@pytest.mark.parametrize("value, expected", [("100", 100), ("12.5", 12.5), ("model", "model")])
+def test_the_logit_scale_takes_a_word_or_a_number_over_any_recipe(value, expected):
+    for recipe in ("LECLIPLoRA", "LECoOp"):  # the recipes set 100 and "model"
+        cfg = harness.setup_cfg(
+            f"{harness.CONFIGS}/trainers/{recipe}/synth.yaml", harness.dataset_config("synth_fg"),
+            ["TRAINER.LOGIT_SCALE", value],
+        )
+        assert cfg.TRAINER.LOGIT_SCALE == expected
+

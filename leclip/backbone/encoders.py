@@ -27,7 +27,7 @@ def autocast(device, prec="amp"):
 
 def resolve_logit_scale(clip_model, setting="model"):
     """The logit scale (TRAINER.LOGIT_SCALE) as a float: "model" = the checkpoint's
-    exp(logit_scale) (100 for OpenAI's CLIP weights), or a positive number (as text)."""
+    exp(logit_scale) (100 for OpenAI's CLIP weights), or a positive number."""
     if setting == "model":
         return float(clip_model.logit_scale.exp())
     try:
@@ -35,7 +35,7 @@ def resolve_logit_scale(clip_model, setting="model"):
     except (TypeError, ValueError):
         value = -1.0
     if not value > 0:
-        raise ValueError(f"TRAINER.LOGIT_SCALE={setting!r}: use \"model\" or a positive number such as \"100\"")
+        raise ValueError(f"TRAINER.LOGIT_SCALE={setting!r}: use \"model\" or a positive number such as 100")
     return value
 
 
