@@ -18,7 +18,7 @@ from .dassl import EVALUATOR_REGISTRY, EvaluatorBase
 
 
 def _cat(chunks):
-    return torch.cat(chunks).numpy() if chunks else None
+    return torch.cat(chunks).numpy()
 
 
 def for_task(task, cfg, lab2cname, engine_evaluator):
