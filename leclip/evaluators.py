@@ -13,6 +13,7 @@ from collections import OrderedDict
 
 import torch
 
+from . import config  # noqa: F401  declares TEST.OOD_QUANTILE, which OpenSetClassification reads
 from . import metrics
 from .dassl import EVALUATOR_REGISTRY, EvaluatorBase
 
