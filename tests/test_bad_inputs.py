@@ -149,7 +149,8 @@ def test_pickled_weights_file_is_refused_and_never_run(tmp_path, synth_root, cap
     assert code == 2
     one_message(err, str(weights), "refused because loading it could run code")
     assert not marker.exists()
-    torch.load(weights, weights_only=False)  # the payload is real: unpickled, it runs
+    run_on_unpickling, args = Payload(marker).__reduce__()
+    run_on_unpickling(*args)  # the payload is real: what unpickling it would call writes the marker
     assert marker.exists()
 
 

@@ -282,7 +282,7 @@ def test_resumed_run_equals_an_uninterrupted_one_and_logs_each_branch(run_traine
     for key in ("closed_accuracy", "balanced_accuracy", "auroc"):
         assert resumed[key] == full[key]
     final = [
-        torch.load(run / "cfsg" / "model.pth.tar-2", weights_only=False)["state_dict"]
+        torch.load(run / "cfsg" / "model.pth.tar-2", weights_only=True)["state_dict"]
         for run in (tmp_path / "full", tmp_path / "part")
     ]
     # only the learnable parts are checkpointed, never the frozen CLIP

@@ -254,6 +254,7 @@ def test_shipped_clip_finds_small_objects_on_crops_and_is_biased(shipped):
     assert bias["bias_spread"] >= 1.6
     zs = properties.ml_zero_shot(shipped, world_seed=0, num_images=160)
     assert zs["zs_map"] > zs["frequency_map"] + 10
+    assert properties.ml_probe_ceiling(shipped, world_seed=0, train_images=160, test_images=160) > zs["frequency_map"] + 5
 
 
 # ------------------------------------------------------------------ render cache

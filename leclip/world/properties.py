@@ -176,6 +176,23 @@ def ml_zero_shot(model, world_seed=0, num_images=320):
     }
 
 
+def ml_probe_ceiling(model, world_seed=0, train_images=640, test_images=320):
+    """Test mAP of a per-class logistic regression on the frozen global feature, fitted to
+    every training label: about what a method that keeps CLIP frozen can reach."""
+    from sklearn.linear_model import LogisticRegression
+
+    size = model.visual.input_resolution
+    train, train_labels = synth_ml.render_split(world_seed, "train", train_images, size)
+    test, test_labels = synth_ml.render_split(world_seed, "test", test_images, size)
+    train_features, test_features = encode(model, train)[0].numpy(), encode(model, test)[0].numpy()
+    scores = np.zeros(test_labels.shape)
+    for c in range(test_labels.shape[1]):
+        if train_labels[:, c].min() != train_labels[:, c].max():  # a constant class keeps score 0
+            probe = LogisticRegression(max_iter=1000).fit(train_features, train_labels[:, c])
+            scores[:, c] = probe.decision_function(test_features)
+    return metrics.mean_average_precision(scores, test_labels)
+
+
 # ---------------------------------------------------------------- task C
 def context_recovery(world_seed=0, num_images=640, ratio=0.1, seeds=(1, 2, 3)):
     """[len(seeds)] adjusted Rand index between the planted primary contexts and the
