@@ -557,7 +557,41 @@ import torch
 def load_checkpoint(fpath):
     return torch.load(fpath, map_location="cpu")
 """,
+    # np.int, removed in numpy 1.24, as Dassl's randaugment.py uses it
+    "dassl/data/transforms/randaugment.py": """
+import numpy as np
+
+def solarize_add(pixels, addition):
+    return (np.asarray(pixels).astype(np.int) + addition).clip(0, 255)
+""",
+    # Logger.close closes the console it wraps, as Dassl's logger.py does
+    "dassl/utils/logger.py": """
+import sys
+
+class Logger:
+    def __init__(self, fpath=None):
+        self.console = sys.stdout
+        self.file = open(fpath, "w") if fpath else None
+
+    def __del__(self):
+        self.close()
+
+    def write(self, msg):
+        self.console.write(msg)
+        if self.file is not None:
+            self.file.write(msg)
+
+    def flush(self):
+        self.console.flush()
+
+    def close(self):
+        self.console.close()
+        if self.file is not None:
+            self.file.close()
+""",
     "dassl/__init__.py": "",
+    "dassl/data/__init__.py": "",
+    "dassl/data/transforms/__init__.py": "",
     "dassl/optim/__init__.py": "",
     "dassl/utils/__init__.py": "from .torchtools import load_checkpoint\n",
 }
@@ -572,7 +606,6 @@ def mini_dassl(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path / "pkg"))
     from leclip import dassl_compat
 
-    monkeypatch.setattr(dassl_compat, "_applied", False)
     had_np_int = "int" in np.__dict__
     yield dassl_compat
     for name in [m for m in sys.modules if m == "dassl" or m.startswith("dassl.")]:
@@ -606,19 +639,30 @@ def dassl_checkpoint(optim_class):
             "scheduler": warmup.state_dict(), "val_result": 50.0}
 
 
-def test_dassl_compat_fixes_the_three_breakages(mini_dassl, tmp_path):
+def test_dassl_compat_fixes_the_four_breakages(mini_dassl, tmp_path):
     from dassl.optim.lr_scheduler import ConstantWarmupScheduler
     from dassl.utils import load_checkpoint as dassl_load
+    from dassl.utils.logger import Logger
 
     optim = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
     successor = torch.optim.lr_scheduler.CosineAnnealingLR(optim, 4.0)
     with pytest.raises(TypeError):
         ConstantWarmupScheduler(optim, successor, 1, 1e-5)
-    mini_dassl.patch()
-    mini_dassl.patch()  # idempotent
+    assert mini_dassl.needed() == ["warmup_verbose", "checkpoint_load", "np_int", "logger_console"]
+    assert mini_dassl.patch() == ["warmup_verbose", "checkpoint_load", "np_int", "logger_console"]
+    assert mini_dassl.patch() == [] and mini_dassl.needed() == []  # idempotent: nothing left to fix
     warmup = ConstantWarmupScheduler(optim, successor, 1, 1e-5)
     assert optim.param_groups[0]["lr"] == 1e-5 and warmup.warmup_epoch == 1
     assert np.int is int
+    from dassl.data.transforms.randaugment import solarize_add
+
+    assert solarize_add([250], 10).tolist() == [255]
+    # the logger closes its file, not the console it wraps
+    console = sys.stdout
+    logger = Logger(str(tmp_path / "log.txt"))
+    logger.write("one line\n")
+    logger.close()
+    assert not console.closed and logger.file.closed and (tmp_path / "log.txt").read_text() == "one line\n"
     # a fork's own checkpoints load: the warm-up scheduler's state holds its successor and optimizer
     for optim_class in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop):
         torch.save(dassl_checkpoint(optim_class), tmp_path / "ckpt")
