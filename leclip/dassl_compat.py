@@ -207,15 +207,16 @@ def _logger_console_needed():
     if logger is None:
         return False
     probe = logger.__new__(logger)
-    probe.console, probe.file = _Console(), None
+    probe.console, probe.file = _Console(), io.StringIO()
     logger.close(probe)
     return probe.console.closed_by_logger
 
 
 def _close_log_file_only(self):
     """Dassl's Logger.close without closing the console it wraps."""
-    if self.file is not None and not self.file.closed:
-        self.file.close()
+    log_file = getattr(self, "file", None)  # None when its constructor failed
+    if log_file is not None and not log_file.closed:
+        log_file.close()
 
 
 def _logger_console_apply():

@@ -13,7 +13,9 @@ place results (seed, setting, output folder), stops its train.py child on SIGINT
 SIGTERM (the child keeps its last epoch checkpoint) and resolves DATA and OUTPUT
 against the caller's working directory.
 """
+import contextlib
 import glob
+import io
 import json
 import math
 import os
@@ -210,6 +212,44 @@ def check_overrides(opts):
 def dataset_config(dataset_key):
     check_dataset(dataset_key)
     return osp.join(CONFIGS, "datasets", f"{dataset_key}.yaml")
+
+
+def dataset_present(dataset_key, data_root):
+    """(True, "") when the dataset is under `data_root` (the embedded worlds always
+    are: they render there), else (False, why). A dataset whose folder is there but
+    broken raises its one message."""
+    if dataset_key.startswith("synth_"):
+        return True, ""
+    import leclip.datasets  # noqa: F401  registers the benchmarks
+    from leclip.data import DatasetNotFound
+    from leclip.dassl import build_dataset
+
+    setting = PAPER_SETTINGS["semiaves" if dataset_key == "semiaves" else check_dataset(dataset_key)[1]][-1]
+    cfg = setup_cfg(dataset_config_file=dataset_config(dataset_key), opts=setting_opts(dataset_key, setting),
+                    root=data_root, seed=1)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # its "Loading dataset" lines
+            build_dataset(cfg)
+    except DatasetNotFound as err:
+        return False, str(err).split(". Set DATASET.ROOT")[0]
+    return True, ""
+
+
+def task_settings(task, data_root):
+    """([(dataset, setting)] of the task's datasets under `data_root`, in the papers'
+    settings, {absent dataset: why})."""
+    from leclip.report import task_columns
+
+    present, absent, checked = [], {}, {}
+    for dataset_key, setting in task_columns(task):
+        if dataset_key not in checked:
+            checked[dataset_key] = dataset_present(dataset_key, data_root)
+        found, why = checked[dataset_key]
+        if found:
+            present.append((dataset_key, setting))
+        else:
+            absent[dataset_key] = why
+    return present, absent
 
 
 def trainer_configs(method_key, dataset_key):
@@ -614,7 +654,7 @@ def run_seeds(method_key, dataset_key, setting, seeds, opts=(), data_root="./dat
     Results go to <output_root>/<dataset>/<setting>/<folder or method>/seed<k>/. `flags`
     are passed to train.py (--overwrite, --force-resume, --skip-bad-images, --debug); with
     --overwrite, finished seeds run again. A seed that ends with exit status 2 (bad input)
-    stops the harness: the others would fail the same way."""
+    stops the harness: the others would fail the same way. Returns the seeds it ran."""
     trainer = check_method(method_key)
     check_serves(method_key, dataset_key, setting)
     trainer_yamls = trainer_configs(method_key, dataset_key)
@@ -625,7 +665,7 @@ def run_seeds(method_key, dataset_key, setting, seeds, opts=(), data_root="./dat
     if note:
         print(note, flush=True)
     data_root, output_root = osp.abspath(data_root), osp.abspath(output_root)
-    failures = []
+    failures, ran = [], []
     for seed in seeds:
         out = seed_dir(output_root, dataset_key, setting, folder or method_key, seed)
         tag = f"[{method_key} {dataset_key} {setting} seed {seed}]"
@@ -645,6 +685,7 @@ def run_seeds(method_key, dataset_key, setting, seeds, opts=(), data_root="./dat
             "TRAIN.CHECKPOINT_FREQ", "1", *opts,
         ]
         code = CHILDREN.call(command)
+        ran.append(seed)
         if code == 2:
             raise Reported(f"seed {seed} stopped on bad input")
         if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):  # the child alone was stopped
@@ -658,6 +699,7 @@ def run_seeds(method_key, dataset_key, setting, seeds, opts=(), data_root="./dat
             where = f"its log: {log}" if osp.exists(log) else "it stopped before writing a log; its error is printed above"
             lines.append(f"seed {seed} failed with exit status {code} ({where})")
         raise HarnessError(f"{method_key} on {dataset_key} {setting}: " + "; ".join(lines))
+    return ran
 
 
 def ablation_rows(path):
@@ -719,11 +761,13 @@ def _main(argv=None):
     cmp_p = sub.add_parser("methods", help="the methods of a dataset's task that are available")
     cmp_p.add_argument("dataset")
     cmp_p.add_argument("setting")
+    set_p = sub.add_parser("settings", help="'dataset setting' of each setting of TASK whose dataset is under DATA")
+    set_p.add_argument("task", choices=sorted(TASK_NAMES))
     for p in (run_p, abl_p):
         p.add_argument("--overwrite", action="store_true", help="run finished seeds again (old results kept beside)")
         p.add_argument("--force-resume", action="store_true", help="resume from checkpoints of another config")
         p.add_argument("--skip-bad-images", action="store_true", help="leave out unreadable images (recorded)")
-    for p in (run_p, abl_p, cmp_p):
+    for p in (run_p, abl_p, cmp_p, set_p):
         p.add_argument("--debug", action="store_true", help="show tracebacks")
     argv = list(sys.argv[1:] if argv is None else argv)
     opts = []
@@ -738,8 +782,16 @@ def _main(argv=None):
     output_root = osp.abspath(os.environ.get("OUTPUT") or "./output")
     try:
         if args.command == "run":
-            run_seeds(args.method, args.dataset, args.setting, args.seeds or [1, 2, 3], opts, data_root, output_root,
-                      flags=flags)
+            from leclip.report import seed_summary
+
+            seeds = args.seeds or [1, 2, 3]
+            ran = run_seeds(args.method, args.dataset, args.setting, seeds, opts, data_root, output_root, flags=flags)
+            print(seed_summary(args.method, args.dataset, args.setting, seeds, output_root, ran))
+        elif args.command == "settings":
+            present, absent = task_settings(args.task, data_root)
+            for dataset_key, why in absent.items():
+                print(f"absent: {dataset_key} ({why}): its columns are marked absent", file=sys.stderr)
+            print("\n".join(f"{dataset_key} {setting}" for dataset_key, setting in present))
         elif args.command == "ablate":
             rows_file = osp.join(CONFIGS, "ablations", f"{args.method}.txt")
             if args.list:
