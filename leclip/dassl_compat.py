@@ -26,14 +26,24 @@ list of the names below.
   logger was set up). A process that restores `sys.stdout` after a run (a test suite, a
   notebook, a sweep in one process) then writes to a closed file ("I/O operation on
   closed file"). The fix makes `close` close the log file only.
+- `resume_without_models` (dassl/engine/trainer.py): `resume_model_if_exist` of a
+  trainer that registered no model (zero-shot CLIP learns nothing) reads an unset local
+  and fails with UnboundLocalError, so such a trainer cannot `train()` (its test runs
+  after training). The fix returns epoch 0 for it, printing Dassl's "No checkpoint found".
+- `logging_disabled` (dassl/data/datasets/dg/wilds/wilds_base.py): importing Dassl calls
+  `logging.disable(logging.WARNING)`, which silences every logger of the process below
+  WARNING, LE-CLIP's included. The fix lifts that process-wide switch again
+  (`logging.disable(logging.NOTSET)`); loggers keep their own levels.
 """
 import collections
 import contextlib
 import fractions
 import importlib.util
 import io
+import logging
 import os
 import re
+import sys
 import tempfile
 import types
 
@@ -223,12 +233,59 @@ def _logger_console_apply():
     _logger_class().close = _close_log_file_only
 
 
+def _trainer_base():
+    from dassl.engine.trainer import TrainerBase
+
+    return TrainerBase
+
+
+def _resume_without_models_needed():
+    base = _trainer_base()
+    probe = base.__new__(base)
+    probe._models, probe._optims, probe._scheds = collections.OrderedDict(), {}, {}
+    with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stdout(io.StringIO()):
+        try:
+            base.resume_model_if_exist(probe, folder)
+        except UnboundLocalError:
+            return True
+    return False
+
+
+def _resume_without_models_apply():
+    base = _trainer_base()
+    resume = base.resume_model_if_exist
+
+    def resume_model_if_exist(self, directory):
+        if not self.get_model_names():
+            print("No checkpoint found, train from scratch")
+            return 0
+        return resume(self, directory)
+
+    base.resume_model_if_exist = resume_model_if_exist
+
+
+def _logging_disabled_needed():
+    """Needed when logging is switched off process-wide and Dassl's wilds module, which
+    does that at import, is loaded."""
+    module = sys.modules.get("dassl.data.datasets.dg.wilds.wilds_base")
+    if module is None or logging.root.manager.disable < logging.INFO:
+        return False
+    with open(module.__file__) as f:
+        return "logging.disable(" in f.read()
+
+
+def _logging_disabled_apply():
+    logging.disable(logging.NOTSET)
+
+
 Fix = collections.namedtuple("Fix", "needed apply")
 FIXES = collections.OrderedDict(
     warmup_verbose=Fix(_warmup_verbose_needed, _warmup_verbose_apply),
     checkpoint_load=Fix(_checkpoint_load_needed, _checkpoint_load_apply),
     np_int=Fix(_np_int_needed, _np_int_apply),
     logger_console=Fix(_logger_console_needed, _logger_console_apply),
+    resume_without_models=Fix(_resume_without_models_needed, _resume_without_models_apply),
+    logging_disabled=Fix(_logging_disabled_needed, _logging_disabled_apply),
 )
 
 

@@ -28,6 +28,8 @@ import tempfile
 import time
 from collections import OrderedDict, namedtuple
 
+from .tables import cell, stat, text_table
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(REPO, "configs")
 
@@ -80,6 +82,8 @@ DATASETS = OrderedDict(
     nuswide=("LENUSWIDE", "BC"),
 )
 
+# the name of each method in the tables
+DISPLAY = {key: method.display for key, method in METHODS.items()}
 # the methods of each task, in the papers' row order (derived from METHODS)
 TASK_METHODS = {task: [key for key, method in METHODS.items() if task in method.tasks] for task in TASK_NAMES}
 TASK_METRICS = {
@@ -235,11 +239,23 @@ def dataset_present(dataset_key, data_root):
     return True, ""
 
 
+def task_columns(task):
+    """(dataset, setting) columns of a task's whole-paper table, in DATASETS order."""
+    columns = []
+    for key, (_, tasks) in DATASETS.items():
+        if task == "A" and tasks == "A":
+            settings = PAPER_SETTINGS["semiaves" if key == "semiaves" else "A"]
+        elif task in "BC" and tasks == "BC":
+            settings = ["unsup"] if task == "B" else [s for s in PAPER_SETTINGS["BC"] if s != "unsup"]
+        else:
+            continue
+        columns += [(key, s) for s in settings]
+    return columns
+
+
 def task_settings(task, data_root):
     """([(dataset, setting)] of the task's datasets under `data_root`, in the papers'
     settings, {absent dataset: why})."""
-    from leclip.report import task_columns
-
     present, absent, checked = [], {}, {}
     for dataset_key, setting in task_columns(task):
         if dataset_key not in checked:
@@ -702,6 +718,30 @@ def run_seeds(method_key, dataset_key, setting, seeds, opts=(), data_root="./dat
     return ran
 
 
+# ---------------------------------------------------------------- the end of run.sh
+def seed_summary(method_key, dataset_key, setting, seeds, output_root, ran):
+    """What scripts/run.sh prints last: each seed's metrics and time, their mean ± std,
+    and where the results are. `ran`: the seeds run now (the others were done before)."""
+    metrics = TASK_METRICS[task_of(dataset_key, setting)]
+    header = ["seed"] + metrics + ["time"]
+    body, results = [], []
+    for seed in seeds:
+        data, why = read_result(osp.join(seed_dir(output_root, dataset_key, setting, method_key, seed), RESULTS))
+        if data is None:
+            body.append([seed] + ["—"] * len(metrics) + [f"no results ({why})"])
+            continue
+        results.append(data)
+        seconds = data.get("seconds")
+        when = "" if seed in ran else " (an earlier run)"
+        values = [f"{data[k]:.2f}" if data.get(k) is not None else "n/a" for k in metrics]
+        body.append([seed] + values + [f"{seconds:.1f} s{when}" if seconds is not None else f"?{when}"])
+    body.append(["mean ± std"] + [cell(stat([r.get(k) for r in results])) for k in metrics]
+                + [f"{sum(r.get('seconds') or 0 for r in results):.1f} s in all"])
+    where = osp.dirname(seed_dir(output_root, dataset_key, setting, method_key, 0))
+    return (f"== {DISPLAY.get(method_key, method_key)} on {dataset_key} {setting}: {len(results)} of {len(seeds)} "
+            f"seeds, results in {where}/seed<k>/{RESULTS}\n" + text_table(header, body))
+
+
 def ablation_rows(path):
     """[(row name, folder name, overrides)] from a "name | KEY VALUE ..." file."""
     if not osp.isfile(path):
@@ -782,8 +822,6 @@ def _main(argv=None):
     output_root = osp.abspath(os.environ.get("OUTPUT") or "./output")
     try:
         if args.command == "run":
-            from leclip.report import seed_summary
-
             seeds = args.seeds or [1, 2, 3]
             ran = run_seeds(args.method, args.dataset, args.setting, seeds, opts, data_root, output_root, flags=flags)
             print(seed_summary(args.method, args.dataset, args.setting, seeds, output_root, ran))

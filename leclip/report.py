@@ -1,27 +1,20 @@
-"""Reports of finished runs: the table of one setting (mean ± std over seeds) as text,
-Markdown, CSV and a bar chart; the whole-paper tables of a task; the papers' own
-numbers beside ours (`configs/papers.yaml`, each labelled with its paper); and the
-summary that ends `scripts/run.sh`.
-
-The std is the population std over seeds (numpy's default, as CoOp's parse script).
-A metric that is undefined for a seed (JSON null) is left out of its mean, and the cell
-says over how many seeds it is; "n/a" when no seed defines it.
+"""Reports of finished runs (`scripts/parse_results.py`, `scripts/compare.sh`): the
+table of one setting as text, Markdown, CSV and a bar chart; the whole-paper tables of
+a task; the papers' own numbers beside ours (`configs/papers.yaml`, each labelled with
+its paper). Means, stds and the files are `leclip.tables`'.
 """
-import csv
 import glob
 import os.path as osp
 import re
-from collections import OrderedDict, namedtuple
 
-import numpy as np
 import yaml
 from tabulate import tabulate
 
 from .harness import (
     CONFIGS,
     DATASETS,
+    DISPLAY,
     METHODS,
-    PAPER_SETTINGS,
     RESULTS,
     SETTING_RESULTS,
     TASK_METHODS,
@@ -30,43 +23,16 @@ from .harness import (
     dataset_present,
     read_result,
     seed_dir,
+    task_columns,
     task_of,
 )
+from .tables import PLOT_FILE, Row, Stat, cell, paper_text, plot, stat, table_rows, write_tables
 
 PAPERS_FILE = osp.join(CONFIGS, "papers.yaml")
-DISPLAY = {key: method.display for key, method in METHODS.items()}
-TABLE_FILES = ("compare.md", "compare.csv")
-PLOT_FILE = "compare.png"
 
 
 class BadResults(ValueError):
     """A results.json that cannot be read: the message names it."""
-
-
-# ---------------------------------------------------------------- statistics
-Stat = namedtuple("Stat", "mean std defined seeds")
-
-
-def stat(values):
-    """Mean and std over the values that are defined (None when none is)."""
-    defined = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
-    if defined.size == 0:
-        return None
-    return Stat(float(defined.mean()), float(defined.std()), int(defined.size), len(values))
-
-
-def cell(s):
-    """'mean ± std', with '(k of n seeds)' when some seeds leave the metric undefined."""
-    if s is None:
-        return "n/a"
-    text = f"{s.mean:.2f} ± {s.std:.2f}"
-    if s.defined < s.seeds:
-        text += f" ({s.defined} of {s.seeds} seeds)"
-    return text
-
-
-def mean_std(values):
-    return cell(stat(values))
 
 
 # ---------------------------------------------------------------- results on disk
@@ -90,10 +56,6 @@ def metrics_of(setting_dir, runs_by_method):
         return TASK_METRICS[task_of(dataset, setting)]
     present = {k for runs in runs_by_method.values() for r in runs for k in r}
     return [k for k in SETTING_RESULTS if k in present]
-
-
-# paper: "" for our runs, else the label of the paper the numbers are from
-Row = namedtuple("Row", "key label modes seeds stats paper")
 
 
 def collect(setting_dir, methods=None):
@@ -150,86 +112,22 @@ def with_paper_rows(rows, metrics, dataset, setting, papers):
     return out
 
 
-def paper_text(s):
-    if s is None:
-        return "—"
-    return f"{s.mean:.2f}" if s.std is None else f"{s.mean:.2f} ± {s.std:.2f}"
-
-
 def papers_markdown(papers=None):
     """docs/PROTOCOLS.md's tables of the papers' numbers, from configs/papers.yaml."""
     papers = papers or load_papers()
-    blocks = []
+    sources = "\n".join(f"- {paper['label']}: {paper['cite']}." for paper in papers["papers"].values())
+    blocks = [f"The papers' numbers, not runs of this repository (`configs/papers.yaml`):\n\n{sources}"]
     for table in papers["tables"]:
-        paper = papers["papers"][table["paper"]]
         header = ["method"] + [f"{key} {setting}" if setting is not None else key for key, setting in table["columns"]]
         body = [[DISPLAY.get(name, name)] + [value if value is not None else "—" for value in cells]
                 for name, cells in table["rows"].items()]
-        blocks.append(f"**{table['name']}.** {paper['label']} ({paper['cite']}); metric `{table['metric']}`.\n\n"
+        label = papers["papers"][table["paper"]]["label"]
+        blocks.append(f"**{table['name']}**, from the {label} (`{table['metric']}`):\n\n"
                       + tabulate(body, headers=header, tablefmt="github"))
     return "\n\n".join(blocks) + "\n"
 
 
 # ---------------------------------------------------------------- one setting
-def table_rows(metrics, rows):
-    header = ["method", "SSL mode", "seeds"] + metrics
-    body = []
-    for row in rows:
-        cells = [paper_text(row.stats[k]) if row.paper else cell(row.stats[k]) for k in metrics]
-        body.append([row.label, row.modes, row.seeds] + cells)
-    return header, body
-
-
-def write_tables(folder, header, body):
-    """compare.md and compare.csv in `folder`; returns their paths."""
-    paths = [osp.join(folder, name) for name in TABLE_FILES]
-    with open(paths[0], "w") as f:
-        f.write(tabulate(body, headers=header, tablefmt="github") + "\n")
-    with open(paths[1], "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(body)
-    return paths
-
-
-def plot(path, metrics, rows, title=""):
-    """A bar chart of each method's mean per metric with std error bars; the papers'
-    numbers (rows marked paper) are black diamonds on the bar of the method they report."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ours = [row for row in rows if not row.paper]
-    papers = {row.key: row for row in rows if row.paper}
-    width = 0.8 / max(len(metrics), 1)
-    # the legend gets 2.5 in to the right of the axes
-    figure, axes = plt.subplots(figsize=(max(6.0, 1.1 * len(ours) + 2.0) + 2.5, 4.5), dpi=100)
-    x = np.arange(len(ours))
-    labelled = False
-    for j, metric in enumerate(metrics):
-        offsets = x - 0.4 + width * (j + 0.5)
-        means = [row.stats[metric].mean if row.stats[metric] else np.nan for row in ours]
-        stds = [row.stats[metric].std if row.stats[metric] else 0.0 for row in ours]
-        axes.bar(offsets, means, width, yerr=stds, capsize=3, label=metric)
-        for offset, row in zip(offsets, ours):
-            paper = papers.get(row.key)
-            if paper is not None and paper.stats[metric] is not None:
-                label = None if labelled else f"the paper's number ({paper.paper})"
-                axes.plot([offset], [paper.stats[metric].mean], "kD", markersize=5, label=label)
-                labelled = True
-    axes.set_xticks(x)
-    axes.set_xticklabels([row.label for row in ours], rotation=30, ha="right")
-    axes.set_ylabel("% (mean, std over seeds as error bars)")
-    axes.set_ylim(0, 100)
-    axes.set_title(title)
-    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-    return path
-
-
 def setting_report(setting_dir, methods=None, papers=False, make_plot=False):
     """Print one setting's table and write compare.md / compare.csv (and compare.png);
     returns the files written. Raises BadResults, or ValueError when nothing is there."""
@@ -248,20 +146,6 @@ def setting_report(setting_dir, methods=None, papers=False, make_plot=False):
 
 
 # ---------------------------------------------------------------- a whole task
-def task_columns(task):
-    """(dataset, setting) columns of a task's whole-paper table, in DATASETS order."""
-    columns = []
-    for key, (_, tasks) in DATASETS.items():
-        if task == "A" and tasks == "A":
-            settings = PAPER_SETTINGS["semiaves" if key == "semiaves" else "A"]
-        elif task in "BC" and tasks == "BC":
-            settings = ["unsup"] if task == "B" else [s for s in PAPER_SETTINGS["BC"] if s != "unsup"]
-        else:
-            continue
-        columns += [(key, s) for s in settings]
-    return columns
-
-
 def task_report(task, output_root, data_root, methods=None, papers=False):
     """The whole-paper tables of a task (one per metric): a row per method (the papers'
     order), a column per dataset and setting; a dataset absent from `data_root` is
@@ -303,30 +187,6 @@ def task_report(task, output_root, data_root, methods=None, papers=False):
     text = "\n\n".join(texts)
     print(text)
     return text
-
-
-# ---------------------------------------------------------------- the end of run.sh
-def seed_summary(method_key, dataset_key, setting, seeds, output_root, ran):
-    """What scripts/run.sh prints last: each seed's metrics and time, their mean ± std,
-    and where the results are. `ran`: the seeds run now (the others were done before)."""
-    metrics = TASK_METRICS[task_of(dataset_key, setting)]
-    header = ["seed"] + metrics + ["time"]
-    body, results = [], []
-    for seed in seeds:
-        data, why = read_result(osp.join(seed_dir(output_root, dataset_key, setting, method_key, seed), RESULTS))
-        if data is None:
-            body.append([seed] + ["—"] * len(metrics) + [f"no results ({why})"])
-            continue
-        results.append(data)
-        seconds = data.get("seconds")
-        when = "" if seed in ran else " (an earlier run)"
-        values = [f"{data[k]:.2f}" if data.get(k) is not None else "n/a" for k in metrics]
-        body.append([seed] + values + [f"{seconds:.1f} s{when}" if seconds is not None else f"?{when}"])
-    body.append(["mean ± std"] + [cell(stat([r.get(k) for r in results])) for k in metrics]
-                + [f"{sum(r.get('seconds') or 0 for r in results):.1f} s in all"])
-    where = osp.dirname(seed_dir(output_root, dataset_key, setting, method_key, 0))
-    return (f"== {DISPLAY.get(method_key, method_key)} on {dataset_key} {setting}: {len(results)} of {len(seeds)} "
-            f"seeds, results in {where}/seed<k>/{RESULTS}\n" + tabulate(body, headers=header))
 
 
 def _main(argv=None):

@@ -1,13 +1,15 @@
 """A miniature Dassl.pytorch package, written into a folder by the tests.
 
 It has Dassl's module layout and takes its loop, registries and config from LE-CLIP's
-built-in engine, with Dassl's four breakages on current torch planted in it, each in
-our own words: the warm-up scheduler hands `verbose` to torch, `load_checkpoint`
+built-in engine, with Dassl's breakages planted in it, each in our own words: the warm-up scheduler hands `verbose` to torch, `load_checkpoint`
 relies on torch.load's default, RandAugment uses `np.int`, and the Logger closes the
-console it wraps. `write(root, broken=False)` writes one without them (a Dassl that
-needs no fix). On PYTHONPATH, `import dassl` finds it; `installed()` makes it `dassl` in this process.
+console it wraps; a trainer without models cannot resume (nor train); and importing it
+switches logging off below WARNING. `write(root, broken=False)` writes one without
+them (a Dassl that needs no fix). The loop its trainers run is LE-CLIP's, whose resume
+handles a trainer without models: the planted one is on `dassl.engine.trainer.TrainerBase`. On PYTHONPATH, `import dassl` finds it; `installed()` makes it `dassl` in this process.
 """
 import contextlib
+import logging
 import os
 import os.path as osp
 import sys
@@ -54,6 +56,7 @@ def build_lr_scheduler(optimizer, optim_cfg):
 
 _LOGGER = '''
 import contextlib
+import logging
 import os
 import os.path as osp
 import sys
@@ -89,6 +92,18 @@ def setup_logger(output):
     sys.stdout = Logger(osp.join(output, "log.txt"))
 '''
 
+_TRAINER_BASE = '''
+from leclip.engine import SimpleTrainer  # noqa: F401
+from leclip.engine import TrainerBase as _EngineTrainerBase
+
+
+class TrainerBase(_EngineTrainerBase):
+    def resume_model_if_exist(self, directory):
+{RESUME}        for name in self.get_model_names():
+            start_epoch = _EngineTrainerBase.resume_model_if_exist(self, directory)
+        return start_epoch  # unset when no model is registered
+'''
+
 _TORCHTOOLS = '''
 import torch
 
@@ -108,9 +123,19 @@ def write(root, broken=True):
             "def get_cfg_default():\n    return cfg_default.clone()\n"
         ),
         "dassl/engine/__init__.py": "from leclip.engine import TRAINER_REGISTRY, TrainerX, TrainerXU, build_trainer\n",
-        "dassl/engine/trainer.py": "from leclip.engine import SimpleTrainer, TrainerBase\n",
-        "dassl/data/__init__.py": "from leclip.engine import DataManager\n",
-        "dassl/data/datasets/__init__.py": "from leclip.engine import DATASET_REGISTRY, DatasetBase, Datum, build_dataset\n",
+        "dassl/engine/trainer.py": _TRAINER_BASE.replace(
+            "{RESUME}", "" if broken else "        if not self.get_model_names():\n            return 0\n"
+        ),
+        "dassl/data/__init__.py": "from leclip.engine import DataManager\n\nfrom . import datasets\n",
+        "dassl/data/datasets/__init__.py": (
+            "from leclip.engine import DATASET_REGISTRY, DatasetBase, Datum, build_dataset\n\n"
+            "from .dg.wilds import wilds_base\n"
+        ),
+        "dassl/data/datasets/dg/__init__.py": "",
+        "dassl/data/datasets/dg/wilds/__init__.py": "",
+        "dassl/data/datasets/dg/wilds/wilds_base.py": (
+            "import logging\n\nlogging.disable(logging.WARNING)\n" if broken else "import logging\n"
+        ),
         "dassl/data/transforms/__init__.py": "",
         "dassl/data/transforms/randaugment.py": (
             "import numpy as np\n\n\ndef posterize(pixels, bits):\n"
@@ -162,6 +187,7 @@ def installed(root, broken=True):
     for name in saved:
         del sys.modules[name]
     np_int = vars(np).pop("int", None)
+    logging_disabled = logging.root.manager.disable
     sys.path.insert(0, root)
     try:
         yield
@@ -173,3 +199,4 @@ def installed(root, broken=True):
         vars(np).pop("int", None)
         if np_int is not None:
             np.int = np_int
+        logging.disable(logging_disabled)

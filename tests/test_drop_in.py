@@ -9,7 +9,7 @@ trainer and its own on the embedded world, each writing its log and TensorBoard 
 
 CI has no Dassl.pytorch: the forks run on the miniature Dassl of `tests/mini_dassl.py`
 (Dassl's module layout over LE-CLIP's built-in loop, registries and config, with
-Dassl's four breakages on current torch planted in it). So the forks run with ENGINE
+Dassl's breakages on current torch planted in it). So the forks run with ENGINE
 "dassl", the fixes are applied to that package, and what the forks read (registries,
 config, the fork's vendored clip) takes the path it takes under the real Dassl.
 """
@@ -31,6 +31,8 @@ from leclip import __version__, harness
 from leclip.dassl import ENGINE, EngineError
 
 PLUGIN_LINE = "import leclip.plugin  # noqa: F401  LE-CLIP's trainers and datasets, Dassl fixes for torch 2.x"
+ALL_FIXES = ["warmup_verbose", "checkpoint_load", "np_int", "logger_console", "resume_without_models",
+             "logging_disabled"]
 TINY_WORLD = ["DATASET.SYNTH.POOL_PER_CLASS", "4", "DATASET.SYNTH.TEST_PER_CLASS", "2", "DATASET.NUM_LABELED", "2",
               "OPTIM.MAX_EPOCH", "1"]
 
@@ -197,7 +199,7 @@ def test_a_fork_trains_ours_and_its_own_on_the_embedded_world(forks, tmp_path, f
         assert done.returncode == 0, f"{name}: {done.stderr[-3000:]}"
         # the documented line: LE-CLIP's trainers registered, every Dassl fix applied
         assert f"LE-CLIP {__version__} on dassl: trainers CCD, CFSG, CSA" in done.stdout
-        assert "Dassl fixes applied: warmup_verbose, checkpoint_load, np_int, logger_console" in done.stdout
+        assert f"Dassl fixes applied: {', '.join(ALL_FIXES)}" in done.stdout
     ours_log = (tmp_path / ours / "log.txt").read_text()
     probe_log = (tmp_path / "probe" / "log.txt").read_text()
     # ours: LE-CLIP's open-set evaluator (the dataset's task); the fork's: its own (Classification)
@@ -207,9 +209,6 @@ def test_a_fork_trains_ours_and_its_own_on_the_embedded_world(forks, tmp_path, f
     assert {"train/loss", "test/accuracy"} <= set(tensorboard_scalars(tmp_path / "probe" / "tensorboard"))
     if own_clip:
         assert osp.isdir(fork / "clip")  # the fork's clip shadowed clip-anytorch and LE-CLIP still trained
-
-
-ALL_FIXES = ["warmup_verbose", "checkpoint_load", "np_int", "logger_console"]
 
 
 @pytest.fixture
@@ -242,7 +241,7 @@ def test_a_bad_fix_selection_is_one_message():
     from leclip import dassl_compat
 
     with pytest.raises(ValueError, match="LECLIP_DASSL_FIXES='warmup,np_int': unknown fix warmup; use all, none or a "
-                                         "comma-separated list of warmup_verbose, checkpoint_load, np_int, logger_console"):
+                                         f"comma-separated list of {', '.join(ALL_FIXES)}"):
         dassl_compat.selected_fixes("warmup,np_int")
 
 

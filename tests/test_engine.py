@@ -566,7 +566,7 @@ def dassl_checkpoint(optim_class):
             "scheduler": warmup.state_dict(), "val_result": 50.0}
 
 
-def test_dassl_compat_fixes_the_four_breakages(mini_dassl, tmp_path):
+def test_dassl_compat_fixes_the_breakages(mini_dassl, tmp_path):
     from dassl.optim.lr_scheduler import ConstantWarmupScheduler
     from dassl.utils import load_checkpoint as dassl_load
     from dassl.utils.logger import Logger
@@ -575,8 +575,10 @@ def test_dassl_compat_fixes_the_four_breakages(mini_dassl, tmp_path):
     successor = torch.optim.lr_scheduler.CosineAnnealingLR(optim, 4.0)
     with pytest.raises(TypeError):
         ConstantWarmupScheduler(optim, successor, 1, 1e-5)
-    assert mini_dassl.needed() == ["warmup_verbose", "checkpoint_load", "np_int", "logger_console"]
-    assert mini_dassl.patch() == ["warmup_verbose", "checkpoint_load", "np_int", "logger_console"]
+    fixes = ["warmup_verbose", "checkpoint_load", "np_int", "logger_console", "resume_without_models",
+             "logging_disabled"]
+    assert mini_dassl.needed() == fixes and logging.root.manager.disable == logging.WARNING
+    assert mini_dassl.patch() == fixes
     assert mini_dassl.patch() == [] and mini_dassl.needed() == []  # idempotent: nothing left to fix
     warmup = ConstantWarmupScheduler(optim, successor, 1, 1e-5)
     assert optim.param_groups[0]["lr"] == 1e-5 and warmup.warmup_epoch == 1
@@ -590,6 +592,11 @@ def test_dassl_compat_fixes_the_four_breakages(mini_dassl, tmp_path):
     logger.write("one line\n")
     logger.close()
     assert not console.closed and logger.file.closed and (tmp_path / "log.txt").read_text() == "one line\n"
+    # a trainer without models starts at epoch 0; logging is on again
+    from dassl.engine.trainer import TrainerBase
+
+    assert TrainerBase().resume_model_if_exist(str(tmp_path)) == 0
+    assert logging.root.manager.disable == logging.NOTSET
     # a fork's own checkpoints load: the warm-up scheduler's state holds its successor and optimizer
     for optim_class in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop):
         torch.save(dassl_checkpoint(optim_class), tmp_path / "ckpt")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from leclip import metrics
-from leclip.engine import get_cfg_default
+from leclip.dassl import get_cfg_default  # the active engine's defaults hold LE-CLIP's keys
 from leclip.evaluators import MultiLabelClassification, OpenSetClassification
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leclip import harness, report
+from leclip import harness, report, tables
 
 REPO = harness.REPO
 VENV_BIN = os.path.dirname(sys.executable)
@@ -33,7 +33,7 @@ def script(*args, tmp_path):
 def test_seed_summary_gives_each_seed_its_mean_std_and_time(tmp_path):
     finished(tmp_path, "cars", "5", "coop", 1, seconds=12.5, closed_accuracy=60.0, balanced_accuracy=50.0, auroc=None)
     finished(tmp_path, "cars", "5", "coop", 2, seconds=7.5, closed_accuracy=64.0, balanced_accuracy=56.0, auroc=70.0)
-    text = report.seed_summary("coop", "cars", "5", [1, 2, 3], str(tmp_path), ran=[2])
+    text = harness.seed_summary("coop", "cars", "5", [1, 2, 3], str(tmp_path), ran=[2])
     lines = text.splitlines()
     assert lines[0] == f"== CoOp on cars 5: 2 of 3 seeds, results in {tmp_path}/cars/5/coop/seed<k>/results.json"
     assert lines[1].split() == ["seed", "closed_accuracy", "balanced_accuracy", "auroc", "time"]
@@ -48,11 +48,11 @@ def test_seed_summary_gives_each_seed_its_mean_std_and_time(tmp_path):
 def test_papers_numbers_come_with_their_label_and_only_where_reported():
     papers = report.load_papers()
     assert report.paper_stat(papers, "closed_accuracy", "coop", "cars", "5") == (
-        report.Stat(85.45, 0.31, 1, 1), "CFSG-CLIP paper")
+        tables.Stat(85.45, 0.31, 1, 1), "CFSG-CLIP paper")
     assert report.paper_stat(papers, "closed_accuracy", "coop", "cars", "20")[0].mean == 87.64
     assert report.paper_stat(papers, "auroc", "coop", "cars", "5") is None  # the paper reports no AUROC
     assert report.paper_stat(papers, "closed_accuracy", "clip_lora", "semiaves", "in") is None  # no CLIP-LoRA row
-    assert report.paper_stat(papers, "mAP", "ccd", "voc2012", "unsup") == (report.Stat(90.1, None, 1, 1), "CCD paper")
+    assert report.paper_stat(papers, "mAP", "ccd", "voc2012", "unsup") == (tables.Stat(90.1, None, 1, 1), "CCD paper")
     # an ablation row, whose setting the paper does not state, matches any setting
     assert report.paper_stat(papers, "closed_accuracy", "concat injection", "aircraft", "5")[0].mean == 60.47
 
@@ -113,6 +113,6 @@ def test_protocols_shows_the_papers_numbers_generated_from_papers_yaml():
     ("C", ("synth_ml", "0.05"), ("nuswide", "0.2")),
 ])
 def test_a_task_table_has_every_dataset_and_setting_of_the_papers(task, first, last):
-    columns = report.task_columns(task)
+    columns = harness.task_columns(task)
     assert columns[0] == first and columns[-1] == last
     assert len(columns) == {"A": 12, "B": 5, "C": 20}[task]
