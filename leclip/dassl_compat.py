@@ -34,6 +34,13 @@ list of the names below.
   `logging.disable(logging.WARNING)`, which silences every logger of the process below
   WARNING, LE-CLIP's included. The fix lifts that process-wide switch again
   (`logging.disable(logging.NOTSET)`); loggers keep their own levels.
+- `load_model_val_result` (dassl/engine/trainer.py): `load_model` prints the checkpoint's
+  `val_result` with a float format, but every checkpoint saved without a validation
+  result (the one per epoch, `model.pth.tar-<epoch>`) holds None there, so
+  `--eval-only --load-epoch N` fails with "unsupported format string passed to
+  NoneType.__format__" for any trainer that keeps Dassl's `load_model` (LE-CLIP's
+  included). The fix hands `load_model` NaN in place of that None (it prints
+  `val_result=nan`); the file is not changed.
 """
 import collections
 import contextlib
@@ -278,6 +285,46 @@ def _logging_disabled_apply():
     logging.disable(logging.NOTSET)
 
 
+def _load_model_val_result_needed():
+    base = _trainer_base()
+    probe = base.__new__(base)
+    probe._models = collections.OrderedDict(probe=torch.nn.Linear(1, 1))
+    probe._optims, probe._scheds = {"probe": None}, {"probe": None}
+    with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stdout(io.StringIO()):
+        os.makedirs(os.path.join(folder, "probe"))
+        checkpoint = {"state_dict": probe._models["probe"].state_dict(), "epoch": 1, "val_result": None}
+        torch.save(checkpoint, os.path.join(folder, "probe", "model.pth.tar-1"))
+        try:
+            base.load_model(probe, folder, epoch=1)
+        except TypeError:
+            return True
+    return False
+
+
+def _load_model_val_result_apply():
+    import dassl.engine.trainer as trainer_module
+
+    load_model = trainer_module.TrainerBase.load_model
+
+    def load_model_without_val_result(self, directory, epoch=None):
+        read = trainer_module.load_checkpoint
+
+        def read_with_val_result(path):
+            checkpoint = read(path)
+            if checkpoint.get("val_result") is None:
+                checkpoint["val_result"] = float("nan")
+            return checkpoint
+
+        # load_model reads through this module's name, for the length of the call only
+        trainer_module.load_checkpoint = read_with_val_result
+        try:
+            return load_model(self, directory, epoch)
+        finally:
+            trainer_module.load_checkpoint = read
+
+    trainer_module.TrainerBase.load_model = load_model_without_val_result
+
+
 Fix = collections.namedtuple("Fix", "needed apply")
 FIXES = collections.OrderedDict(
     warmup_verbose=Fix(_warmup_verbose_needed, _warmup_verbose_apply),
@@ -286,6 +333,7 @@ FIXES = collections.OrderedDict(
     logger_console=Fix(_logger_console_needed, _logger_console_apply),
     resume_without_models=Fix(_resume_without_models_needed, _resume_without_models_apply),
     logging_disabled=Fix(_logging_disabled_needed, _logging_disabled_apply),
+    load_model_val_result=Fix(_load_model_val_result_needed, _load_model_val_result_apply),
 )
 
 

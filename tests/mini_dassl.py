@@ -3,8 +3,9 @@
 It has Dassl's module layout and takes its loop, registries and config from LE-CLIP's
 built-in engine, with Dassl's breakages planted in it, each in our own words: the warm-up scheduler hands `verbose` to torch, `load_checkpoint`
 relies on torch.load's default, RandAugment uses `np.int`, and the Logger closes the
-console it wraps; a trainer without models cannot resume (nor train); and importing it
-switches logging off below WARNING. `write(root, broken=False)` writes one without
+console it wraps; a trainer without models cannot resume (nor train); importing it
+switches logging off below WARNING; and `load_model` fails on a checkpoint without a
+validation result. `write(root, broken=False)` writes one without
 them (a Dassl that needs no fix). The loop its trainers run is LE-CLIP's, whose resume
 handles a trainer without models: the planted one is on `dassl.engine.trainer.TrainerBase`. On PYTHONPATH, `import dassl` finds it; `installed()` makes it `dassl` in this process.
 """
@@ -93,6 +94,9 @@ def setup_logger(output):
 '''
 
 _TRAINER_BASE = '''
+import os.path as osp
+
+from dassl.utils import load_checkpoint
 from leclip.engine import SimpleTrainer  # noqa: F401
 from leclip.engine import TrainerBase as _EngineTrainerBase
 
@@ -102,6 +106,14 @@ class TrainerBase(_EngineTrainerBase):
 {RESUME}        for name in self.get_model_names():
             start_epoch = _EngineTrainerBase.resume_model_if_exist(self, directory)
         return start_epoch  # unset when no model is registered
+
+    def load_model(self, directory, epoch=None):
+        for name in self.get_model_names():
+            checkpoint = load_checkpoint(osp.join(directory, name, f"model.pth.tar-{epoch}"))
+            val_result = checkpoint["val_result"]
+            shown = {VAL_RESULT}
+            print(f"Load {name} (epoch={checkpoint['epoch']}, val_result={shown})")
+            self._models[name].load_state_dict(checkpoint["state_dict"])
 '''
 
 _TORCHTOOLS = '''
@@ -115,7 +127,7 @@ def load_checkpoint(fpath):
 
 def write(root, broken=True):
     """Write the miniature `dassl` package under `root`; `broken=False` writes one
-    without the four breakages (a Dassl that needs no fix)."""
+    without the breakages (a Dassl that needs no fix)."""
     files = {
         "dassl/__init__.py": "",
         "dassl/config/__init__.py": (
@@ -125,7 +137,7 @@ def write(root, broken=True):
         "dassl/engine/__init__.py": "from leclip.engine import TRAINER_REGISTRY, TrainerX, TrainerXU, build_trainer\n",
         "dassl/engine/trainer.py": _TRAINER_BASE.replace(
             "{RESUME}", "" if broken else "        if not self.get_model_names():\n            return 0\n"
-        ),
+        ).replace("{VAL_RESULT}", 'f"{val_result:.1f}"' if broken else '"none" if val_result is None else val_result'),
         "dassl/data/__init__.py": "from leclip.engine import DataManager\n\nfrom . import datasets\n",
         "dassl/data/datasets/__init__.py": (
             "from leclip.engine import DATASET_REGISTRY, DatasetBase, Datum, build_dataset\n\n"

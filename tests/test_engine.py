@@ -576,7 +576,7 @@ def test_dassl_compat_fixes_the_breakages(mini_dassl, tmp_path):
     with pytest.raises(TypeError):
         ConstantWarmupScheduler(optim, successor, 1, 1e-5)
     fixes = ["warmup_verbose", "checkpoint_load", "np_int", "logger_console", "resume_without_models",
-             "logging_disabled"]
+             "logging_disabled", "load_model_val_result"]
     assert mini_dassl.needed() == fixes and logging.root.manager.disable == logging.WARNING
     assert mini_dassl.patch() == fixes
     assert mini_dassl.patch() == [] and mini_dassl.needed() == []  # idempotent: nothing left to fix
@@ -597,6 +597,15 @@ def test_dassl_compat_fixes_the_breakages(mini_dassl, tmp_path):
 
     assert TrainerBase().resume_model_if_exist(str(tmp_path)) == 0
     assert logging.root.manager.disable == logging.NOTSET
+    # a checkpoint without a validation result loads (Dassl saves each epoch's so)
+    trainer, model = TrainerBase(), nn.Linear(2, 1)
+    trainer.register_model("head", model)
+    (tmp_path / "head").mkdir()
+    saved = {"weight": torch.tensor([[1.0, 2.0]]), "bias": torch.tensor([3.0])}
+    torch.save({"state_dict": saved, "epoch": 4, "val_result": None}, tmp_path / "head" / "model.pth.tar-4")
+    trainer.load_model(str(tmp_path), epoch=4)
+    assert model.weight.tolist() == [[1.0, 2.0]] and model.bias.tolist() == [3.0]
+    assert torch.load(tmp_path / "head" / "model.pth.tar-4")["val_result"] is None  # the file is unchanged
     # a fork's own checkpoints load: the warm-up scheduler's state holds its successor and optimizer
     for optim_class in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop):
         torch.save(dassl_checkpoint(optim_class), tmp_path / "ckpt")
