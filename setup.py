@@ -39,6 +39,8 @@ setup(
         "scipy",
         "tqdm",
         "Pillow",
+        "matplotlib",  # scripts/compare.sh --plot
+        "tensorboard",  # the event files of each run, as Dassl writes them
     ],
     extras_require={"test": ["pytest"]},
 )

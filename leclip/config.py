@@ -26,8 +26,15 @@ def merge_missing(cfg, defaults):
     return cfg
 
 
+# every key LE-CLIP declared, with its default (`leclip.plugin` puts them back into a
+# node that a fork's extend_cfg replaces)
+DECLARED = {}
+
+
 def add_defaults(defaults):
     """Declare config keys with their defaults (dotted key -> value)."""
+    for dotted, value in defaults.items():
+        DECLARED.setdefault(dotted, value)
     merge_missing(DEFAULT_CFG, defaults)
 
 

@@ -1,8 +1,9 @@
 """The one import point for the Dassl API used by LE-CLIP's trainers and datasets.
 
 Uses Dassl.pytorch when it is importable (after fixing its known breakages on current
-torch, see `leclip.dassl_compat`), else LE-CLIP's built-in engine `leclip.engine`.
-`LECLIP_ENGINE=builtin|dassl` forces one. The choice is logged once.
+torch, see `leclip.dassl_compat`; `DASSL_FIXES` lists the fixes applied), else LE-CLIP's
+built-in engine `leclip.engine`. `LECLIP_ENGINE=builtin|dassl` forces one. The choice
+is logged once.
 """
 import logging
 import os
@@ -12,6 +13,7 @@ _logger = logging.getLogger("leclip")
 # Every name below exists in both engines; plugins import them from here only.
 __all__ = [
     "ENGINE",
+    "DASSL_FIXES",
     "DEFAULT_CFG",
     "Registry",
     "TRAINER_REGISTRY",
@@ -68,6 +70,8 @@ def _choose_engine():
 
 
 ENGINE = _choose_engine()
+# the Dassl fixes this process applied (none on the built-in engine)
+DASSL_FIXES = []
 
 # engine-independent: the loop keys' valid values, checked for LE-CLIP's trainers on both
 from .engine.config import check_cfg_values  # noqa: E402,F401
@@ -75,7 +79,10 @@ from .engine.config import check_cfg_values  # noqa: E402,F401
 if ENGINE == "dassl":
     from . import dassl_compat
 
-    dassl_compat.patch()
+    try:
+        DASSL_FIXES = dassl_compat.patch()
+    except ValueError as err:  # a bad LECLIP_DASSL_FIXES
+        raise EngineError(str(err)) from None
     from dassl.config import cfg_default as DEFAULT_CFG
     from dassl.config import get_cfg_default
     from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum, build_dataset
@@ -128,4 +135,4 @@ else:
         setup_logger,
     )
 
-_logger.info("LE-CLIP engine: %s", ENGINE)
+_logger.info("LE-CLIP engine: %s%s", ENGINE, f" (Dassl fixes: {', '.join(DASSL_FIXES)})" if DASSL_FIXES else "")

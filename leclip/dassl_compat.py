@@ -1,26 +1,64 @@
 """Fixes for Dassl.pytorch on current torch and numpy, applied by `leclip.dassl`.
 
-- dassl/optim/lr_scheduler.py: `_BaseWarmupScheduler.__init__` passes `verbose` to
-  torch's LRScheduler constructor, which no longer takes it: every config with
-  OPTIM.WARMUP_EPOCH > 0 fails with a TypeError when the scheduler is built.
-- dassl/utils/torchtools.py: `load_checkpoint` calls `torch.load` without
-  `weights_only`, which defaults to True since torch 2.6 and refuses Dassl's own
-  checkpoints (a warm-up scheduler's state holds its successor scheduler object, and
-  that the optimizer object), so resuming and `--eval-only` fail. The fix keeps
-  `weights_only=True` and allow-lists exactly the classes such a checkpoint holds
-  (Dassl's successor schedulers and optimizers, and their `defaultdict(dict)` state,
-  read as a dict), for Dassl's loads only: nothing else in the process loads unsafely.
-- dassl/data/transforms/randaugment.py and autoaugment.py use `np.int`, removed in
-  numpy 1.24.
+Each fix first checks, on the installed Dassl, torch and numpy, that its breakage is
+there, and patches only then: on a Dassl (or torch) without the breakage it does
+nothing, and a second `patch()` finds nothing left to fix. `LECLIP_DASSL_FIXES`
+chooses them: unset or `all` (every fix that is needed), `none`, or a comma-separated
+list of the names below.
+
+- `warmup_verbose` (dassl/optim/lr_scheduler.py): `_BaseWarmupScheduler.__init__`
+  passes `verbose` to torch's LRScheduler constructor, which no longer takes it: every
+  config with OPTIM.WARMUP_EPOCH > 0 fails with a TypeError when the scheduler is
+  built. The fix replaces that constructor with one that does not pass `verbose`.
+- `checkpoint_load` (dassl/utils/torchtools.py): `load_checkpoint` calls `torch.load`
+  without `weights_only`, which defaults to True since torch 2.6 and refuses Dassl's
+  own checkpoints (a warm-up scheduler's state holds its successor scheduler object,
+  and that one the optimizer object), so resuming and `--eval-only` fail. The fix
+  reads with `weights_only=True` and allow-lists exactly the classes such a checkpoint
+  holds (Dassl's successor schedulers and optimizers, and their `defaultdict(dict)`
+  state, read as a dict), for the loads of that module only: nothing else in the
+  process loads unsafely. It is also applied when Dassl's loader would read any
+  pickled object (a Dassl that passes `weights_only=False`, or an old torch).
+- `np_int` (dassl/data/transforms/randaugment.py and autoaugment.py): `np.int`, removed
+  in numpy 1.24, is used by RandAugment and AutoAugment ops; the fix defines it as `int`.
+- `logger_console` (dassl/utils/logger.py): `Logger.close`, which also runs when a
+  Logger is garbage-collected, closes the console it wraps (`sys.stdout` when the
+  logger was set up). A process that restores `sys.stdout` after a run (a test suite, a
+  notebook, a sweep in one process) then writes to a closed file ("I/O operation on
+  closed file"). The fix makes `close` close the log file only.
+- `resume_without_models` (dassl/engine/trainer.py): `resume_model_if_exist` of a
+  trainer that registered no model (zero-shot CLIP learns nothing) reads an unset local
+  and fails with UnboundLocalError, so such a trainer cannot `train()` (its test runs
+  after training). The fix returns epoch 0 for it, printing Dassl's "No checkpoint found".
+- `logging_disabled` (dassl/data/datasets/dg/wilds/wilds_base.py): importing Dassl calls
+  `logging.disable(logging.WARNING)`, which silences every logger of the process below
+  WARNING, LE-CLIP's included. The fix lifts that process-wide switch again
+  (`logging.disable(logging.NOTSET)`); loggers keep their own levels.
+- `load_model_val_result` (dassl/engine/trainer.py): `load_model` prints the checkpoint's
+  `val_result` with a float format, but every checkpoint saved without a validation
+  result (the one per epoch, `model.pth.tar-<epoch>`) holds None there, so
+  `--eval-only --load-epoch N` fails with "unsupported format string passed to
+  NoneType.__format__" for any trainer that keeps Dassl's `load_model` (LE-CLIP's
+  included). The fix hands `load_model` NaN in place of that None (it prints
+  `val_result=nan`); the file is not changed.
 """
-import inspect
+import collections
+import contextlib
+import fractions
+import importlib.util
+import io
+import logging
+import os
+import re
+import sys
+import tempfile
 import types
 
 import numpy as np
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
-_applied = False
+ENV = "LECLIP_DASSL_FIXES"
 
 
 def _warmup_init(self, optimizer, successor, warmup_epoch, last_epoch=-1, verbose=False):
@@ -73,27 +111,263 @@ class _TorchLoadingDasslCheckpoints(types.ModuleType):
 
     @staticmethod
     def load(f, *args, **kwargs):
-        kwargs.setdefault("weights_only", True)
+        kwargs["weights_only"] = True
         with torch.serialization.safe_globals(dassl_checkpoint_classes()):
             return torch.load(f, *args, **kwargs)
 
 
-def patch():
-    """Apply the three fixes once; later calls do nothing."""
-    global _applied
-    if _applied:
-        return
+# ---------------------------------------------------------------- the fixes
+def _warmup_class():
     import dassl.optim.lr_scheduler as lr_scheduler
+
+    return getattr(lr_scheduler, "_BaseWarmupScheduler", None)
+
+
+def _warmup_verbose_needed():
+    warmup = _warmup_class()
+    if warmup is None:
+        return False
+
+    class Probe(warmup):
+        def get_lr(self):
+            return [group["lr"] for group in self.optimizer.param_groups]
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    try:
+        Probe(optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 1), 1)
+    except TypeError:
+        return True
+    return False
+
+
+def _warmup_verbose_apply():
+    _warmup_class().__init__ = _warmup_init
+
+
+def _loads(load_checkpoint, payload):
+    """Whether Dassl's `load_checkpoint` reads `payload` back from a file (its "Unable
+    to load" line is swallowed)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "probe.pth")
+        torch.save(payload, path)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                load_checkpoint(path)
+        except Exception:  # noqa: BLE001  torch raises UnpicklingError (RuntimeError in older versions)
+            return False
+    return True
+
+
+def _checkpoint_load_needed():
+    """Needed when Dassl's `load_checkpoint` refuses what its own checkpoints hold (a
+    scheduler object with its optimizer), or reads an object no checkpoint holds (it
+    would unpickle anything, code included)."""
     import dassl.utils.torchtools as torchtools
 
-    warmup = getattr(lr_scheduler, "_BaseWarmupScheduler", None)
-    torch_takes_verbose = "verbose" in inspect.signature(LRScheduler.__init__).parameters
-    if warmup is not None and not torch_takes_verbose:
-        warmup.__init__ = _warmup_init
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    dassl_own = {"scheduler": {"successor": torch.optim.lr_scheduler.StepLR(optimizer, 1)}}
+    foreign = {"state_dict": fractions.Fraction(1, 3)}
+    return not _loads(torchtools.load_checkpoint, dassl_own) or _loads(torchtools.load_checkpoint, foreign)
+
+
+def _checkpoint_load_apply():
+    import dassl.utils.torchtools as torchtools
+
     # every caller of Dassl's load_checkpoint (trainers, load_pretrained_weights,
     # resume_from_checkpoint, forks that imported it early) resolves `torch` here
-    if torchtools.torch is torch:
-        torchtools.torch = _TorchLoadingDasslCheckpoints()
-    if "int" not in np.__dict__:
-        np.int = int
-    _applied = True
+    torchtools.torch = _TorchLoadingDasslCheckpoints()
+
+
+def _np_int_needed():
+    """Needed when numpy has no `np.int` and Dassl's transforms use it."""
+    if "int" in np.__dict__:
+        return False
+    for module in ("dassl.data.transforms.randaugment", "dassl.data.transforms.autoaugment"):
+        try:
+            spec = importlib.util.find_spec(module)
+        except ImportError:  # a Dassl without its transforms package
+            spec = None
+        if spec is not None and spec.origin and os.path.isfile(spec.origin):
+            with open(spec.origin) as f:
+                if re.search(r"\bnp\.int(?!\w)", f.read()):
+                    return True
+    return False
+
+
+def _np_int_apply():
+    np.int = int
+
+
+def _logger_class():
+    try:
+        from dassl.utils.logger import Logger
+    except ImportError:  # a Dassl without its logger module
+        return None
+    return Logger
+
+
+class _Console:
+    closed_by_logger = False
+
+    def close(self):
+        self.closed_by_logger = True
+
+    def write(self, msg):
+        pass
+
+    def flush(self):
+        pass
+
+
+def _logger_console_needed():
+    logger = _logger_class()
+    if logger is None:
+        return False
+    probe = logger.__new__(logger)
+    probe.console, probe.file = _Console(), io.StringIO()
+    logger.close(probe)
+    return probe.console.closed_by_logger
+
+
+def _close_log_file_only(self):
+    """Dassl's Logger.close without closing the console it wraps."""
+    log_file = getattr(self, "file", None)  # None when its constructor failed
+    if log_file is not None and not log_file.closed:
+        log_file.close()
+
+
+def _logger_console_apply():
+    _logger_class().close = _close_log_file_only
+
+
+def _trainer_base():
+    from dassl.engine.trainer import TrainerBase
+
+    return TrainerBase
+
+
+def _resume_without_models_needed():
+    base = _trainer_base()
+    probe = base.__new__(base)
+    probe._models, probe._optims, probe._scheds = collections.OrderedDict(), {}, {}
+    with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stdout(io.StringIO()):
+        try:
+            base.resume_model_if_exist(probe, folder)
+        except UnboundLocalError:
+            return True
+    return False
+
+
+def _resume_without_models_apply():
+    base = _trainer_base()
+    resume = base.resume_model_if_exist
+
+    def resume_model_if_exist(self, directory):
+        if not self.get_model_names():
+            print("No checkpoint found, train from scratch")
+            return 0
+        return resume(self, directory)
+
+    base.resume_model_if_exist = resume_model_if_exist
+
+
+def _logging_disabled_needed():
+    """Needed when logging is switched off process-wide and Dassl's wilds module, which
+    does that at import, is loaded."""
+    module = sys.modules.get("dassl.data.datasets.dg.wilds.wilds_base")
+    if module is None or logging.root.manager.disable < logging.INFO:
+        return False
+    with open(module.__file__) as f:
+        return "logging.disable(" in f.read()
+
+
+def _logging_disabled_apply():
+    logging.disable(logging.NOTSET)
+
+
+def _load_model_val_result_needed():
+    base = _trainer_base()
+    probe = base.__new__(base)
+    probe._models = collections.OrderedDict(probe=torch.nn.Linear(1, 1))
+    probe._optims, probe._scheds = {"probe": None}, {"probe": None}
+    with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stdout(io.StringIO()):
+        os.makedirs(os.path.join(folder, "probe"))
+        checkpoint = {"state_dict": probe._models["probe"].state_dict(), "epoch": 1, "val_result": None}
+        torch.save(checkpoint, os.path.join(folder, "probe", "model.pth.tar-1"))
+        try:
+            base.load_model(probe, folder, epoch=1)
+        except TypeError:
+            return True
+    return False
+
+
+def _load_model_val_result_apply():
+    import dassl.engine.trainer as trainer_module
+
+    load_model = trainer_module.TrainerBase.load_model
+
+    def load_model_without_val_result(self, directory, epoch=None):
+        read = trainer_module.load_checkpoint
+
+        def read_with_val_result(path):
+            checkpoint = read(path)
+            if checkpoint.get("val_result") is None:
+                checkpoint["val_result"] = float("nan")
+            return checkpoint
+
+        # load_model reads through this module's name, for the length of the call only
+        trainer_module.load_checkpoint = read_with_val_result
+        try:
+            return load_model(self, directory, epoch)
+        finally:
+            trainer_module.load_checkpoint = read
+
+    trainer_module.TrainerBase.load_model = load_model_without_val_result
+
+
+Fix = collections.namedtuple("Fix", "needed apply")
+FIXES = collections.OrderedDict(
+    warmup_verbose=Fix(_warmup_verbose_needed, _warmup_verbose_apply),
+    checkpoint_load=Fix(_checkpoint_load_needed, _checkpoint_load_apply),
+    np_int=Fix(_np_int_needed, _np_int_apply),
+    logger_console=Fix(_logger_console_needed, _logger_console_apply),
+    resume_without_models=Fix(_resume_without_models_needed, _resume_without_models_apply),
+    logging_disabled=Fix(_logging_disabled_needed, _logging_disabled_apply),
+    load_model_val_result=Fix(_load_model_val_result_needed, _load_model_val_result_apply),
+)
+
+
+def selected_fixes(value=None):
+    """The fix names that LECLIP_DASSL_FIXES (or `value`) selects."""
+    value = os.environ.get(ENV, "") if value is None else value
+    value = value.strip().lower()
+    if value in ("", "all"):
+        return list(FIXES)
+    if value == "none":
+        return []
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in FIXES]
+    if unknown:
+        raise ValueError(
+            f"{ENV}={value!r}: unknown fix {', '.join(unknown)}; use all, none or a comma-separated list of "
+            f"{', '.join(FIXES)}"
+        )
+    return names
+
+
+def patch(names=None):
+    """Apply each selected fix whose breakage is present; returns the names applied
+    (empty when nothing needed fixing, e.g. on a second call)."""
+    names = selected_fixes() if names is None else names
+    applied = []
+    for name in names:
+        fix = FIXES[name]
+        if fix.needed():
+            fix.apply()
+            applied.append(name)
+    return applied
+
+
+def needed():
+    """The fixes whose breakage is present now (none once `patch()` ran)."""
+    return [name for name, fix in FIXES.items() if fix.needed()]

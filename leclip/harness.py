@@ -13,7 +13,9 @@ place results (seed, setting, output folder), stops its train.py child on SIGINT
 SIGTERM (the child keeps its last epoch checkpoint) and resolves DATA and OUTPUT
 against the caller's working directory.
 """
+import contextlib
 import glob
+import io
 import json
 import math
 import os
@@ -25,6 +27,8 @@ import sys
 import tempfile
 import time
 from collections import OrderedDict, namedtuple
+
+from .tables import cell, stat, text_table
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(REPO, "configs")
@@ -80,6 +84,8 @@ DATASETS = OrderedDict(
     nuswide=("LENUSWIDE", "BC"),
 )
 
+# the name of each method in the tables
+DISPLAY = {key: method.display for key, method in METHODS.items()}
 # the methods of each task, in the papers' row order (derived from METHODS)
 TASK_METHODS = {task: [key for key, method in METHODS.items() if task in method.tasks] for task in TASK_NAMES}
 TASK_METRICS = {
@@ -212,6 +218,56 @@ def check_overrides(opts):
 def dataset_config(dataset_key):
     check_dataset(dataset_key)
     return osp.join(CONFIGS, "datasets", f"{dataset_key}.yaml")
+
+
+def dataset_present(dataset_key, data_root):
+    """(True, "") when the dataset is under `data_root` (the embedded worlds always
+    are: they render there), else (False, why). A dataset whose folder is there but
+    broken raises its one message."""
+    if dataset_key.startswith("synth_"):
+        return True, ""
+    import leclip.datasets  # noqa: F401  registers the benchmarks
+    from leclip.data import DatasetNotFound
+    from leclip.dassl import build_dataset
+
+    setting = PAPER_SETTINGS["semiaves" if dataset_key == "semiaves" else check_dataset(dataset_key)[1]][-1]
+    cfg = setup_cfg(dataset_config_file=dataset_config(dataset_key), opts=setting_opts(dataset_key, setting),
+                    root=data_root, seed=1)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # its "Loading dataset" lines
+            build_dataset(cfg)
+    except DatasetNotFound as err:
+        return False, str(err).split(". Set DATASET.ROOT")[0]
+    return True, ""
+
+
+def task_columns(task):
+    """(dataset, setting) columns of a task's whole-paper table, in DATASETS order."""
+    columns = []
+    for key, (_, tasks) in DATASETS.items():
+        if task == "A" and tasks == "A":
+            settings = PAPER_SETTINGS["semiaves" if key == "semiaves" else "A"]
+        elif task in "BC" and tasks == "BC":
+            settings = ["unsup"] if task == "B" else [s for s in PAPER_SETTINGS["BC"] if s != "unsup"]
+        else:
+            continue
+        columns += [(key, s) for s in settings]
+    return columns
+
+
+def task_settings(task, data_root):
+    """([(dataset, setting)] of the task's datasets under `data_root`, in the papers'
+    settings, {absent dataset: why})."""
+    present, absent, checked = [], {}, {}
+    for dataset_key, setting in task_columns(task):
+        if dataset_key not in checked:
+            checked[dataset_key] = dataset_present(dataset_key, data_root)
+        found, why = checked[dataset_key]
+        if found:
+            present.append((dataset_key, setting))
+        else:
+            absent[dataset_key] = why
+    return present, absent
 
 
 def trainer_configs(method_key, dataset_key):
@@ -616,7 +672,7 @@ def run_seeds(method_key, dataset_key, setting, seeds, opts=(), data_root="./dat
     Results go to <output_root>/<dataset>/<setting>/<folder or method>/seed<k>/. `flags`
     are passed to train.py (--overwrite, --force-resume, --skip-bad-images, --debug); with
     --overwrite, finished seeds run again. A seed that ends with exit status 2 (bad input)
-    stops the harness: the others would fail the same way."""
+    stops the harness: the others would fail the same way. Returns the seeds it ran."""
     trainer = check_method(method_key)
     check_serves(method_key, dataset_key, setting)
     trainer_yamls = trainer_configs(method_key, dataset_key)
@@ -627,7 +683,7 @@ def run_seeds(method_key, dataset_key, setting, seeds, opts=(), data_root="./dat
     if note:
         print(note, flush=True)
     data_root, output_root = osp.abspath(data_root), osp.abspath(output_root)
-    failures = []
+    failures, ran = [], []
     for seed in seeds:
         out = seed_dir(output_root, dataset_key, setting, folder or method_key, seed)
         tag = f"[{method_key} {dataset_key} {setting} seed {seed}]"
@@ -647,6 +703,7 @@ def run_seeds(method_key, dataset_key, setting, seeds, opts=(), data_root="./dat
             "TRAIN.CHECKPOINT_FREQ", "1", *opts,
         ]
         code = CHILDREN.call(command)
+        ran.append(seed)
         if code == 2:
             raise Reported(f"seed {seed} stopped on bad input")
         if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):  # the child alone was stopped
@@ -660,6 +717,31 @@ def run_seeds(method_key, dataset_key, setting, seeds, opts=(), data_root="./dat
             where = f"its log: {log}" if osp.exists(log) else "it stopped before writing a log; its error is printed above"
             lines.append(f"seed {seed} failed with exit status {code} ({where})")
         raise HarnessError(f"{method_key} on {dataset_key} {setting}: " + "; ".join(lines))
+    return ran
+
+
+# ---------------------------------------------------------------- the end of run.sh
+def seed_summary(method_key, dataset_key, setting, seeds, output_root, ran):
+    """What scripts/run.sh prints last: each seed's metrics and time, their mean ± std,
+    and where the results are. `ran`: the seeds run now (the others were done before)."""
+    metrics = TASK_METRICS[task_of(dataset_key, setting)]
+    header = ["seed"] + metrics + ["time"]
+    body, results = [], []
+    for seed in seeds:
+        data, why = read_result(osp.join(seed_dir(output_root, dataset_key, setting, method_key, seed), RESULTS))
+        if data is None:
+            body.append([seed] + ["—"] * len(metrics) + [f"no results ({why})"])
+            continue
+        results.append(data)
+        seconds = data.get("seconds")
+        when = "" if seed in ran else " (an earlier run)"
+        values = [f"{data[k]:.2f}" if data.get(k) is not None else "n/a" for k in metrics]
+        body.append([seed] + values + [f"{seconds:.1f} s{when}" if seconds is not None else f"?{when}"])
+    body.append(["mean ± std"] + [cell(stat([r.get(k) for r in results])) for k in metrics]
+                + [f"{sum(r.get('seconds') or 0 for r in results):.1f} s in all"])
+    where = osp.dirname(seed_dir(output_root, dataset_key, setting, method_key, 0))
+    return (f"== {DISPLAY.get(method_key, method_key)} on {dataset_key} {setting}: {len(results)} of {len(seeds)} "
+            f"seeds, results in {where}/seed<k>/{RESULTS}\n" + text_table(header, body))
 
 
 def ablation_rows(path):
@@ -721,11 +803,13 @@ def _main(argv=None):
     cmp_p = sub.add_parser("methods", help="the methods of a dataset's task that are available")
     cmp_p.add_argument("dataset")
     cmp_p.add_argument("setting")
+    set_p = sub.add_parser("settings", help="'dataset setting' of each setting of TASK whose dataset is under DATA")
+    set_p.add_argument("task", choices=sorted(TASK_NAMES))
     for p in (run_p, abl_p):
         p.add_argument("--overwrite", action="store_true", help="run finished seeds again (old results kept beside)")
         p.add_argument("--force-resume", action="store_true", help="resume from checkpoints of another config")
         p.add_argument("--skip-bad-images", action="store_true", help="leave out unreadable images (recorded)")
-    for p in (run_p, abl_p, cmp_p):
+    for p in (run_p, abl_p, cmp_p, set_p):
         p.add_argument("--debug", action="store_true", help="show tracebacks")
     argv = list(sys.argv[1:] if argv is None else argv)
     opts = []
@@ -740,8 +824,14 @@ def _main(argv=None):
     output_root = osp.abspath(os.environ.get("OUTPUT") or "./output")
     try:
         if args.command == "run":
-            run_seeds(args.method, args.dataset, args.setting, args.seeds or [1, 2, 3], opts, data_root, output_root,
-                      flags=flags)
+            seeds = args.seeds or [1, 2, 3]
+            ran = run_seeds(args.method, args.dataset, args.setting, seeds, opts, data_root, output_root, flags=flags)
+            print(seed_summary(args.method, args.dataset, args.setting, seeds, output_root, ran))
+        elif args.command == "settings":
+            present, absent = task_settings(args.task, data_root)
+            for dataset_key, why in absent.items():
+                print(f"absent: {dataset_key} ({why}): its columns are marked absent", file=sys.stderr)
+            print("\n".join(f"{dataset_key} {setting}" for dataset_key, setting in present))
         elif args.command == "ablate":
             args.method = args.method or ABLATED[task_of(args.dataset, args.setting)]
             rows_file = osp.join(CONFIGS, "ablations", f"{args.method}.txt")

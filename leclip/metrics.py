@@ -1,6 +1,6 @@
 """Metric functions (values in percent), shared by the evaluators and the tests.
 
-Open-set metrics follow PROTOCOLS.md: closed accuracy over ID test images with the
+Open-set metrics follow docs/PROTOCOLS.md: closed accuracy over ID test images with the
 argmax over ID classes; balanced accuracy over K+1 classes (OOD test images form one
 "unknown" class, predicted when the ID score is below the threshold), as IOMatch
 defines it; AUROC of the ID score (ID positive). Multi-label: mAP over the classes with

@@ -1,6 +1,6 @@
 """CFSG-CLIP's semantic filtering module (SFM): pool the patches that show a class.
 
-For each image and its class m (METHODS.md, CFSG-CLIP):
+For each image and its class m (docs/METHODS.md, CFSG-CLIP):
 - s_i = cos(z_i, t^m) over the patch features z_i; keep the top-k patches K;
 - w_i = softmax over i in K of cos(z_i, z~) with the image's global feature z~
   ("visual" weighting), or w_i = 1/k ("textual": the text picks, nothing reweights);

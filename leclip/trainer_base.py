@@ -28,6 +28,7 @@ from .backbone import autocast, check_input_size, load_clip, resolve_logit_scale
 from .data import DataManager
 from .data.seeding import epoch_seed
 from .dassl import ENGINE, TrainerX, TrainerXU, build_dataset, build_lr_scheduler, build_optimizer, set_random_seed
+from .progress import progress
 
 # the dataset tasks (`dataset.task`; "closed" for a Dassl fork's own datasets)
 SINGLE_LABEL = ("ossl", "closed")
@@ -249,7 +250,7 @@ class CLIPTrainer(TrainerXU):
         """ID scores of the labeled training images (test transform), for the threshold."""
         loader = self.dm.make_loader(self.dm.dataset.train_x, views="test")
         scores = []
-        for batch in loader:
+        for batch in progress(loader, "Scoring the labeled images"):
             with self.autocast():
                 scores.append(self.predict(self.to_device(batch), classes)[1].float().cpu())
         return torch.cat(scores)
@@ -266,7 +267,7 @@ class CLIPTrainer(TrainerXU):
         if open_set:
             self.evaluator.set_reference_scores(self.reference_scores(classes))
         start = time.time()
-        for batch in loader:
+        for batch in progress(loader, f"Evaluating on {split}"):
             with self.autocast():
                 probs, second = self.predict(self.to_device(batch), classes)
             labels = batch["label"]

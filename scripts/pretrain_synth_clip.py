@@ -1,7 +1,7 @@
 """Rebuild the embedded CLIP `synth-vit` (leclip/world/assets/synth-vit.pt) reproducibly.
 
     python scripts/pretrain_synth_clip.py                      # the shipped checkpoint
-    python scripts/pretrain_synth_clip.py --steps 50 --out /tmp/try.pt
+    python scripts/pretrain_synth_clip.py --steps 50 --out try.pt
 
 Pre-trains clip.model.CLIP contrastively on captioned images, crops and regions of the
 synthetic world (leclip.world.captions, leclip.world.pretrain), saves fp16 weights, then

@@ -6,7 +6,8 @@
 # relative to the folder you run this from; results go to
 # $OUTPUT/<dataset>/<setting>/<method>/seed<k>/. A seed whose results.json exists is
 # skipped; an interrupted seed resumes from its last epoch checkpoint. Ctrl-C or SIGTERM
-# stops the running seed, which keeps its checkpoint.
+# stops the running seed, which keeps its checkpoint. It ends with a summary: each seed's
+# metrics and time, their mean ± std, and where the results are.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"

@@ -5,6 +5,7 @@ import logging
 import re
 import sys
 
+import mini_dassl as miniature_dassl
 import numpy as np
 import pytest
 import torch
@@ -531,54 +532,13 @@ def test_setup_logger_twice_writes_each_line_once(tmp_path):
 
 
 # ---------------------------------------------------------------- Dassl compatibility
-MINI_DASSL = {
-    # the warm-up wrapper hands `verbose` to torch, as Dassl's lr_scheduler.py does
-    "dassl/optim/lr_scheduler.py": """
-from torch.optim.lr_scheduler import _LRScheduler
-
-class _BaseWarmupScheduler(_LRScheduler):
-    def __init__(self, optimizer, successor, warmup_epoch, last_epoch=-1, verbose=False):
-        self.successor = successor
-        self.warmup_epoch = warmup_epoch
-        super().__init__(optimizer, last_epoch, verbose)
-
-class ConstantWarmupScheduler(_BaseWarmupScheduler):
-    def __init__(self, optimizer, successor, warmup_epoch, cons_lr, last_epoch=-1, verbose=False):
-        self.cons_lr = cons_lr
-        super().__init__(optimizer, successor, warmup_epoch, last_epoch, verbose)
-
-    def get_lr(self):
-        return [self.cons_lr for _ in self.base_lrs]
-""",
-    # load_checkpoint relies on torch.load's old default, as Dassl's torchtools.py does
-    "dassl/utils/torchtools.py": """
-import torch
-
-def load_checkpoint(fpath):
-    return torch.load(fpath, map_location="cpu")
-""",
-    "dassl/__init__.py": "",
-    "dassl/optim/__init__.py": "",
-    "dassl/utils/__init__.py": "from .torchtools import load_checkpoint\n",
-}
-
-
+# (against the miniature Dassl of tests/mini_dassl.py, which has Dassl's breakages)
 @pytest.fixture
-def mini_dassl(tmp_path, monkeypatch):
-    for rel, text in MINI_DASSL.items():
-        path = tmp_path / "pkg" / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    monkeypatch.syspath_prepend(str(tmp_path / "pkg"))
+def mini_dassl(tmp_path):
     from leclip import dassl_compat
 
-    monkeypatch.setattr(dassl_compat, "_applied", False)
-    had_np_int = "int" in np.__dict__
-    yield dassl_compat
-    for name in [m for m in sys.modules if m == "dassl" or m.startswith("dassl.")]:
-        del sys.modules[name]
-    if not had_np_int and "int" in np.__dict__:
-        del np.int
+    with miniature_dassl.installed(str(tmp_path / "pkg")):
+        yield dassl_compat
 
 
 class Payload:
@@ -606,19 +566,46 @@ def dassl_checkpoint(optim_class):
             "scheduler": warmup.state_dict(), "val_result": 50.0}
 
 
-def test_dassl_compat_fixes_the_three_breakages(mini_dassl, tmp_path):
+def test_dassl_compat_fixes_the_breakages(mini_dassl, tmp_path):
     from dassl.optim.lr_scheduler import ConstantWarmupScheduler
     from dassl.utils import load_checkpoint as dassl_load
+    from dassl.utils.logger import Logger
 
     optim = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
     successor = torch.optim.lr_scheduler.CosineAnnealingLR(optim, 4.0)
     with pytest.raises(TypeError):
         ConstantWarmupScheduler(optim, successor, 1, 1e-5)
-    mini_dassl.patch()
-    mini_dassl.patch()  # idempotent
+    fixes = ["warmup_verbose", "checkpoint_load", "np_int", "logger_console", "resume_without_models",
+             "logging_disabled", "load_model_val_result"]
+    assert mini_dassl.needed() == fixes and logging.root.manager.disable == logging.WARNING
+    assert mini_dassl.patch() == fixes
+    assert mini_dassl.patch() == [] and mini_dassl.needed() == []  # idempotent: nothing left to fix
     warmup = ConstantWarmupScheduler(optim, successor, 1, 1e-5)
     assert optim.param_groups[0]["lr"] == 1e-5 and warmup.warmup_epoch == 1
     assert np.int is int
+    from dassl.data.transforms.randaugment import posterize
+
+    assert posterize([250], 4).tolist() == [240]
+    # the logger closes its file, not the console it wraps
+    console = sys.stdout
+    logger = Logger(str(tmp_path / "log.txt"))
+    logger.write("one line\n")
+    logger.close()
+    assert not console.closed and logger.file.closed and (tmp_path / "log.txt").read_text() == "one line\n"
+    # a trainer without models starts at epoch 0; logging is on again
+    from dassl.engine.trainer import TrainerBase
+
+    assert TrainerBase().resume_model_if_exist(str(tmp_path)) == 0
+    assert logging.root.manager.disable == logging.NOTSET
+    # a checkpoint without a validation result loads (Dassl saves each epoch's so)
+    trainer, model = TrainerBase(), nn.Linear(2, 1)
+    trainer.register_model("head", model)
+    (tmp_path / "head").mkdir()
+    saved = {"weight": torch.tensor([[1.0, 2.0]]), "bias": torch.tensor([3.0])}
+    torch.save({"state_dict": saved, "epoch": 4, "val_result": None}, tmp_path / "head" / "model.pth.tar-4")
+    trainer.load_model(str(tmp_path), epoch=4)
+    assert model.weight.tolist() == [[1.0, 2.0]] and model.bias.tolist() == [3.0]
+    assert torch.load(tmp_path / "head" / "model.pth.tar-4")["val_result"] is None  # the file is unchanged
     # a fork's own checkpoints load: the warm-up scheduler's state holds its successor and optimizer
     for optim_class in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop):
         torch.save(dassl_checkpoint(optim_class), tmp_path / "ckpt")

@@ -30,7 +30,7 @@ def test_fixmatch_trains_on_the_unlabeled_pool(run_trainer, tmp_path, trainer):
         out = tmp_path / mode
         opts = ["OPTIM.MAX_EPOCH", "1", "TRAINER.SSL.MODE", mode, "TRAINER.SSL.CONF_THRESH", "0.3"]
         assert run_trainer(trainer, config(trainer), opts, output_dir=str(out))["ssl_mode"] == mode
-        (model_dir,) = [p for p in out.iterdir() if p.is_dir()]
+        (model_dir,) = [p for p in out.iterdir() if (p / "model.pth.tar-1").exists()]  # not tensorboard/
         runs[mode] = (torch.load(model_dir / "model.pth.tar-1", weights_only=True)["state_dict"], out / "log.txt")
     pass_rates = [float(r) for r in re.findall(r"unlabeled: pass_rate ([\d.]+)%", runs["fixmatch"][1].read_text())]
     assert pass_rates and max(pass_rates) > 0

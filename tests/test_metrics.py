@@ -8,7 +8,7 @@ import torch
 
 import leclip.config  # noqa: F401 -- declares TEST.OOD_QUANTILE, as importing a trainer does
 from leclip import metrics
-from leclip.engine import get_cfg_default
+from leclip.dassl import get_cfg_default  # the active engine's defaults hold LE-CLIP's keys
 from leclip.evaluators import MultiLabelClassification, OpenSetClassification
 
 

@@ -21,7 +21,7 @@ LAYERS = (
     ("leclip.dassl", "leclip.dassl_compat"),
     ("leclip",),  # the core: CLIP layer, method parts, metrics, evaluators, world, trainer base
     ("leclip.trainers", "leclip.datasets"),
-    ("leclip.harness",),
+    ("leclip.harness", "leclip.plugin", "leclip.report"),  # entry points: the harness, a fork's line, reports
 )
 
 

@@ -1,4 +1,4 @@
-"""CFSG-CLIP: coarse- and fine-guidance branches on one frozen CLIP (METHODS.md).
+"""CFSG-CLIP: coarse- and fine-guidance branches on one frozen CLIP (docs/METHODS.md).
 
 Coarse branch: CoOp prompts -> t_c; frozen image encoder (no_grad) -> global and patch
 features, both through a residual adapter; the semantic filtering module (SFM,

@@ -1,6 +1,7 @@
 """Data: dataset bases, splits, views, loaders. Engine-independent: both engines (and
 every trainer) import it; it imports neither engine nor the `leclip.dassl` facade."""
 from .bases import (  # noqa: F401
+    DatasetNotFound,
     LEDatasetBase,
     MissingImagesError,
     MultiLabelDataset,

@@ -45,12 +45,16 @@ class LEDatasetBase(DatasetBase):
         return dict(enumerate(self._given_classnames)), list(self._given_classnames)
 
 
+class DatasetNotFound(FileNotFoundError):
+    """The dataset's folder is not under DATASET.ROOT (the harness marks it absent)."""
+
+
 def dataset_root(cfg, folder):
     """<DATASET.ROOT>/<folder>, which must exist."""
     root = osp.abspath(osp.expanduser(cfg.DATASET.ROOT or "."))
     path = osp.join(root, folder)
     if not osp.isdir(path):
-        raise FileNotFoundError(
+        raise DatasetNotFound(
             f"Dataset folder not found: {path}. Set DATASET.ROOT (or DATA for scripts/run.sh) to the folder "
             f"holding {folder}/ (see DATASETS.md)"
         )

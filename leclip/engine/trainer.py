@@ -4,7 +4,8 @@ Differences from Dassl, all for reproducibility: every epoch starts by reseeding
 global RNGs and the DataManager's loaders from (seed, epoch), and checkpoints also carry
 the RNG state and `trainer_state()` (seed, best val result; subclasses add theirs), so a
 run killed after epoch k and resumed ends with the same weights and metrics as an
-uninterrupted run. TensorBoard is not used: `write_scalar` is a hook that does nothing.
+uninterrupted run. As Dassl, training writes TensorBoard event files to
+OUTPUT_DIR/tensorboard (`write_scalar`: the losses, the learning rate, each evaluation).
 """
 import datetime
 import os.path as osp
@@ -171,13 +172,20 @@ class TrainerBase:
             raise FloatingPointError("Loss is infinite or NaN!")
 
     def init_writer(self, log_dir):
-        pass
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter  # only a training run needs it
+
+            print(f"Initialize tensorboard (log_dir={log_dir})")
+            self._writer = SummaryWriter(log_dir=log_dir)
 
     def close_writer(self):
-        pass
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     def write_scalar(self, tag, scalar_value, global_step=None):
-        pass
+        if self._writer is not None:
+            self._writer.add_scalar(tag, scalar_value, global_step)
 
     # ---------------------------------------------------------------- loop
     def train(self, start_epoch, max_epoch):

@@ -2,7 +2,7 @@
 
 From the paper: the label correlation of the labeled set is partitioned into contexts by
 spectral clustering; an auxiliary head learns to identify an image's contexts on labeled
-and unlabeled images. From the spec: sklearn's spectral clustering on a precomputed
+and unlabeled images. As docs/METHODS.md (CSA) states it: sklearn's spectral clustering on a precomputed
 affinity, `n_contexts` contexts (default 8 in the trainer); an image's context target is
 the multi-hot of the contexts of its (pseudo-)positive labels; the head is trained with
 BCE (weight 0.5, in the trainer).

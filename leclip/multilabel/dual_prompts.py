@@ -2,7 +2,7 @@
 
 Each class has a positive and a negative prompt (learnable context shared across classes;
 `PromptLearner(..., n_sets=2)` encodes both sets); the class logit is the difference of
-the two similarities, logit_k = scale * (cos(f, t_k^+) - cos(f, t_k^-)) -- the spec's rule,
+the two similarities, logit_k = scale * (cos(f, t_k^+) - cos(f, t_k^-)) -- the rule of docs/METHODS.md (CSA),
 and sigmoid of it is DualCoOp's softmax over the (negative, positive) pair. The trainer
 passes CLIP's logit scale (as DualCoOp does).
 Ours: context set 0 is the positive prompt, set 1 the negative one; with label-specific
