@@ -10,6 +10,12 @@ list of the names below.
   passes `verbose` to torch's LRScheduler constructor, which no longer takes it: every
   config with OPTIM.WARMUP_EPOCH > 0 fails with a TypeError when the scheduler is
   built. The fix replaces that constructor with one that does not pass `verbose`.
+- `warmup_resume` (dassl/optim/lr_scheduler.py): the warm-up scheduler's state holds its
+  successor scheduler object, so a resumed one takes the saved successor, a copy bound to
+  a copy of the optimizer: after the warm-up its learning rates go to that copy, and the
+  real optimizer keeps the last one. A resumed run then trains with other learning rates
+  than an uninterrupted one. The fix keeps the scheduler's own successor and loads the
+  saved one's position (its state dict) into it.
 - `checkpoint_load` (dassl/utils/torchtools.py): `load_checkpoint` calls `torch.load`
   without `weights_only`, which defaults to True since torch 2.6 and refuses Dassl's
   own checkpoints (a warm-up scheduler's state holds its successor scheduler object,
@@ -19,6 +25,11 @@ list of the names below.
   state, read as a dict), for the loads of that module only: nothing else in the
   process loads unsafely. It is also applied when Dassl's loader would read any
   pickled object (a Dassl that passes `weights_only=False`, or an old torch).
+- `checkpoint_messages` (dassl/utils/torchtools.py): `load_checkpoint` of an empty,
+  text, truncated or corrupt file, or of one that holds other objects (refused), stops
+  with torch's error, which names neither the file nor what to do. The fix gives
+  LE-CLIP's one message instead (a ValueError naming the file and the fix), for the
+  loads of that module only; the files read are the same.
 - `np_int` (dassl/data/transforms/randaugment.py and autoaugment.py): `np.int`, removed
   in numpy 1.24, is used by RandAugment and AutoAugment ops; the fix defines it as `int`.
 - `logger_console` (dassl/utils/logger.py): `Logger.close`, which also runs when a
@@ -30,6 +41,12 @@ list of the names below.
   trainer that registered no model (zero-shot CLIP learns nothing) reads an unset local
   and fails with UnboundLocalError, so such a trainer cannot `train()` (its test runs
   after training). The fix returns epoch 0 for it, printing Dassl's "No checkpoint found".
+- `resume_messages` (dassl/utils/torchtools.py): `resume_from_checkpoint` (which
+  TrainerBase's `resume_model_if_exist` calls) stops with an IndexError on an empty
+  `checkpoint` marker and with load_state_dict's RuntimeError when the config changed
+  the model's shapes. The fix puts LE-CLIP's resume in its place (in dassl.engine.trainer,
+  dassl.utils and torchtools): the same steps and lines, each file read by Dassl's
+  `load_checkpoint`, and one message (a ValueError) for each of these.
 - `logging_disabled` (dassl/data/datasets/dg/wilds/wilds_base.py): importing Dassl calls
   `logging.disable(logging.WARNING)`, which silences every logger of the process below
   WARNING, LE-CLIP's included. The fix lifts that process-wide switch again
@@ -44,6 +61,7 @@ list of the names below.
 """
 import collections
 import contextlib
+import copy
 import fractions
 import importlib.util
 import io
@@ -58,6 +76,8 @@ import numpy as np
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
+from .engine import checkpoint as engine_checkpoint
+
 ENV = "LECLIP_DASSL_FIXES"
 
 
@@ -68,10 +88,20 @@ def _warmup_init(self, optimizer, successor, warmup_epoch, last_epoch=-1, verbos
     LRScheduler.__init__(self, optimizer, last_epoch)
 
 
+def _warmup_load_state_dict(self, state_dict):
+    """Dassl's _BaseWarmupScheduler.load_state_dict that keeps its own successor (bound
+    to its optimizer) and moves it to where the saved one was."""
+    state = dict(state_dict)
+    saved = state.pop("successor", None)
+    LRScheduler.load_state_dict(self, state)
+    if saved is not None:
+        self.successor.load_state_dict(saved.state_dict())
+
+
 def _state_as_dict(default_factory=None):
     """Stands in for `collections.defaultdict` when a Dassl checkpoint is read: torch's
     safe loader fills dicts only. It rebuilds the optimizer state inside the pickled
-    successor scheduler, a copy that Dassl's scheduler keeps and never steps."""
+    successor scheduler, a copy whose position only is used (`warmup_resume`)."""
     return {}
 
 
@@ -99,21 +129,48 @@ def dassl_checkpoint_classes():
     return classes
 
 
-class _TorchLoadingDasslCheckpoints(types.ModuleType):
-    """`torch` as Dassl's torchtools module sees it: the same module, except that `load`
-    reads with weights_only=True and Dassl's checkpoint classes allowed."""
+class _TorchAsTorchtoolsSeesIt(types.ModuleType):
+    """`torch` as Dassl's torchtools module sees it: `base` (torch, or the one another
+    fix put there), except for `load`. Every caller of Dassl's load_checkpoint (trainers,
+    load_pretrained_weights, resume_from_checkpoint, forks that imported it early)
+    resolves `torch` in that module, so this reaches them all and nothing else."""
 
-    def __init__(self):
+    def __init__(self, base):
         super().__init__("torch")
+        self.base = base
 
     def __getattr__(self, name):
-        return getattr(torch, name)
+        return getattr(self.base, name)
 
-    @staticmethod
-    def load(f, *args, **kwargs):
+
+class _TorchLoadingDasslCheckpoints(_TorchAsTorchtoolsSeesIt):
+    """`load` reads with weights_only=True and Dassl's checkpoint classes allowed."""
+
+    def load(self, f, *args, **kwargs):
         kwargs["weights_only"] = True
         with torch.serialization.safe_globals(dassl_checkpoint_classes()):
-            return torch.load(f, *args, **kwargs)
+            return self.base.load(f, *args, **kwargs)
+
+
+class _TorchNamingBadCheckpoints(_TorchAsTorchtoolsSeesIt):
+    """`load` of a file that is empty, text, truncated, corrupt or holds other objects
+    raises LE-CLIP's one message (a CheckpointError naming the file and the fix)."""
+
+    def load(self, f, *args, **kwargs):
+        if not isinstance(f, (str, os.PathLike)):  # an open file: nothing to name
+            return self.base.load(f, *args, **kwargs)
+        path = os.fspath(f)
+        if _CHECKPOINT_NAME.fullmatch(os.path.basename(path)):
+            what, fix = "Checkpoint", engine_checkpoint.checkpoint_fix(path)
+        else:  # e.g. MODEL.INIT_WEIGHTS through load_pretrained_weights
+            what, fix = "File", "give a file saved with torch.save"
+        return engine_checkpoint.read_torch_file(
+            path, what, fix, load=lambda _: self.base.load(f, *args, **kwargs),
+            allowed="tensors, numbers and the schedulers and optimizers a Dassl checkpoint holds",
+        )
+
+
+_CHECKPOINT_NAME = re.compile(r"model\.pth\.tar-\d+|model-best\.pth\.tar")
 
 
 # ---------------------------------------------------------------- the fixes
@@ -142,6 +199,23 @@ def _warmup_verbose_needed():
 
 def _warmup_verbose_apply():
     _warmup_class().__init__ = _warmup_init
+
+
+def _warmup_resume_needed():
+    warmup = _warmup_class()
+    if warmup is None:
+        return False
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    successor = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 2)
+    probe = warmup.__new__(warmup)  # its constructor is what warmup_verbose fixes
+    probe.optimizer, probe.successor, probe.last_epoch = optimizer, successor, 0
+    # what a checkpoint gives back: a copy of the successor, with a copy of the optimizer
+    warmup.load_state_dict(probe, {"successor": copy.deepcopy(successor), "last_epoch": 1})
+    return probe.successor.optimizer is not optimizer
+
+
+def _warmup_resume_apply():
+    _warmup_class().load_state_dict = _warmup_load_state_dict
 
 
 def _loads(load_checkpoint, payload):
@@ -173,9 +247,39 @@ def _checkpoint_load_needed():
 def _checkpoint_load_apply():
     import dassl.utils.torchtools as torchtools
 
-    # every caller of Dassl's load_checkpoint (trainers, load_pretrained_weights,
-    # resume_from_checkpoint, forks that imported it early) resolves `torch` here
-    torchtools.torch = _TorchLoadingDasslCheckpoints()
+    torchtools.torch = _TorchLoadingDasslCheckpoints(torchtools.torch)
+
+
+def _names_the_file(call, path):
+    """Whether `call()` fails with one message that names `path` (a ValueError, which
+    LE-CLIP's train.py reports without a traceback)."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            call()
+    except ValueError as err:
+        return path in str(err)
+    except Exception:  # noqa: BLE001  whatever else Dassl raises is the breakage
+        pass
+    return False
+
+
+def _checkpoint_messages_needed():
+    """Needed when Dassl's `load_checkpoint` of a truncated checkpoint stops with torch's
+    error, which names neither the file nor what to do."""
+    import dassl.utils.torchtools as torchtools
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model.pth.tar-1")
+        torch.save({"state_dict": {"w": torch.zeros(4)}, "epoch": 1}, path)
+        with open(path, "r+b") as f:
+            f.truncate(100)
+        return not _names_the_file(lambda: torchtools.load_checkpoint(path), path)
+
+
+def _checkpoint_messages_apply():
+    import dassl.utils.torchtools as torchtools
+
+    torchtools.torch = _TorchNamingBadCheckpoints(torchtools.torch)
 
 
 def _np_int_needed():
@@ -271,6 +375,51 @@ def _resume_without_models_apply():
     base.resume_model_if_exist = resume_model_if_exist
 
 
+def _resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None):
+    """Dassl's `resume_from_checkpoint` as LE-CLIP's: the same steps and lines, each
+    file read by Dassl's `load_checkpoint`, with one message for an empty marker and
+    for a model or optimizer that the checkpoint does not fit."""
+    import dassl.utils.torchtools as torchtools
+
+    return engine_checkpoint.resume_from_checkpoint(
+        fdir, model, optimizer, scheduler, read=lambda path: torchtools.load_checkpoint(path)
+    )
+
+
+def _resume_modules():
+    """The modules whose `resume_from_checkpoint` Dassl's code calls: TrainerBase's, and
+    where a fork imports it from."""
+    import dassl.engine.trainer as trainer_module
+    import dassl.utils as utils
+    import dassl.utils.torchtools as torchtools
+
+    return [module for module in (trainer_module, utils, torchtools) if hasattr(module, "resume_from_checkpoint")]
+
+
+def _resume_messages_needed():
+    """Needed when Dassl's resume (the one TrainerBase calls) stops with a bare error on an
+    empty `checkpoint` marker (IndexError) or on a model the checkpoint does not fit
+    (RuntimeError), naming neither the file nor the fix."""
+    modules = _resume_modules()
+    if not modules:
+        return False
+    resume = modules[0].resume_from_checkpoint
+    with tempfile.TemporaryDirectory() as empty, tempfile.TemporaryDirectory() as other:
+        open(os.path.join(empty, engine_checkpoint.MARKER), "w").close()
+        saved = os.path.join(other, "model.pth.tar-1")
+        torch.save({"state_dict": torch.nn.Linear(1, 1).state_dict(), "epoch": 1}, saved)
+        with open(os.path.join(other, engine_checkpoint.MARKER), "w") as f:
+            f.write("model.pth.tar-1\n")
+        marker_named = _names_the_file(lambda: resume(empty, torch.nn.Linear(1, 1)), empty)
+        shape_named = _names_the_file(lambda: resume(other, torch.nn.Linear(2, 1)), other)
+    return not (marker_named and shape_named)
+
+
+def _resume_messages_apply():
+    for module in _resume_modules():
+        module.resume_from_checkpoint = _resume_from_checkpoint
+
+
 def _logging_disabled_needed():
     """Needed when logging is switched off process-wide and Dassl's wilds module, which
     does that at import, is loaded."""
@@ -328,10 +477,13 @@ def _load_model_val_result_apply():
 Fix = collections.namedtuple("Fix", "needed apply")
 FIXES = collections.OrderedDict(
     warmup_verbose=Fix(_warmup_verbose_needed, _warmup_verbose_apply),
+    warmup_resume=Fix(_warmup_resume_needed, _warmup_resume_apply),
     checkpoint_load=Fix(_checkpoint_load_needed, _checkpoint_load_apply),
+    checkpoint_messages=Fix(_checkpoint_messages_needed, _checkpoint_messages_apply),
     np_int=Fix(_np_int_needed, _np_int_apply),
     logger_console=Fix(_logger_console_needed, _logger_console_apply),
     resume_without_models=Fix(_resume_without_models_needed, _resume_without_models_apply),
+    resume_messages=Fix(_resume_messages_needed, _resume_messages_apply),
     logging_disabled=Fix(_logging_disabled_needed, _logging_disabled_apply),
     load_model_val_result=Fix(_load_model_val_result_needed, _load_model_val_result_apply),
 )

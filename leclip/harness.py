@@ -551,10 +551,13 @@ def run(cfg, eval_only=False, model_dir="", load_epoch=None, overwrite=False, fo
 
 
 def _run_locked(cfg, eval_only, model_dir, load_epoch, results_path, finished, notes):
-    from leclip.dassl import ENGINE, build_trainer, collect_env_info, set_random_seed, setup_logger
+    from leclip.dassl import ENGINE, build_trainer, collect_env_info, set_random_seed
+    from leclip.engine.utils import setup_logger
 
     if cfg.SEED >= 0:
         set_random_seed(cfg.SEED)
+    # LE-CLIP's log on either engine: one log.txt per run folder, appended to on resume and
+    # written line by line (Dassl's starts a log.txt-<time> beside an existing one)
     setup_logger(cfg.OUTPUT_DIR)
     print(f"Engine: {ENGINE} | {collect_env_info()}")
     for note in notes:
@@ -611,21 +614,42 @@ def user_message(err, cfg=None):
     return message
 
 
+# how long after a RunStopped that Python dropped it is raised again
+STOP_RETRY_S = 0.05
+
+
 def install_stop_handlers():
     """SIGINT and SIGTERM raise RunStopped once (a second signal while stopping is ignored).
 
     Every file a run writes is renamed into place, so any point is a safe one to stop at:
-    the last epoch checkpoint stays, and rerunning the command resumes from it."""
-    state = {"stopping": False}
+    the last epoch checkpoint stays, and rerunning the command resumes from it.
+
+    Python drops an exception raised where nothing can catch it (an at-fork hook, a
+    `__del__`: DataLoader workers starting or stopping, as they do mid-epoch on Dassl's
+    engine) and prints its traceback. A RunStopped dropped so is not printed but raised
+    again by SIGALRM, STOP_RETRY_S later, once that code has returned."""
+    stopping = []
 
     def stop(signum, frame):
-        if state["stopping"]:
+        if stopping:
             return
-        state["stopping"] = True
+        stopping.append(signum)
         raise RunStopped(signum)
+
+    def stop_again(_alarm, frame):
+        raise RunStopped(stopping[0])
+
+    def unraisable(hook_args, print_it=sys.unraisablehook):
+        if isinstance(hook_args.exc_value, RunStopped):
+            signal.setitimer(signal.ITIMER_REAL, STOP_RETRY_S)
+        else:
+            print_it(hook_args)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop)
+    if hasattr(signal, "setitimer"):  # POSIX
+        signal.signal(signal.SIGALRM, stop_again)
+        sys.unraisablehook = unraisable
 
 
 class Children:

@@ -1,13 +1,16 @@
 """A miniature Dassl.pytorch package, written into a folder by the tests.
 
 It has Dassl's module layout and takes its loop, registries and config from LE-CLIP's
-built-in engine, with Dassl's breakages planted in it, each in our own words: the warm-up scheduler hands `verbose` to torch, `load_checkpoint`
-relies on torch.load's default, RandAugment uses `np.int`, and the Logger closes the
+built-in engine, with Dassl's breakages planted in it, each in our own words: the warm-up scheduler hands `verbose` to torch
+and resumes with the saved copy of its successor, `load_checkpoint`
+relies on torch.load's default and gives torch's bare error for a bad file,
+`resume_from_checkpoint` gives bare errors for an empty marker and a changed shape,
+RandAugment uses `np.int`, and the Logger closes the
 console it wraps; a trainer without models cannot resume (nor train); importing it
 switches logging off below WARNING; and `load_model` fails on a checkpoint without a
 validation result. `write(root, broken=False)` writes one without
-them (a Dassl that needs no fix). The loop its trainers run is LE-CLIP's, whose resume
-handles a trainer without models: the planted one is on `dassl.engine.trainer.TrainerBase`. On PYTHONPATH, `import dassl` finds it; `installed()` makes it `dassl` in this process.
+them (a Dassl that needs no fix). The loop its trainers run is LE-CLIP's; the resume
+is the planted one on `dassl.engine.trainer.TrainerBase` (through `resume_from_checkpoint`). On PYTHONPATH, `import dassl` finds it; `installed()` makes it `dassl` in this process.
 """
 import contextlib
 import logging
@@ -30,6 +33,7 @@ class _BaseWarmupScheduler(_LRScheduler):
         self.warmup_epoch = warmup_epoch
         super().__init__(optimizer, last_epoch, verbose){VERBOSE_BREAKAGE}
 
+{LOAD_STATE}
     def step(self, epoch=None):
         if self.last_epoch + 1 >= self.warmup_epoch:
             self.successor.step()
@@ -53,6 +57,15 @@ def build_lr_scheduler(optimizer, optim_cfg):
     if optim_cfg.WARMUP_EPOCH > 0:
         return ConstantWarmupScheduler(optimizer, successor, optim_cfg.WARMUP_EPOCH, optim_cfg.WARMUP_CONS_LR)
     return successor
+'''
+
+# a warm-up scheduler whose resume keeps its own successor (without it, torch's
+# load_state_dict puts the saved copy, bound to a copy of the optimizer, in its place)
+_WARMUP_LOAD_STATE = '''
+    def load_state_dict(self, state_dict):
+        state = {key: value for key, value in state_dict.items() if key != "successor"}
+        super().load_state_dict(state)
+        self.successor.load_state_dict(state_dict["successor"].state_dict())
 '''
 
 _LOGGER = '''
@@ -96,15 +109,21 @@ def setup_logger(output):
 _TRAINER_BASE = '''
 import os.path as osp
 
-from dassl.utils import load_checkpoint
+from dassl.utils import load_checkpoint, resume_from_checkpoint
 from leclip.engine import SimpleTrainer  # noqa: F401
 from leclip.engine import TrainerBase as _EngineTrainerBase
 
 
 class TrainerBase(_EngineTrainerBase):
     def resume_model_if_exist(self, directory):
-{RESUME}        for name in self.get_model_names():
-            start_epoch = _EngineTrainerBase.resume_model_if_exist(self, directory)
+{RESUME}        names = self.get_model_names()
+        if not all(osp.isdir(osp.join(directory, name)) for name in names):
+            print("No checkpoint found, train from scratch")
+            return 0
+        for name in names:
+            start_epoch = resume_from_checkpoint(
+                osp.join(directory, name), self._models[name], self._optims[name], self._scheds[name]
+            )
         return start_epoch  # unset when no model is registered
 
     def load_model(self, directory, epoch=None):
@@ -117,11 +136,48 @@ class TrainerBase(_EngineTrainerBase):
 '''
 
 _TORCHTOOLS = '''
+import os.path as osp
+
 import torch
 
 
 def load_checkpoint(fpath):
-    return torch.load(fpath, map_location="cpu"{LOAD_ARGS})
+    return torch.load(fpath, map_location="cpu")
+
+
+def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None):
+    with open(osp.join(fdir, "checkpoint")) as f:
+        fpath = osp.join(fdir, f.readlines()[0].strip())  # IndexError on an empty marker
+    checkpoint = load_checkpoint(fpath)
+    model.load_state_dict(checkpoint["state_dict"])  # RuntimeError when the shapes changed
+    if optimizer is not None and "optimizer" in checkpoint:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+    if scheduler is not None and "scheduler" in checkpoint:
+        scheduler.load_state_dict(checkpoint["scheduler"])
+    print(f"Previous epoch: {checkpoint['epoch']}")
+    return checkpoint["epoch"]
+'''
+
+_TORCHTOOLS_FIXED = '''
+import functools
+
+import torch
+from leclip.engine import checkpoint as _checkpoint
+
+SAFE = [torch.optim.lr_scheduler.StepLR, torch.optim.lr_scheduler.CosineAnnealingLR,
+        torch.optim.SGD, __import__('collections').defaultdict, dict]
+
+
+def _load(fpath):
+    with torch.serialization.safe_globals(SAFE):
+        return torch.load(fpath, map_location="cpu", weights_only=True)
+
+
+def load_checkpoint(fpath):
+    return _checkpoint.read_torch_file(fpath, "Checkpoint", "delete it", load=_load)
+
+
+resume_from_checkpoint = functools.partial(_checkpoint.resume_from_checkpoint, read=load_checkpoint)
 '''
 
 
@@ -158,26 +214,19 @@ def write(root, broken=True):
         "dassl/optim/lr_scheduler.py": _BROKEN_WARMUP.replace(
             "super().__init__(optimizer, last_epoch, verbose){VERBOSE_BREAKAGE}",
             "super().__init__(optimizer, last_epoch, verbose)" if broken else "super().__init__(optimizer, last_epoch)",
-        ),
+        ).replace("{LOAD_STATE}", "" if broken else _WARMUP_LOAD_STATE),
         "dassl/utils/__init__.py": (
             "from leclip.engine import (AverageMeter, MetricMeter, Registry, collect_env_info, count_num_param,\n"
             "                           load_pretrained_weights, mkdir_if_missing, save_checkpoint, set_random_seed)\n\n"
-            "from .logger import setup_logger\nfrom .torchtools import load_checkpoint\n"
+            "from .logger import setup_logger\nfrom .torchtools import load_checkpoint, resume_from_checkpoint\n"
         ),
-        "dassl/utils/torchtools.py": _TORCHTOOLS.replace(
-            "{LOAD_ARGS}", "" if broken else ", weights_only=True"
-        ),
+        # a fixed one loads its own checkpoints (it allow-lists what its warm-up scheduler
+        # pickles) and names a bad file
+        "dassl/utils/torchtools.py": _TORCHTOOLS if broken else _TORCHTOOLS_FIXED,
         "dassl/utils/logger.py": _LOGGER.replace(
             "{CLOSE}", "self.console.close()\n        self.file.close()" if broken else "self.file.close()"
         ),
     }
-    if not broken:  # its own checkpoints load: it allow-lists what its warm-up scheduler pickles
-        files["dassl/utils/torchtools.py"] = (
-            "import torch\n\nSAFE = [torch.optim.lr_scheduler.StepLR, torch.optim.lr_scheduler.CosineAnnealingLR,\n"
-            "        torch.optim.SGD, __import__('collections').defaultdict, dict]\n\n\n"
-            "def load_checkpoint(fpath):\n    with torch.serialization.safe_globals(SAFE):\n"
-            "        return torch.load(fpath, map_location='cpu', weights_only=True)\n"
-        )
     for rel, text in files.items():
         path = osp.join(root, rel)
         os.makedirs(osp.dirname(path), exist_ok=True)

@@ -24,7 +24,7 @@ from conftest import SMALL_WORLD
 
 import miniature
 from leclip import harness
-from leclip.engine.checkpoint import load_checkpoint
+from leclip.dassl import load_checkpoint  # the engine's reader: Dassl's checkpoints hold its scheduler objects
 
 REPO = harness.REPO
 VENV_BIN = os.path.dirname(sys.executable)
@@ -562,6 +562,31 @@ def wait_for(predicate, proc, timeout=240):
 
 
 KILL_OPTS = [*SMALL_WORLD, "OPTIM.MAX_EPOCH", "3", "TRAIN.PRINT_FREQ", "1"]
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="raised again by SIGALRM (POSIX)")
+def test_a_stop_that_python_drops_is_raised_again(capsys):
+    """SIGTERM arriving in a __del__ (or an at-fork hook: DataLoader workers stopping or
+    starting) raises RunStopped where Python drops it; it is raised again right after."""
+
+    class StopsWhileCollected:
+        def __del__(self):
+            signal.raise_signal(signal.SIGTERM)  # the handler runs here, and what it raises is dropped
+
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
+    hook = sys.unraisablehook
+    try:
+        harness.install_stop_handlers()
+        with pytest.raises(harness.RunStopped) as stop:
+            StopsWhileCollected()
+            time.sleep(30)  # where a run goes on: the stop must come here, not be lost
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        sys.unraisablehook = hook
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+    assert stop.value.signum == signal.SIGTERM
+    assert "Exception ignored" not in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="lists processes through /proc")

@@ -31,8 +31,8 @@ from leclip import __version__, harness
 from leclip.dassl import ENGINE, EngineError
 
 PLUGIN_LINE = "import leclip.plugin  # noqa: F401  LE-CLIP's trainers and datasets, Dassl fixes for torch 2.x"
-ALL_FIXES = ["warmup_verbose", "checkpoint_load", "np_int", "logger_console", "resume_without_models",
-             "logging_disabled", "load_model_val_result"]
+ALL_FIXES = ["warmup_verbose", "warmup_resume", "checkpoint_load", "checkpoint_messages", "np_int",
+             "logger_console", "resume_without_models", "resume_messages", "logging_disabled", "load_model_val_result"]
 TINY_WORLD = ["DATASET.SYNTH.POOL_PER_CLASS", "4", "DATASET.SYNTH.TEST_PER_CLASS", "2", "DATASET.NUM_LABELED", "2",
               "OPTIM.MAX_EPOCH", "1"]
 

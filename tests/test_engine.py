@@ -35,6 +35,7 @@ from leclip.engine import (
     resume_from_checkpoint,
     setup_logger,
 )
+from leclip.engine.checkpoint import CheckpointError
 
 NUM_CLASSES = 3
 
@@ -575,13 +576,27 @@ def test_dassl_compat_fixes_the_breakages(mini_dassl, tmp_path):
     successor = torch.optim.lr_scheduler.CosineAnnealingLR(optim, 4.0)
     with pytest.raises(TypeError):
         ConstantWarmupScheduler(optim, successor, 1, 1e-5)
-    fixes = ["warmup_verbose", "checkpoint_load", "np_int", "logger_console", "resume_without_models",
-             "logging_disabled", "load_model_val_result"]
+    fixes = ["warmup_verbose", "warmup_resume", "checkpoint_load", "checkpoint_messages", "np_int",
+             "logger_console", "resume_without_models", "resume_messages", "logging_disabled", "load_model_val_result"]
     assert mini_dassl.needed() == fixes and logging.root.manager.disable == logging.WARNING
     assert mini_dassl.patch() == fixes
     assert mini_dassl.patch() == [] and mini_dassl.needed() == []  # idempotent: nothing left to fix
     warmup = ConstantWarmupScheduler(optim, successor, 1, 1e-5)
     assert optim.param_groups[0]["lr"] == 1e-5 and warmup.warmup_epoch == 1
+    # resumed past the warm-up, it steps its own optimizer on the cosine, as an uninterrupted one
+    warmup.step()
+    warmup.step()
+    torch.save({"scheduler": warmup.state_dict()}, tmp_path / "sched")
+    resumed_optim = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    resumed = ConstantWarmupScheduler(resumed_optim, torch.optim.lr_scheduler.CosineAnnealingLR(resumed_optim, 4.0),
+                                      1, 1e-5)
+    resumed_optim.load_state_dict(optim.state_dict())  # as a resume does: built, then the optimizer, then this
+    resumed.load_state_dict(dassl_load(str(tmp_path / "sched"))["scheduler"])
+    before = optim.param_groups[0]["lr"]
+    warmup.step()
+    resumed.step()
+    assert resumed.successor.optimizer is resumed_optim
+    assert resumed_optim.param_groups[0]["lr"] == optim.param_groups[0]["lr"] != before
     assert np.int is int
     from dassl.data.transforms.randaugment import posterize
 
@@ -606,6 +621,29 @@ def test_dassl_compat_fixes_the_breakages(mini_dassl, tmp_path):
     trainer.load_model(str(tmp_path), epoch=4)
     assert model.weight.tolist() == [[1.0, 2.0]] and model.bias.tolist() == [3.0]
     assert torch.load(tmp_path / "head" / "model.pth.tar-4")["val_result"] is None  # the file is unchanged
+    # resuming: one message naming the file and the fix for a changed shape, an empty marker, a truncated file
+    run = tmp_path / "run" / "head"
+    run.mkdir(parents=True)
+    saved = nn.Linear(2, 1).state_dict()
+    torch.save({"state_dict": saved, "epoch": 3}, run / "model.pth.tar-3")
+    (run / "checkpoint").write_text("model.pth.tar-3\n")
+    trainer, model = TrainerBase(), nn.Linear(2, 1)
+    trainer.register_model("head", model)
+    assert trainer.resume_model_if_exist(str(run.parent)) == 3
+    assert torch.equal(model.weight, saved["weight"]) and torch.equal(model.bias, saved["bias"])
+    wider = TrainerBase()
+    wider.register_model("head", nn.Linear(3, 1))
+    with pytest.raises(CheckpointError, match=f"The model in {re.escape(str(run))} does not fit the one this config "
+                                              r"builds \(size mismatch for weight"):
+        wider.resume_model_if_exist(str(run.parent))
+    (run / "checkpoint").write_text("")
+    with pytest.raises(CheckpointError, match=f"{re.escape(str(run / 'checkpoint'))} is empty"):
+        trainer.resume_model_if_exist(str(run.parent))
+    (run / "checkpoint").write_text("model.pth.tar-3\n")
+    (run / "model.pth.tar-3").write_bytes((run / "model.pth.tar-3").read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=f"Checkpoint {re.escape(str(run / 'model.pth.tar-3'))} is truncated or "
+                                              f"corrupt .*: delete it, or delete {re.escape(str(run.parent))} to start"):
+        trainer.resume_model_if_exist(str(run.parent))
     # a fork's own checkpoints load: the warm-up scheduler's state holds its successor and optimizer
     for optim_class in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop):
         torch.save(dassl_checkpoint(optim_class), tmp_path / "ckpt")
@@ -620,7 +658,8 @@ def test_dassl_compat_never_unpickles_other_objects(mini_dassl, tmp_path):
     mini_dassl.patch()
     marker = tmp_path / "payload-ran"
     torch.save({"state_dict": {"w": Payload(marker)}, "epoch": 1}, tmp_path / "evil")
-    with pytest.raises(Exception, match="(?i)weights only load failed"):
+    refused = f"File {re.escape(str(tmp_path / 'evil'))} holds Python objects .*it holds exec.* could run code"
+    with pytest.raises(CheckpointError, match=refused):
         dassl_load(str(tmp_path / "evil"))
     assert not marker.exists()
     # the allow-list is Dassl's only: the rest of the process still refuses Dassl's classes

@@ -31,10 +31,16 @@ def _looks_like_text(head):
     return bool(head) and all(32 <= b < 127 or b in (9, 10, 13) for b in head)
 
 
-def read_torch_file(path, what, fix):
+def _load_tensors_only(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_torch_file(path, what, fix, load=_load_tensors_only, allowed="tensors and numbers"):
     """`torch.load(path, weights_only=True)` on the CPU, with one clear error for an
     empty, text, truncated or corrupt file, and for a file that holds pickled objects
-    (refused, never unpickled). `what` names the file's role, `fix` says what to do."""
+    (refused, never unpickled). `what` names the file's role, `fix` says what to do;
+    `load(path)` reads it (a Dassl loader with its own allow-list: `allowed` says what
+    that allows)."""
     with open(path, "rb") as f:
         head = f.read(64)
     if not head:
@@ -43,7 +49,7 @@ def read_torch_file(path, what, fix):
         shown = head.decode("ascii").splitlines()[0][:40]
         raise CheckpointError(f"{what} {path} is a text file (it starts with {shown!r}), not a torch file: {fix}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load(path)
     except pickle.UnpicklingError as err:
         if "weights only" not in str(err).lower():  # not a pickle at all
             reason = str(err).splitlines()[0][:80]
@@ -51,7 +57,7 @@ def read_torch_file(path, what, fix):
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         holds = f" (it holds {found.group(1)})" if found else ""
         raise CheckpointError(
-            f"{what} {path} holds Python objects other than tensors and numbers{holds}; it is refused because "
+            f"{what} {path} holds Python objects other than {allowed}{holds}; it is refused because "
             f"loading it could run code from the file. It was not written by LE-CLIP: {fix}"
         ) from None
     except (RuntimeError, EOFError, OSError, KeyError, ValueError) as err:
@@ -118,16 +124,21 @@ def epoch_files(fdir):
     return found
 
 
-def load_checkpoint(fpath):
-    if not fpath or not osp.isfile(fpath):
-        raise FileNotFoundError(f'Checkpoint not found at "{fpath}" (check the path / --model-dir)')
+def checkpoint_fix(fpath):
+    """What to do about an unreadable checkpoint <out>/<model>/<file>: fall back to the
+    latest earlier epoch, or start the run again."""
     folder = osp.dirname(fpath)
     earlier = sorted(e for e in epoch_files(folder) if osp.join(folder, f"model.pth.tar-{e}") != fpath)
     fix = "delete it"
     if earlier:
         fix += f" and write model.pth.tar-{earlier[-1]} into {osp.join(folder, MARKER)} to resume from that epoch"
-    fix += f", or delete {osp.dirname(folder) or folder} to start the run again"
-    return read_torch_file(fpath, "Checkpoint", fix)
+    return fix + f", or delete {osp.dirname(folder) or folder} to start the run again"
+
+
+def load_checkpoint(fpath):
+    if not fpath or not osp.isfile(fpath):
+        raise FileNotFoundError(f'Checkpoint not found at "{fpath}" (check the path / --model-dir)')
+    return read_torch_file(fpath, "Checkpoint", checkpoint_fix(fpath))
 
 
 def latest_checkpoint(fdir):
@@ -170,18 +181,20 @@ def restore(checkpoint, model, optimizer=None, scheduler=None, source="the check
         print("Loaded scheduler")
 
 
-def load_latest(fdir):
-    """The checkpoint dict named by fdir/checkpoint (clear error when there is none)."""
+def load_latest(fdir, read=load_checkpoint):
+    """The checkpoint dict named by fdir/checkpoint, read by `read(path)` (clear error
+    when there is none)."""
     fpath = latest_checkpoint(fdir)
     if fpath is None:
         raise FileNotFoundError(f'No "{MARKER}" file in "{fdir}": nothing to resume from')
     print(f'Loading checkpoint from "{fpath}"')
-    return load_checkpoint(fpath)
+    return read(fpath)
 
 
-def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None):
-    """Load the latest checkpoint of `fdir`; returns the epoch to start from."""
-    checkpoint = load_latest(fdir)
+def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None, read=load_checkpoint):
+    """Load the latest checkpoint of `fdir` (read by `read(path)`, e.g. Dassl's loader);
+    returns the epoch to start from."""
+    checkpoint = load_latest(fdir, read)
     restore(checkpoint, model, optimizer, scheduler, source=fdir)
     print(f"Previous epoch: {checkpoint['epoch']}")
     return checkpoint["epoch"]
