@@ -1,16 +1,18 @@
 """A miniature Dassl.pytorch package, written into a folder by the tests.
 
 It has Dassl's module layout and takes its loop, registries and config from LE-CLIP's
-built-in engine, with Dassl's breakages planted in it, each in our own words: the warm-up scheduler hands `verbose` to torch
-and resumes with the saved copy of its successor, `load_checkpoint`
-relies on torch.load's default and gives torch's bare error for a bad file,
-`resume_from_checkpoint` gives bare errors for an empty marker and a changed shape,
-RandAugment uses `np.int`, and the Logger closes the
-console it wraps; a trainer without models cannot resume (nor train); importing it
-switches logging off below WARNING; and `load_model` fails on a checkpoint without a
-validation result. `write(root, broken=False)` writes one without
-them (a Dassl that needs no fix). The loop its trainers run is LE-CLIP's; the resume
-is the planted one on `dassl.engine.trainer.TrainerBase` (through `resume_from_checkpoint`). On PYTHONPATH, `import dassl` finds it; `installed()` makes it `dassl` in this process.
+built-in engine, with Dassl's breakages planted in it, each in our own words: the
+warm-up scheduler hands `verbose` to torch and resumes with the saved copy of its
+successor; `load_checkpoint` relies on torch.load's default and gives torch's bare
+error for a bad file; `resume_from_checkpoint` gives bare errors for an empty marker
+and a changed shape; RandAugment uses `np.int`; the Logger closes the console it wraps;
+a trainer without models cannot resume (nor train); importing it switches logging off
+below WARNING; and `load_model` fails on a checkpoint without a validation result.
+`write(root, broken=False)` writes one without them (a Dassl that needs no fix).
+
+The loop its trainers run is LE-CLIP's; the resume is the planted one on
+`dassl.engine.trainer.TrainerBase` (through `resume_from_checkpoint`). On PYTHONPATH,
+`import dassl` finds it; `installed()` makes it `dassl` in this process.
 """
 import contextlib
 import logging
