@@ -1,7 +1,7 @@
 """Print the measurable premises of the embedded world beside their targets.
 
     python scripts/world_report.py                       # the shipped synth-vit, world seed 0
-    python scripts/world_report.py --model /tmp/try.pt --world-seed 1
+    python scripts/world_report.py --model try.pt --world-seed 1
 
 Renders what it needs in memory (a minute or two on 2 CPU cores). Each line: the
 property, its target, the measured value and PASS or SHORT; then the CLIP's zero-shot
