@@ -13,12 +13,13 @@ from collections import OrderedDict
 
 import torch
 
+from . import config  # noqa: F401  declares TEST.OOD_QUANTILE, which OpenSetClassification reads
 from . import metrics
 from .dassl import EVALUATOR_REGISTRY, EvaluatorBase
 
 
 def _cat(chunks):
-    return torch.cat(chunks).numpy() if chunks else None
+    return torch.cat(chunks).numpy()
 
 
 def for_task(task, cfg, lab2cname, engine_evaluator):

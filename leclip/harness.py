@@ -62,6 +62,8 @@ METHODS = OrderedDict(
     dualcoop_pl=Method("CSA", "C", "DualCoOp + pseudo-labels", "dualcoop_pl"),
     csa=Method("CSA", "C", "CSA"),
 )
+# the method each task's ablation table takes apart (configs/ablations/<method>.txt)
+ABLATED = {"A": "cfsg", "B": "ccd", "C": "csa"}
 # rows that learn from the true training labels: the upper bound of their task, marked in the tables
 USES_LABELS = ("bce_full",)
 
@@ -752,7 +754,7 @@ def _main(argv=None):
     abl_p.add_argument("dataset")
     abl_p.add_argument("setting")
     abl_p.add_argument("seeds", nargs="*", type=int)
-    abl_p.add_argument("--method", default="cfsg")
+    abl_p.add_argument("--method", help="the method whose rows to run (default: the task's: cfsg, ccd or csa)")
     abl_p.add_argument("--list", action="store_true", help="print the rows' folder names only")
     cmp_p = sub.add_parser("methods", help="the methods of a dataset's task that are available")
     cmp_p.add_argument("dataset")
@@ -780,6 +782,7 @@ def _main(argv=None):
             run_seeds(args.method, args.dataset, args.setting, args.seeds or [1, 2, 3], opts, data_root, output_root,
                       flags=flags, processes=processes)
         elif args.command == "ablate":
+            args.method = args.method or ABLATED[task_of(args.dataset, args.setting)]
             rows_file = osp.join(CONFIGS, "ablations", f"{args.method}.txt")
             if args.list:
                 print("\n".join(folder for _, folder, _ in ablation_rows(rows_file)))

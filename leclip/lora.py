@@ -28,7 +28,7 @@ class LoRAProjections(nn.Module):
             raise ValueError(f"LoRA params {sorted(unknown)}: use a subset of {PROJECTIONS}")
         self.params = tuple(params)
         self.scaling = alpha / math.sqrt(r)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = nn.Dropout(dropout)
         self.A = nn.ParameterDict({p: nn.Parameter(torch.empty(r, width)) for p in self.params})
         self.B = nn.ParameterDict({p: nn.Parameter(torch.zeros(width, r)) for p in self.params})
         for a in self.A.values():

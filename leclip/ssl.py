@@ -20,9 +20,9 @@ def hard_pseudo_labels(probs, conf_thresh):
     return labels, confidence, confidence >= conf_thresh
 
 
-def mcm(similarities, temperature=1.0):
-    """Maximum concept matching: max softmax of cosine similarities / T (T = 1)."""
-    return (similarities / temperature).softmax(dim=-1).max(dim=-1).values
+def mcm(similarities):
+    """Maximum concept matching: max softmax of cosine similarities (MCM's T = 1)."""
+    return similarities.softmax(dim=-1).max(dim=-1).values
 
 
 def id_score(name, logits_global, logits_local=None):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Run the paper's CFSG-CLIP ablation table (rows in configs/ablations/cfsg.txt, each a
-# set of config switches) on one setting, then print it (closed accuracy, balanced
-# accuracy, AUROC; mean ± std when several seeds are given).
+# Run the ablation table of the task's method (CFSG-CLIP, CCD or CSA; rows in
+# configs/ablations/<method>.txt, each a set of config switches) on one setting, then
+# print it with the task's metrics (mean ± std when several seeds are given).
 #   bash scripts/ablate.sh DATASET SETTING [SEED ...] [-- KEY VALUE ...]   (seed 1 by default, as the paper)
 # Overrides after -- apply to every row. DATA and OUTPUT as for run.sh; rows go to
 # $OUTPUT/<dataset>/<setting>/ablation/<row>/. Ctrl-C or SIGTERM stops the running seed.

@@ -1,13 +1,23 @@
 """Metrics and evaluators against hand-computed values."""
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
+import leclip.config  # noqa: F401 -- declares TEST.OOD_QUANTILE, as importing a trainer does
 from leclip import metrics
 from leclip.engine import get_cfg_default
 from leclip.evaluators import MultiLabelClassification, OpenSetClassification
+
+
+@pytest.fixture
+def no_warnings():
+    """Every warning is an error: the undefined cases answer nan or 0 quietly."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
 
 
 def test_closed_accuracy_ignores_ood_and_takes_argmax_over_id_classes():
@@ -125,3 +135,43 @@ def test_multilabel_evaluator():
     assert list(results) == ["mAP", "CF1", "OF1"]
     assert results["mAP"] == pytest.approx(100.0)  # class 2 has no positive: not averaged
     assert results["OF1"] == pytest.approx(100.0)  # nor is its false positive counted
+
+
+def test_closed_accuracy_without_id_images_is_nan():
+    assert math.isnan(metrics.closed_accuracy(np.array([[0.9, 0.1]]), np.array([2]), 2))
+
+
+def test_open_set_balanced_accuracy_on_an_id_only_test_set(no_warnings):
+    # no true "unknown": recalls class 0: 1/1, class 1: 0/1 (predicted unknown)
+    value = metrics.open_set_balanced_accuracy(np.array([0, 1]), np.array([False, True]), np.array([0, 1]), 2)
+    assert value == pytest.approx(50.0)
+
+
+def test_auroc_with_one_image_on_a_side_and_none(no_warnings):
+    assert metrics.auroc([0.5], [0.2, 0.9]) == pytest.approx(50.0)
+    assert metrics.auroc([0.9, 0.5], [0.2]) == pytest.approx(100.0)
+    assert math.isnan(metrics.auroc([0.9, 0.5], []))
+    assert math.isnan(metrics.auroc([], [0.2]))
+
+
+def test_map_without_any_positive_is_nan(no_warnings):
+    assert math.isnan(metrics.mean_average_precision(np.array([[0.9, 0.1]]), np.array([[0, 0]])))
+
+
+def test_top_k_positives_are_bool():
+    assert metrics.top_k_positives(torch.tensor([[0.5, 0.3, 0.2]]), 1).dtype == torch.bool
+
+
+def test_cf1_of1_with_one_class_below_half(no_warnings):
+    # class 0: tp 1 of 4 predicted and 2 positives -> P 1/4, R 1/2, F1 1/3; class 1 has no positive
+    positives = np.array([[1, 1], [1, 0], [1, 0], [1, 0], [0, 0], [0, 1]], dtype=bool)
+    targets = np.array([[1, 0], [0, 0], [0, 0], [0, 0], [1, 0], [0, 0]])
+    cf1, of1 = metrics.cf1_of1(positives, targets)
+    assert cf1 == pytest.approx(100 / 3) and of1 == pytest.approx(100 / 3)
+
+
+def test_cf1_of1_when_nothing_is_right_or_nothing_is_positive(no_warnings):
+    positives = np.array([[1, 0], [0, 0]], dtype=bool)
+    assert metrics.cf1_of1(positives, np.array([[0, 1], [0, 0]])) == (0.0, 0.0)  # P = R = 0
+    cf1, of1 = metrics.cf1_of1(positives, np.zeros((2, 2)))
+    assert math.isnan(cf1) and math.isnan(of1)

@@ -153,3 +153,84 @@ def test_fixmatch_step_state_round_trips():
     step = ssl.FixMatchStep({"a": {"global": "logits"}, "b": {"global": "logits"}}, 0.7, "mcm", 0.05)
     step.load_state({"a": 0.25, "b": 0.5})
     assert step.state() == {"a": 0.25, "b": 0.5}
+
+
+# ---------------------------------------------------------------- edges and defaults
+def test_confidence_at_the_threshold_is_kept():
+    # FixMatch keeps max q >= tau; 0.75 and 0.5 are exact in fp32
+    _, _, mask = ssl.hard_pseudo_labels(torch.tensor([[0.75, 0.25], [0.5, 0.5]]), 0.75)
+    assert mask.tolist() == [True, False]
+    flt = ssl.OODFilter(conf_thresh=0.75, quantile=0.5)
+    assert flt(torch.tensor([0.75, 0.5]), torch.tensor([0.0, 0.0])).tolist() == [True, False]
+
+
+def test_filter_momentum_defaults_to_09():
+    flt = ssl.OODFilter(conf_thresh=0.5, quantile=0.5)
+    flt.update(torch.tensor([0.2, 0.4]))
+    flt.update(torch.tensor([0.6, 0.8]))
+    assert flt.threshold == pytest.approx(0.9 * 0.3 + 0.1 * 0.7)
+
+
+def test_pseudo_label_stats_accumulate_over_the_epoch():
+    stats = ssl.PseudoLabelStats()
+    # batch 1: two of three pass, one right; of the OOD images (labels >= 2) one is rejected
+    stats.update(torch.tensor([True, True, False]), torch.tensor([0, 1, 0]), torch.tensor([0, 3, 4]), num_id=2)
+    # batch 2: two of four pass, both right; both OOD images are rejected
+    mask = torch.tensor([True, True, False, False])
+    stats.update(mask, torch.tensor([1, 0, 0, 0]), torch.tensor([1, 0, 2, 5]), num_id=2)
+    assert (stats.seen, stats.passed, stats.passed_known, stats.correct) == (7, 4, 4, 3)
+    assert (stats.ood_seen, stats.ood_rejected) == (4, 3)
+    assert stats.summary() == pytest.approx({"pass_rate": 400 / 7, "precision": 75.0, "ood_rejection": 75.0})
+    assert stats.log_line() == "pass_rate 57.1% precision 75.0% ood_rejection 75.0% (n=7)"
+
+
+def test_pseudo_label_stats_without_num_id_count_the_pass_rate_only():
+    stats = ssl.PseudoLabelStats()
+    stats.update(torch.tensor([True]), torch.tensor([0]), torch.tensor([0]), num_id=None)
+    assert stats.summary() == {"pass_rate": 100.0}  # one image: 1 / 1
+    stats.reset()
+    assert stats.summary() == {"pass_rate": 0.0}  # nothing seen yet: no division by zero
+
+
+def test_fixmatch_step_momentum_defaults_to_09_and_reaches_the_filters():
+    groups_x, _, _, forward, _ = fixmatch_case()
+    later_x = {"main": {"logits": scaled(*[[0.9, 0.1, 0.1]] * 4)}}
+    first = torch.softmax(torch.tensor([0.5, 0.1, 0.1]), 0)[0].item()
+    later = torch.softmax(torch.tensor([0.9, 0.1, 0.1]), 0)[0].item()
+    for momentum in (None, 0.5):
+        kwargs = {} if momentum is None else {"momentum": momentum}
+        step = ssl.FixMatchStep({"main": {"global": "logits"}}, 0.7, "mcm", 0.05, **kwargs)
+        step(groups_x, forward, None, None, SCALE)
+        step(later_x, forward, None, None, SCALE)
+        m = 0.9 if momentum is None else momentum
+        assert step.state()["main"] == pytest.approx(m * first + (1 - m) * later)
+
+
+def test_fixmatch_step_glmcm_reads_the_local_logits_divided_by_the_scale():
+    local = torch.tensor([[[0.2, 0.0, 0.0], [0.0, 0.6, 0.0]], [[0.1, 0.1, 0.1], [0.3, 0.0, 0.0]]])
+    groups_x = {"main": {"logits": scaled([0.5, 0.1, 0.1], [0.1, 0.1, 0.1]), "local_logits": SCALE * local}}
+
+    def forward(images, groups_weak):
+        return groups_x
+
+    step = ssl.FixMatchStep({"main": {"global": "logits"}}, 0.7, "glmcm", 0.0)  # quantile 0: the minimum
+    step(groups_x, forward, None, None, SCALE)
+
+    def softmax_max(*row):
+        return torch.softmax(torch.tensor(row), 0).max().item()
+
+    # image 0: MCM(.5, .1, .1) + max(MCM(.2, 0, 0), MCM(0, .6, 0)); image 1: 1/3 + MCM(.3, 0, 0)
+    score_0 = softmax_max(0.5, 0.1, 0.1) + max(softmax_max(0.2, 0, 0), softmax_max(0, 0.6, 0))
+    score_1 = 1 / 3 + softmax_max(0.3, 0, 0)
+    assert step.state()["main"] == pytest.approx(min(score_0, score_1), abs=1e-6)
+
+
+def test_fixmatch_step_log_line_names_each_head_when_there_are_several():
+    groups_x, _, _, forward, _ = fixmatch_case()
+    one = ssl.FixMatchStep({"main": {"global": "logits"}}, 0.7, "mcm", 0.05)
+    one(groups_x, forward, None, None, SCALE)
+    assert one.log_line() == one.stats["main", "global"].log_line()
+    two = ssl.FixMatchStep({"main": {"global": "logits", "local": "sfm_logits"}}, 0.7, "mcm", 0.05)
+    two(groups_x, forward, None, None, SCALE)
+    parts = two.log_line().split("; ")
+    assert parts == [f"main/{head}: {two.stats['main', head].log_line()}" for head in ("global", "local")]
