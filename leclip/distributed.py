@@ -156,9 +156,12 @@ def gather_shards(local):
     local = local.detach().cpu()
     if not is_distributed():
         return local
-    parts = all_gather_object(local)
-    total = sum(len(part) for part in parts)
-    out = local.new_empty((total, *local.shape[1:]))
+    return interleave(all_gather_object(local))
+
+
+def interleave(parts):
+    """[rows of rank 0, rows of rank 1, ...] (see `shard_positions`) -> the global order."""
+    out = parts[0].new_empty((sum(len(part) for part in parts), *parts[0].shape[1:]))
     for shard_rank, part in enumerate(parts):
         out[shard_rank::len(parts)] = part
     return out
