@@ -7,6 +7,8 @@
 # $OUTPUT/<dataset>/<setting>/<method>/seed<k>/. A seed whose results.json exists is
 # skipped; an interrupted seed resumes from its last epoch checkpoint. Ctrl-C or SIGTERM
 # stops the running seed, which keeps its checkpoint.
+# GPUS=N (N > 1) trains each seed on N processes under torchrun: one run, BATCH_SIZE
+# global (docs/DISTRIBUTED.md).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
