@@ -8,12 +8,19 @@
 Bad input ends with one message and exit status 2 (--debug shows the traceback).
 SIGINT or SIGTERM stops the run with exit status 130 / 143; its last epoch checkpoint
 stays, and the same command resumes from it.
+
+Several processes, one run (docs/DISTRIBUTED.md):
+
+    torchrun --standalone --nproc_per_node 4 train.py ...   # the same flags
+
+The process group comes from torchrun's environment; rank 0 alone prints and writes.
 """
 import argparse
 import os
 import signal
 import sys
 
+from leclip import distributed
 from leclip.harness import HarnessError, RunStopped, install_stop_handlers, run, setup_cfg, user_message
 
 # errors of bad input (paths, keys, values, files, engine choice): one message, no traceback
@@ -52,7 +59,10 @@ def parse_args(argv=None):
 
 
 def report(message):
-    """Print to stderr and, once the run's log is open, into its log.txt too."""
+    """Print to stderr and, once the run's log is open, into its log.txt too (rank 0
+    only: every rank of a distributed run meets the same error)."""
+    if distributed.launched_rank() != 0:
+        return
     print(message, file=sys.stderr)
     log = getattr(sys.stdout, "file", None)
     if log is not None and not log.closed:
@@ -84,8 +94,14 @@ def main(argv=None):
             backbone=args.backbone,
         )
         if args.no_train:
-            print(cfg.dump())
+            if distributed.launched_rank() == 0:
+                print(cfg.dump())
             return 0
+        from leclip.dassl import ENGINE
+
+        distributed.setup(cfg.USE_CUDA, ENGINE)
+        if not distributed.is_main():
+            sys.stdout = open(os.devnull, "w")  # one log: rank 0's
         run(cfg, eval_only=args.eval_only, model_dir=args.model_dir, load_epoch=args.load_epoch,
             overwrite=args.overwrite, force_resume=args.force_resume)
     except RunStopped as stop:
@@ -98,6 +114,8 @@ def main(argv=None):
             raise
         report(f"error: {user_message(err, cfg)}\n(run with --debug to see the traceback)")
         return 2
+    finally:
+        distributed.cleanup()
     return 0
 
 

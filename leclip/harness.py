@@ -11,7 +11,8 @@ beside the new one); a run resumes only from checkpoints written with the same c
 metrics are JSON null. The harness (`run_seeds`) refuses overrides of the keys that
 place results (seed, setting, output folder), stops its train.py child on SIGINT or
 SIGTERM (the child keeps its last epoch checkpoint) and resolves DATA and OUTPUT
-against the caller's working directory.
+against the caller's working directory. With GPUS=N (N > 1) each seed's child is
+`torchrun --standalone --nproc_per_node N train.py ...`: one run on N processes.
 """
 import contextlib
 import glob
@@ -535,34 +536,49 @@ def run(cfg, eval_only=False, model_dir="", load_epoch=None, overwrite=False, fo
 
     A finished results.json in OUTPUT_DIR is refused, or with `overwrite` kept beside the
     new one as results.replaced-<time>.json; checkpoints of another config are refused
-    unless `force_resume`."""
-    _output_folder(cfg.OUTPUT_DIR)
+    unless `force_resume`. In a distributed run rank 0 alone takes the lock, makes these
+    checks and writes the folder's files; the other ranks train beside it (and stop with
+    its error when a check fails)."""
+    from leclip import distributed
+
     results_path = osp.join(cfg.OUTPUT_DIR, RESULTS)
-    with RunLock(cfg.OUTPUT_DIR):
-        finished, why = read_result(results_path)
-        if finished is not None and not overwrite:
-            raise HarnessError(
-                f"{results_path} holds a finished run ({finished.get('trainer')}, seed {finished.get('seed')}): it is "
-                "never overwritten. Choose another output folder, or pass --overwrite to keep it as "
-                "results.replaced-<time>.json beside the new one"
-            )
-        notes = [] if eval_only else check_resume(cfg, force_resume)
+    with contextlib.ExitStack() as held:
+
+        def prepare():
+            _output_folder(cfg.OUTPUT_DIR)
+            held.enter_context(RunLock(cfg.OUTPUT_DIR))
+            finished, why = read_result(results_path)
+            if finished is not None and not overwrite:
+                raise HarnessError(
+                    f"{results_path} holds a finished run ({finished.get('trainer')}, seed {finished.get('seed')}): "
+                    "it is never overwritten. Choose another output folder, or pass --overwrite to keep it as "
+                    "results.replaced-<time>.json beside the new one"
+                )
+            return finished, [] if eval_only else check_resume(cfg, force_resume)
+
+        finished, notes = distributed.on_main(prepare)
         return _run_locked(cfg, eval_only, model_dir, load_epoch, results_path, finished, notes)
 
 
 def _run_locked(cfg, eval_only, model_dir, load_epoch, results_path, finished, notes):
+    from leclip import distributed
     from leclip.dassl import ENGINE, build_trainer, collect_env_info, set_random_seed
     from leclip.engine.utils import setup_logger
 
+    main = distributed.is_main()
     if cfg.SEED >= 0:
         set_random_seed(cfg.SEED)
     # LE-CLIP's log on either engine: one log.txt per run folder, appended to on resume and
     # written line by line (Dassl's starts a log.txt-<time> beside an existing one)
-    setup_logger(cfg.OUTPUT_DIR)
-    print(f"Engine: {ENGINE} | {collect_env_info()}")
+    if main:
+        setup_logger(cfg.OUTPUT_DIR)
+    processes = distributed.world_size()
+    shown = f" | {processes} processes ({distributed.backend_name()})" if processes > 1 else ""
+    print(f"Engine: {ENGINE} | {collect_env_info()}{shown}")
     for note in notes:
         print(note)
-    write_atomic(osp.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
+    if main:
+        write_atomic(osp.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
     start = time.time()
     trainer = build_trainer(cfg)
     if eval_only:
@@ -580,11 +596,14 @@ def _run_locked(cfg, eval_only, model_dir, load_epoch, results_path, finished, n
         backbone=cfg.MODEL.BACKBONE.NAME,
         engine=ENGINE,
         device=str(trainer.device),
+        processes=processes,
         seconds=round(time.time() - start, 1),
     )
     skipped = getattr(getattr(trainer, "dm", None), "skipped_images", None)
     if skipped is not None:
         results["skipped_images"] = len(skipped)
+    if not main:
+        return results
     if osp.exists(results_path):  # a finished run (--overwrite) or an unreadable file: kept beside
         kept = keep_aside(results_path, "replaced" if finished is not None else "unreadable")
         print(f"The earlier {RESULTS} is kept as {kept}")
@@ -689,14 +708,32 @@ def seed_dir(output_root, dataset_key, setting, method_key, seed):
     return osp.join(output_root, dataset_key, str(setting), method_key, f"seed{seed}")
 
 
+def launcher(processes=1):
+    """The command that starts train.py: python, or torchrun with `processes` processes
+    on this machine (--standalone: a free rendezvous port of its own)."""
+    if processes == 1:
+        return [sys.executable]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+
+
+def processes_from_env(value):
+    """GPUS=N: the processes of one run (unset or empty: 1)."""
+    if value in (None, ""):
+        return 1
+    if not value.isdigit() or int(value) < 1:
+        raise HarnessError(f"GPUS={value!r}: give the number of processes per run, a positive integer (e.g. GPUS=4)")
+    return int(value)
+
+
 def run_seeds(method_key, dataset_key, setting, seeds, opts=(), data_root="./data", output_root="./output", folder=None,
-              flags=()):
+              flags=(), processes=1):
     """Run one setting for each seed (a train.py subprocess each); skip finished seeds.
 
     Results go to <output_root>/<dataset>/<setting>/<folder or method>/seed<k>/. `flags`
     are passed to train.py (--overwrite, --force-resume, --skip-bad-images, --debug); with
     --overwrite, finished seeds run again. A seed that ends with exit status 2 (bad input)
-    stops the harness: the others would fail the same way. Returns the seeds it ran."""
+    stops the harness: the others would fail the same way. `processes` > 1 runs each seed
+    under torchrun on that many processes (GPUS=N). Returns the seeds it ran."""
     trainer = check_method(method_key)
     check_serves(method_key, dataset_key, setting)
     trainer_yamls = trainer_configs(method_key, dataset_key)
@@ -719,7 +756,7 @@ def run_seeds(method_key, dataset_key, setting, seeds, opts=(), data_root="./dat
             print(f"{tag} {out}/{RESULTS} is {why}: it does not count as done, running the seed")
         print(f"{tag} -> {out}", flush=True)
         command = [
-            sys.executable, osp.join(REPO, "train.py"),
+            *launcher(processes), osp.join(REPO, "train.py"),
             "--root", data_root, "--seed", str(seed), "--trainer", trainer,
             "--dataset-config-file", dataset_yaml, "--config-file", *trainer_yamls,
             "--output-dir", out, *flags, *base_opts,
@@ -786,14 +823,14 @@ def ablation_rows(path):
     return rows
 
 
-def ablate(method_key, dataset_key, setting, seeds, rows_file, data_root, output_root, flags=(), opts=()):
+def ablate(method_key, dataset_key, setting, seeds, rows_file, data_root, output_root, flags=(), opts=(), processes=1):
     """Run every ablation row (its overrides, then `opts`); returns the row folders in file order."""
     check_overrides(opts)
     folders = []
     for name, folder, overrides in ablation_rows(rows_file):
         print(f"== ablation row: {name}", flush=True)
         run_seeds(method_key, dataset_key, setting, seeds, [*overrides, *opts], data_root, output_root,
-                  osp.join("ablation", folder), flags)
+                  osp.join("ablation", folder), flags, processes)
         folders.append(folder)
     return folders
 
@@ -847,9 +884,11 @@ def _main(argv=None):
     data_root = osp.abspath(os.environ.get("DATA") or "./data")
     output_root = osp.abspath(os.environ.get("OUTPUT") or "./output")
     try:
+        processes = processes_from_env(os.environ.get("GPUS"))
         if args.command == "run":
             seeds = args.seeds or [1, 2, 3]
-            ran = run_seeds(args.method, args.dataset, args.setting, seeds, opts, data_root, output_root, flags=flags)
+            ran = run_seeds(args.method, args.dataset, args.setting, seeds, opts, data_root, output_root, flags=flags,
+                            processes=processes)
             print(seed_summary(args.method, args.dataset, args.setting, seeds, output_root, ran))
         elif args.command == "settings":
             present, absent = task_settings(args.task, data_root)
@@ -863,7 +902,7 @@ def _main(argv=None):
                 print("\n".join(folder for _, folder, _ in ablation_rows(rows_file)))
             else:
                 ablate(args.method, args.dataset, args.setting, args.seeds or [1], rows_file, data_root, output_root,
-                       flags, opts)
+                       flags, opts, processes)
         else:
             if opts:
                 raise HarnessError(f"'methods' takes no config overrides (got {' '.join(opts)})")

@@ -7,6 +7,8 @@ branches of CFSG-CLIP, so the table compares methods, not training recipes.
 import torch
 import torch.nn.functional as F
 
+from . import distributed
+
 ID_SCORES = ("msp", "mcm", "glmcm")
 # how long the filter's running threshold lives: the whole run (checkpointed) or one epoch
 FILTER_LIFETIMES = ("run", "epoch")
@@ -56,7 +58,8 @@ class OODFilter:
         self.threshold = float("-inf")
 
     def update(self, labeled_scores):
-        value = torch.quantile(labeled_scores.detach().float().cpu(), self.quantile).item()
+        """Move the threshold towards the quantile of the global labeled batch (all ranks)."""
+        value = torch.quantile(distributed.gather_cat(labeled_scores).float(), self.quantile).item()
         if self.threshold == float("-inf"):
             self.threshold = value
         else:
@@ -97,6 +100,14 @@ class PseudoLabelStats:
         self.correct += int((mask & ~is_ood & (pseudo_labels.cpu() == hidden)).sum())
         self.ood_seen += int(is_ood.sum())
         self.ood_rejected += int((is_ood & ~mask).sum())
+
+    COUNTS = ("seen", "passed", "passed_known", "correct", "ood_seen", "ood_rejected")
+
+    def sum_over_ranks(self):
+        """Replace this rank's counts by the sums over every rank (a distributed run)."""
+        totals = distributed.sum_over_ranks([getattr(self, name) for name in self.COUNTS])
+        for name, total in zip(self.COUNTS, totals):
+            setattr(self, name, total)
 
     def summary(self):
         out = {"pass_rate": 100.0 * self.passed / max(self.seen, 1)}
@@ -180,6 +191,9 @@ class FixMatchStep:
             self.filters[group].threshold = threshold
 
     def log_line(self):
+        """The epoch's diagnostics over every rank (call it on every rank)."""
+        for stats in self.stats.values():
+            stats.sum_over_ranks()
         if len(self.stats) == 1:
             return next(iter(self.stats.values())).log_line()
         return "; ".join(f"{group}/{head}: {stats.log_line()}" for (group, head), stats in self.stats.items())

@@ -13,7 +13,10 @@ shares, on either engine (Dassl.pytorch or `leclip.engine`):
   hard pseudo-labels from the weak view, loss on the strong view, filter F on
   confidence and ID score), with per-epoch diagnostics;
 - testing with the evaluator of the dataset's task: open-set (closed accuracy,
-  balanced accuracy with the labeled-quantile threshold, AUROC) or multi-label.
+  balanced accuracy with the labeled-quantile threshold, AUROC) or multi-label;
+- distributed training (torchrun, `leclip.distributed`): the step's loss runs through
+  DistributedDataParallel over the registered (learnable) modules, whose backward averages
+  the gradients over the ranks; every evaluation pass is sharded and gathered.
 
 Outputs are dicts with at least `logits` ([B, K], already multiplied by the logit
 scale); `local_logits` ([B, N, K]) enables the GL-MCM score.
@@ -23,7 +26,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from . import config, evaluators, ssl
+from . import config, distributed, evaluators, ssl
 from .backbone import autocast, check_input_size, load_clip, resolve_logit_scale
 from .data import DataManager
 from .data.seeding import epoch_seed
@@ -39,6 +42,7 @@ class CLIPTrainer(TrainerXU):
     learns = True
     # the dataset tasks this method serves
     tasks = SINGLE_LABEL
+    supports_distributed = True
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -59,7 +63,8 @@ class CLIPTrainer(TrainerXU):
         return self.uses_fixmatch
 
     def build_data_loader(self):
-        DataManager(self.cfg, build_dataset(self.cfg)).attach(self)
+        # rank 0 prepares the data files (rendering, split caches) before the others read them
+        DataManager(self.cfg, distributed.in_turn(lambda: build_dataset(self.cfg))).attach(self)
         self.task = getattr(self.dm.dataset, "task", "closed")
         if self.task not in self.tasks:
             raise ValueError(
@@ -146,7 +151,9 @@ class CLIPTrainer(TrainerXU):
             self.fixmatch = ssl.FixMatchStep(
                 self.fixmatch_heads(), ssl_cfg.CONF_THRESH, ssl_cfg.SCORE, ssl_cfg.OOD_QUANTILE, ssl_cfg.FILTER_LIFETIME
             )
-        super().before_train()
+        super().before_train()  # resumes the registered models
+        # after the resume and after every registration (CCD registers a model in before_train)
+        self.ddp_step = distributed.data_parallel_step(self._models, self.compute_loss)
 
     # ---------------------------------------------------------------- training
     def run_epoch(self):
@@ -157,9 +164,15 @@ class CLIPTrainer(TrainerXU):
         TrainerXU.run_epoch(self)
         print(f"epoch [{self.epoch + 1}/{self.max_epoch}] unlabeled: {self.fixmatch.log_line()}")
 
+    def step_losses(self, *batches):
+        """compute_loss(*batches), through DDP in a distributed run (its backward then
+        averages the gradients over the ranks: the gradient of the global batch's mean)."""
+        step = getattr(self, "ddp_step", None)
+        return self.compute_loss(*batches) if step is None else step(*batches)
+
     def forward_backward(self, batch_x, batch_u=None):
         with self.autocast():
-            losses = self.compute_loss(batch_x, batch_u)
+            losses = self.step_losses(batch_x, batch_u)
             loss = sum(losses.values())
         self.backward_and_update(loss)
         summary = {name: value.item() for name, value in losses.items()}
@@ -253,7 +266,7 @@ class CLIPTrainer(TrainerXU):
         for batch in progress(loader, "Scoring the labeled images"):
             with self.autocast():
                 scores.append(self.predict(self.to_device(batch), classes)[1].float().cpu())
-        return torch.cat(scores)
+        return distributed.gather_shards(torch.cat(scores))
 
     @torch.no_grad()
     def test(self, split=None):
@@ -267,16 +280,18 @@ class CLIPTrainer(TrainerXU):
         if open_set:
             self.evaluator.set_reference_scores(self.reference_scores(classes))
         start = time.time()
+        outputs = []  # (probabilities, labels, ID scores or positives) per batch of this rank's shard
         for batch in progress(loader, f"Evaluating on {split}"):
             with self.autocast():
                 probs, second = self.predict(self.to_device(batch), classes)
-            labels = batch["label"]
-            if open_set:
-                self.evaluator.process(probs.float().cpu(), labels, second.float().cpu())
-            elif self.task == "multilabel":
-                self.evaluator.process(probs.float().cpu(), labels, second.cpu())
-            else:
-                self.evaluator.process(probs.float().cpu(), labels)
+            outputs.append((probs.float().cpu(), batch["label"], second.cpu()))
+        probs, labels, second = (distributed.gather_shards(torch.cat(part)) for part in zip(*outputs))
+        if open_set:
+            self.evaluator.process(probs, labels, second.float())
+        elif self.task == "multilabel":
+            self.evaluator.process(probs, labels, second)
+        else:
+            self.evaluator.process(probs, labels)
         results = self.evaluator.evaluate()
         print(f"=> evaluated {len(loader.dataset)} images in {time.time() - start:.1f}s")
         for name, value in results.items():

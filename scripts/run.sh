@@ -8,6 +8,8 @@
 # skipped; an interrupted seed resumes from its last epoch checkpoint. Ctrl-C or SIGTERM
 # stops the running seed, which keeps its checkpoint. It ends with a summary: each seed's
 # metrics and time, their mean ± std, and where the results are.
+# GPUS=N (N > 1) trains each seed on N processes under torchrun: one run, BATCH_SIZE
+# global (docs/DISTRIBUTED.md).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"

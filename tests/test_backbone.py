@@ -78,6 +78,28 @@ def test_text_encoder_matches_clip(clip_model):
     assert torch.allclose(encoder(encoder.token_embed(tokens), tokens), clip_model.encode_text(tokens), atol=1e-6)
 
 
+def test_only_the_positions_up_to_the_last_eot_run_and_the_features_stay(clip_model):
+    """EOT (largest id) of the rows at 1 and 2 -> 3 positions; the text features with the
+    padding dropped equal those of the full causal pass (every position, causal mask)."""
+    from leclip.backbone.model import causal_length
+
+    assert causal_length(torch.tensor([[3, 9, 0, 0, 0], [3, 4, 8, 0, 0]])) == 3
+    encoder = TextEncoder(clip_model)
+    tokens = encoder.tokenize(["a crimson striped disc", "navy ring"])
+    length = tokens.shape[1]
+    x = encoder.token_embed(tokens) + clip_model.positional_embedding[:length]
+    x = clip_model.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)  # every position
+    full = clip_model.ln_final(x)[torch.arange(2), tokens.argmax(-1)] @ clip_model.text_projection
+    assert causal_length(tokens) < length
+    seen = []
+    hook = clip_model.transformer.resblocks[0].register_forward_pre_hook(lambda _, args: seen.append(args[0].shape))
+    try:
+        assert torch.allclose(encoder(encoder.token_embed(tokens), tokens), full, atol=1e-6)
+    finally:
+        hook.remove()
+    assert causal_length(tokens) in seen[0] and length not in seen[0]  # the padding did not run
+
+
 def test_deep_tokens_replace_then_flow(clip_model):
     encoder = ImageEncoder(clip_model)
     token = torch.randn(1, 64)

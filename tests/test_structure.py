@@ -16,6 +16,7 @@ import leclip.trainers
 
 # lowest first; a module may import its own layer or lower ones
 LAYERS = (
+    ("leclip.distributed",),  # torch.distributed helpers: imports no leclip module
     ("leclip.data",),
     ("leclip.engine",),
     ("leclip.dassl", "leclip.dassl_compat"),
@@ -146,8 +147,13 @@ def test_data_imports_nothing_from_the_engine_or_the_facade():
     graph = import_graph()
     data = [source for source in graph if in_data(source)]
     assert "leclip.data.datamanager" in data and "leclip.datasets.synth" not in data
-    for source in data:
-        assert all(in_data(target) for target in graph[source]), (source, graph[source])
+    for source in data:  # its own modules and the torch.distributed helpers only
+        assert all(in_data(target) or target == "leclip.distributed" for target in graph[source]), (
+            source, graph[source])
+
+
+def test_the_distributed_helpers_import_no_leclip_module():
+    assert import_graph()["leclip.distributed"] == set()
 
 
 def test_the_root_package_imports_nothing():

@@ -30,6 +30,11 @@ mean bias instead of NaN, and a class without positives is left out of mAP (it i
 there). The task-B baselines are this trainer with other LABELS / LOSS: CDUL's
 global + 3x3-tile initialisation, CLIP's top-1 class as a single positive with the AN,
 AN-LS or ROLE loss, and the true labels (`true`, the fully supervised upper row).
+Distributed (torchrun): CLIP's labels, the CAM pass and the crops pass of the update and
+the selection's training scores are sharded over the ranks and gathered; the classifier's
+batch norm uses the global batch's statistics; rank 0 reads and writes the label cache and
+ccd_state.pt. Exact for the released one crop per class (extra jittered crops draw their
+jitter per rank).
 """
 import hashlib
 import json
@@ -40,6 +45,7 @@ import torch
 import torchvision.transforms as T
 from tqdm import tqdm
 
+from leclip import distributed
 from leclip.backbone import class_text_features
 from leclip.backbone.loader import resolve_checkpoint
 from leclip.config import add_defaults
@@ -189,7 +195,8 @@ class CCD(CLIPTrainer):
         self.clip_model = self.load_clip().to(self.device)
         template = self.cfg.DATASET.PROMPT_TEMPLATE
         self.text_features = class_text_features(self.clip_model, self.classnames, template, self.device)
-        self.classifier = cam.CAMClassifier(self.num_classes, cfg.BACKBONE, cfg.WEIGHTS, cfg.CAM_COEFF).to(self.device)
+        classifier = cam.CAMClassifier(self.num_classes, cfg.BACKBONE, cfg.WEIGHTS, cfg.CAM_COEFF).to(self.device)
+        self.classifier = distributed.global_batch_norm(classifier)  # N processes normalise as one batch
         groups = self.classifier.param_groups(self.cfg.OPTIM.LR, cfg.HEAD_LR_MULT)
         optim = build_optimizer(self.classifier, self.cfg.OPTIM, param_groups=groups)
         self.register_model("classifier", self.classifier, optim, build_lr_scheduler(optim, self.cfg.OPTIM))
@@ -240,15 +247,24 @@ class CCD(CLIPTrainer):
         key = self.label_key(kind if kind == "global" else f"cdul-grid{ccd.CDUL_GRID}-zeta{ccd.CDUL_ZETA:g}")
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         path = osp.join(self.cache_dir(), f"{kind}-{digest}.pt")
-        if osp.isfile(path):
-            try:
-                cached = torch.load(path, map_location="cpu", weights_only=True)
-                if cached.get("key") == key:
-                    print(f"CCD: CLIP's {kind} labels from the cache {path}")
-                    return cached["labels"]
-            except (OSError, RuntimeError, ValueError, AttributeError) as err:
-                print(f"CCD: unreadable label cache {path} ({err}): computing the labels again")
+
+        def read_cache():
+            if osp.isfile(path):
+                try:
+                    cached = torch.load(path, map_location="cpu", weights_only=True)
+                    if cached.get("key") == key:
+                        print(f"CCD: CLIP's {kind} labels from the cache {path}")
+                        return cached["labels"]
+                except (OSError, RuntimeError, ValueError, AttributeError) as err:
+                    print(f"CCD: unreadable label cache {path} ({err}): computing the labels again")
+            return None
+
+        labels = distributed.on_main(read_cache)  # rank 0 alone reads and writes the cache
+        if labels is not None:
+            return labels
         labels = self.compute_clip_labels(kind)
+        if not distributed.is_main():
+            return labels
         try:
             os.makedirs(osp.dirname(path), exist_ok=True)
             write_atomic(path, lambda tmp: torch.save({"key": key, "labels": labels}, tmp))
@@ -274,7 +290,7 @@ class CCD(CLIPTrainer):
                     labels.append(label_update.cdul_initial_labels(
                         encode, images, self.text_features, ccd.CDUL_GRID, ccd.CDUL_ZETA, ccd.CLIP_SCALE
                     ))
-        return torch.cat(labels).float().cpu()
+        return distributed.gather_shards(torch.cat(labels).float())
 
     def initial_targets(self):
         """(targets [N, C], per-image loss weights [N]) before any update; sets the bias."""
@@ -317,17 +333,17 @@ class CCD(CLIPTrainer):
                 )
             scores.append(s.float().cpu())
             boxes.append(b.float().cpu())
-        scores, boxes = torch.cat(scores), torch.cat(boxes)
+        # every image's scores and boxes, on every rank: one threshold from all of them
+        scores, boxes = distributed.gather_shards(torch.cat(scores)), distributed.gather_shards(torch.cat(boxes))
         threshold, mean_count = cam.calibrate_threshold(scores, ccd.BOUND)
         selected = scores >= threshold
         print(f"CCD update: class threshold {threshold:.3f} selects {mean_count:.2f} classes per image")
         generator = torch.Generator().manual_seed(self.seed)
-        new, start = [], 0
+        new, done = [], []
         clip_size = tuple(self.cfg.INPUT.SIZE)
         for batch in tqdm(loader, desc="CCD crops through CLIP", unit="batch", disable=None):
             crops_source = self.to_device(batch, "img_ccd_crops")
-            rows = slice(start, start + len(crops_source))
-            start += len(crops_source)
+            rows = batch["index"]  # this rank's images
             image_index, class_index = selected[rows].nonzero(as_tuple=True)
             with self.autocast():
                 update = label_update.crops_update(
@@ -337,13 +353,16 @@ class CCD(CLIPTrainer):
                     ccd.CROP_JITTER, generator, crop_size=clip_size, logit_scale=ccd.CLIP_SCALE,
                 )
             new.append(update.labels.float().cpu())
-        self.targets = torch.cat(new)
+            done.append(rows)
+        self.targets = distributed.gather_rows(torch.cat(new), torch.cat(done), len(self.targets))
 
     # ---------------------------------------------------------------- training
     def state_path(self):
         return osp.join(self.output_dir, "ccd_state.pt")
 
     def save_state(self):
+        if not distributed.is_main():
+            return
         state = {"targets": self.targets, "history": torch.tensor(self.history), "selected": self.selected}
         write_atomic(self.state_path(), lambda tmp: torch.save(state, tmp))
 
@@ -353,8 +372,13 @@ class CCD(CLIPTrainer):
         if self.cfg.TRAINER.CCD.LOSS == "role":
             self.setup_label_estimator()
         super().before_train()  # resumes the registered models
-        if self.start_epoch > 0 and osp.isfile(self.state_path()):
-            state = torch.load(self.state_path(), map_location="cpu", weights_only=True)
+        state = None
+        if self.start_epoch > 0:
+            path = self.state_path()
+            state = distributed.on_main(
+                lambda: torch.load(path, map_location="cpu", weights_only=True) if osp.isfile(path) else None
+            )
+        if state is not None:
             self.targets, self.history, self.selected = state["targets"], state["history"].tolist(), state["selected"]
             print(f"CCD: resumed the pseudo-labels and selection history of epochs 1..{len(self.history)}")
         self.epoch = self.start_epoch
@@ -387,9 +411,10 @@ class CCD(CLIPTrainer):
     def select(self):
         """The released label-free rule on the epoch's training mAP against the pseudo-labels."""
         index = torch.cat(self.epoch_index)
-        scores = torch.zeros_like(self.targets)
-        scores[index] = torch.cat(self.epoch_scores)
-        self.history.append(selection.pseudo_label_map(scores[index], self.targets[index]))
+        scores = distributed.gather_rows(torch.cat(self.epoch_scores), index, len(self.targets))
+        trained = torch.zeros(len(self.targets), dtype=torch.bool)
+        trained[distributed.gather_cat(index)] = True  # every rank's images, in index order
+        self.history.append(selection.pseudo_label_map(scores[trained], self.targets[trained]))
         print(f"epoch [{self.epoch + 1}/{self.max_epoch}] training mAP against the pseudo-labels {self.history[-1]:.2f}")
         if self.selected < 0 and len(self.history) >= 3 and selection.select_epoch(self.history) == self.epoch:
             self.selected = self.epoch
@@ -398,7 +423,7 @@ class CCD(CLIPTrainer):
 
     def forward_backward(self, batch):
         with self.autocast():
-            losses_ = self.compute_loss(batch)
+            losses_ = self.step_losses(batch)
             loss = sum(losses_.values())
         self.backward_and_update(loss)
         if (self.batch_idx + 1) == self.num_batches:
@@ -444,6 +469,7 @@ class CCD(CLIPTrainer):
     def load_selected(self):
         from leclip.dassl import load_checkpoint
 
-        checkpoint = load_checkpoint(osp.join(self.output_dir, "classifier", SELECTED))
+        path = osp.join(self.output_dir, "classifier", SELECTED)
+        checkpoint = distributed.on_main(lambda: load_checkpoint(path))  # rank 0 wrote it, rank 0 reads it
         self.classifier.load_state_dict(checkpoint["state_dict"])
 

@@ -22,11 +22,15 @@ is ours and a TRAINER.CSA key (see the README's table of our choices).
   the features (on a frozen feature it could only train itself).
 The baselines `dualcoop` (global feature, labeled part only) and `dualcoop_pl` (+ the
 class-wise-threshold pseudo-labels) are this trainer with its switches off.
+Distributed (torchrun): the scoring pass over the unlabeled set is sharded and gathered,
+so the thresholds come from every unlabeled image; the co-occurrence clustering reads the
+labeled labels, which every rank holds whole.
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from leclip import distributed
 from leclip.adapters import ResidualAdapter
 from leclip.backbone import ImageEncoder, PromptLearner, TextEncoder
 from leclip.config import add_defaults
@@ -180,7 +184,7 @@ class CSA(CLIPTrainer):
             with self.autocast():
                 scores.append(self.forward_eval(self.to_device(batch), classes)["logits"].float().sigmoid().cpu())
         self.set_model_mode("train")
-        return torch.cat(scores)
+        return distributed.gather_shards(torch.cat(scores))  # every rank: all the unlabeled images
 
     def pseudo_label_pass(self):
         """Pseudo-labels [N_u, C] of the whole unlabeled set for this epoch, with their

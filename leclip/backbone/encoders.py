@@ -16,6 +16,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from clip import clip as clip_api
 
+from .model import causal_length
+
 
 def autocast(device, prec="amp"):
     """AMP on CUDA (fp16) when prec is amp/fp16; fp32 (a no-op context) on CPU."""
@@ -62,8 +64,11 @@ def value_path(block, x):
 class TextEncoder(nn.Module):
     """Prompt embeddings [C, L, W] -> text features [C, D] (not normalised).
 
-    Hooks on the text side may only replace tokens (MaPLe's deep prompts): the causal
-    mask and the EOT position assume the sequence length is unchanged.
+    Only the positions up to the longest prompt's EOT run through the transformer
+    (`causal_length`: with causal attention the padding after it reaches no feature), so a
+    CoOp prompt of ~20 tokens costs 20 positions, not the context length (77). Hooks on the
+    text side may only replace tokens before the EOT (MaPLe's deep prompts at 1..n_ctx):
+    the causal mask and the EOT position assume the sequence length is unchanged.
     """
 
     def __init__(self, clip_model):
@@ -92,7 +97,8 @@ class TextEncoder(nn.Module):
         return self.token_embedding(tokenized).to(self.positional_embedding.dtype)
 
     def forward(self, prompt_embeds, tokenized, token_hook=None):
-        x = prompt_embeds + self.positional_embedding.to(prompt_embeds.dtype)
+        length = causal_length(tokenized)
+        x = prompt_embeds[:, :length] + self.positional_embedding[:length].to(prompt_embeds.dtype)
         x = run_blocks(self.transformer.resblocks, x, token_hook)
         x = self.ln_final(x)
         eot = tokenized.argmax(dim=-1)  # the EOT token has the largest id

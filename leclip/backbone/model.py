@@ -31,6 +31,14 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
+def causal_length(tokens):
+    """How many leading positions of token ids [B, L] a causal text transformer needs:
+    up to the last row's EOT (each row's largest id) + 1. A position only attends to the
+    ones before it, so the positions after every EOT never reach a feature: dropping them
+    changes no output (only the matrix shapes, i.e. float rounding, about 1e-6)."""
+    return int(tokens.argmax(dim=-1).max()) + 1
+
+
 def causal_mask(length, like):
     """Additive mask [L, L]: token i attends to tokens 0..i only."""
     return torch.full((length, length), float("-inf"), dtype=like.dtype, device=like.device).triu_(1)
@@ -242,7 +250,9 @@ class CLIP(nn.Module):
         return self.visual(images.to(self.dtype))
 
     def encode_text(self, tokens):
-        """Token ids [B, L] -> features [B, D], read at each text's EOT (its largest id)."""
+        """Token ids [B, L] -> features [B, D], read at each text's EOT (its largest id).
+        Every position runs, as in the reference (one encode per evaluation: the prompt
+        learners' `TextEncoder` is the path that drops the padding)."""
         x = self.token_embedding(tokens).to(self.dtype) + self.positional_embedding[: tokens.shape[-1]].to(self.dtype)
         x = self.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
         x = self.ln_final(x)

@@ -9,12 +9,23 @@ torch.Generator that draws the order and one augmentation seed per image, so an 
 views do not depend on NUM_WORKERS. The generators are seeded from (SEED, epoch,
 loader); the trainer calls `set_epoch` at the start of every epoch, so an epoch's
 batches depend on (SEED, epoch) only and a resumed run sees the same batches.
+
+Distributed (torchrun): BATCH_SIZE is the global batch (ours: results do not depend on
+the number of processes). Every rank draws the same global order and seeds, and reads its
+shard of it (`distributed.shard_positions`): the k-th batches of the N ranks together are
+the k-th batch of one process. A training loader keeps the whole global batches only, so
+every rank makes the same number of steps; an evaluation loader keeps every image, and its
+rows are gathered back with `distributed.gather_shards`.
 """
+import math
 import os.path as osp
+import warnings
 
 import torch
 from tabulate import tabulate
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from leclip import distributed
 
 from .images import drop_unreadable, read_image
 from .seeding import epoch_seed, fresh_seed, local_rng
@@ -34,21 +45,23 @@ def label_tensor(label):
 
 class SeededSampler(Sampler):
     """Yields (index, image seed) pairs; the order (shuffled or not) and the seeds are
-    drawn from `generator`."""
+    drawn from `generator` for all `num_items`, of which the first `keep` (default all)
+    are used, and of those this rank's shard (`distributed.shard_positions`)."""
 
-    def __init__(self, num_items, shuffle, generator):
+    def __init__(self, num_items, shuffle, generator, keep=None, shard_rank=0, shards=1):
         self.num_items = num_items
         self.shuffle = shuffle
         self.generator = generator
+        self.positions = distributed.shard_positions(num_items if keep is None else keep, shard_rank, shards)
 
     def __iter__(self):
         n = self.num_items
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         seeds = torch.randint(0, 2**62, (n,), generator=self.generator)
-        return iter(zip(order.tolist(), seeds.tolist()))
+        return iter(zip(order[self.positions].tolist(), seeds[self.positions].tolist()))
 
     def __len__(self):
-        return self.num_items
+        return len(self.positions)
 
 
 class ViewDataset(Dataset):
@@ -85,7 +98,7 @@ class DataManager:
     def __init__(self, cfg, dataset):
         self.cfg = cfg
         self.dataset = dataset
-        self.seed = cfg.SEED if cfg.SEED >= 0 else fresh_seed()
+        self.seed = cfg.SEED if cfg.SEED >= 0 else distributed.broadcast_object(fresh_seed())
         self.epoch = 0
         self._generators = {}
         loader_cfg = cfg.DATALOADER
@@ -96,7 +109,8 @@ class DataManager:
                     "list named views in DATALOADER.TRAIN_X.VIEWS / TRAIN_U.VIEWS instead"
                 )
         if loader_cfg.get("SKIP_BAD_IMAGES", False):
-            self.skipped_images = drop_unreadable(dataset, osp.join(cfg.OUTPUT_DIR, "skipped_images.txt"))
+            record = osp.join(cfg.OUTPUT_DIR, "skipped_images.txt") if distributed.is_main() else None
+            self.skipped_images = drop_unreadable(dataset, record)
         x_cfg, u_cfg = loader_cfg.TRAIN_X, loader_cfg.TRAIN_U
         u_source = x_cfg if u_cfg.SAME_AS_X else u_cfg
         self.train_loader_x = self.make_loader(
@@ -122,7 +136,8 @@ class DataManager:
 
         `views`: view names (or one name); `train`: drop the last incomplete batch when
         the set holds at least one full batch; `sampler`: RandomSampler (default when
-        training) or SequentialSampler; `batch_size`: default DATALOADER.TEST.BATCH_SIZE.
+        training) or SequentialSampler; `batch_size`: default DATALOADER.TEST.BATCH_SIZE,
+        the global batch when distributed (each rank loads its share).
         """
         if not data_source:
             return None
@@ -138,15 +153,28 @@ class DataManager:
         batch_size = self.cfg.DATALOADER.TEST.BATCH_SIZE if batch_size is None else batch_size
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"Batch size {batch_size!r} (DATALOADER.*.BATCH_SIZE): use a positive integer")
+        shards, n = distributed.world_size(), len(data_source)
+        if train and shards > 1 and (batch_size % shards or n < shards):
+            raise ValueError(
+                f"{shards} processes share a global batch of {batch_size} over {n} images (DATALOADER.*.BATCH_SIZE is "
+                f"the global batch): use a batch size that is a multiple of {shards}, on a set of at least {shards} "
+                "images, or fewer processes"
+            )
+        keep = n - n % batch_size if train and n >= batch_size else n  # whole batches only when training
+        if train and shards > 1 and keep % shards:
+            warnings.warn(
+                f"{n} images, fewer than the global batch of {batch_size}, do not split evenly over {shards} processes: "
+                "the step's gradient is the mean of the processes' batch means, not the batch's mean as in one process",
+                stacklevel=2,
+            )
         generator = torch.Generator()
         generator.manual_seed(epoch_seed(self.seed, self.epoch, STREAMS.get(stream, AD_HOC)))
         if stream is not None:
             self._generators[stream] = generator
         return DataLoader(
             ViewDataset(data_source, {name: build_view(self.cfg, name) for name in views}),
-            batch_size=batch_size,
-            sampler=SeededSampler(len(data_source), sampler == "RandomSampler", generator),
-            drop_last=train and len(data_source) >= batch_size,
+            batch_size=math.ceil(batch_size / shards),
+            sampler=SeededSampler(n, sampler == "RandomSampler", generator, keep, distributed.rank(), shards),
             num_workers=self.cfg.DATALOADER.NUM_WORKERS,
             pin_memory=torch.cuda.is_available() and self.cfg.USE_CUDA,
             generator=generator,  # worker seeds too come from the loader's own stream

@@ -32,7 +32,8 @@ def unreadable_reason(path):
 
 def drop_unreadable(dataset, record_path):
     """Leave the images that do not decode out of every split of `dataset`, and list
-    them (split, path, reason) in `record_path`. Returns that list."""
+    them (split, path, reason) in `record_path` (None: not written, a distributed run's
+    other ranks). Returns that list."""
     skipped = []
     for split in SPLITS:
         items = getattr(dataset, split) or []
@@ -45,6 +46,8 @@ def drop_unreadable(dataset, record_path):
                 skipped.append((split, item.impath, reason))
         if len(kept) != len(items):
             setattr(dataset, f"_{split}", kept)  # both engines' DatasetBase keep the lists there
+    if record_path is None:
+        return skipped
     os.makedirs(osp.dirname(osp.abspath(record_path)), exist_ok=True)
     with open(record_path, "w") as f:
         f.writelines(f"{split}\t{path}\t{reason}\n" for split, path, reason in skipped)

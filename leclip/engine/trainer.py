@@ -6,6 +6,11 @@ the RNG state and `trainer_state()` (seed, best val result; subclasses add their
 run killed after epoch k and resumed ends with the same weights and metrics as an
 uninterrupted run. As Dassl, training writes TensorBoard event files to
 OUTPUT_DIR/tensorboard (`write_scalar`: the losses, the learning rate, each evaluation).
+
+Distributed (torchrun, `leclip.distributed`): rank 0 alone reads and writes checkpoints;
+what it reads reaches the other ranks through the process group. A trainer declares that
+it synchronises its steps with `supports_distributed` (LE-CLIP's trainers do); any other
+refuses WORLD_SIZE > 1, since its gradients would not be averaged.
 """
 import datetime
 import os.path as osp
@@ -15,6 +20,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from leclip import distributed
 from leclip.data import DataManager
 from leclip.data.seeding import epoch_seed, fresh_seed
 
@@ -85,6 +91,8 @@ class TrainerBase:
         set_rng_state(state["rng"])
 
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+        if not distributed.is_main():  # every rank holds the same state: rank 0 writes it
+            return
         trainer_state = self.trainer_state()
         for name in self.get_model_names():
             optim, sched = self._optims[name], self._scheds[name]
@@ -105,11 +113,24 @@ class TrainerBase:
     def resume_model_if_exist(self, directory):
         """Load the latest checkpoint of every model from `directory`; returns the epoch
         to start from (0 when some model has none). A run killed between saving two
-        models' checkpoints resumes from the epoch that every model has."""
+        models' checkpoints resumes from the epoch that every model has. Rank 0 reads the
+        files; every rank loads what it read."""
+        checkpoints = distributed.on_main(lambda: self.read_resume_checkpoints(directory))
+        if checkpoints is None:
+            return 0
+        for name, (path, checkpoint) in checkpoints.items():
+            restore(checkpoint, self._models[name], self._optims[name], self._scheds[name], source=path)
+            print(f"Previous epoch: {checkpoint['epoch']}")
+        if checkpoint.get("trainer_state") is not None:
+            self.load_trainer_state(checkpoint["trainer_state"])
+        return checkpoint["epoch"]
+
+    def read_resume_checkpoints(self, directory):
+        """{model: (path, checkpoint)} to resume from, or None (see resume_model_if_exist)."""
         names = self.get_model_names()
         if not names or any(latest_checkpoint(osp.join(directory, name)) is None for name in names):
             print("No checkpoint found, train from scratch")
-            return 0
+            return None
         print(f"Found checkpoint at {directory} (will resume training)")
         paths = {name: latest_checkpoint(osp.join(directory, name)) for name in names}
         epochs = {name: epoch_of(path) for name, path in paths.items()}
@@ -123,14 +144,11 @@ class TrainerBase:
                     f"model.pth.tar-{common}: delete {directory} to start the run again"
                 )
             print(f"The models' checkpoints stop at different epochs {epochs}: resuming from epoch {common}")
+        found = {}
         for name in names:
             print(f'Loading checkpoint from "{paths[name]}"')
-            checkpoint = load_checkpoint(paths[name])
-            restore(checkpoint, self._models[name], self._optims[name], self._scheds[name], source=paths[name])
-            print(f"Previous epoch: {checkpoint['epoch']}")
-        if checkpoint.get("trainer_state") is not None:
-            self.load_trainer_state(checkpoint["trainer_state"])
-        return checkpoint["epoch"]
+            found[name] = (paths[name], load_checkpoint(paths[name]))
+        return found
 
     def load_model(self, directory, epoch=None):
         """Load model-best.pth.tar (or model.pth.tar-<epoch>) of every model."""
@@ -138,11 +156,17 @@ class TrainerBase:
             print("Note that load_model() is skipped as no pretrained model is given")
             return
         model_file = BEST if epoch is None else f"model.pth.tar-{epoch}"
-        for name in self.get_model_names():
-            model_path = osp.join(directory, name, model_file)
-            if not osp.exists(model_path):
-                raise FileNotFoundError(f"No model at {model_path} (check --model-dir and --load-epoch)")
-            checkpoint = load_checkpoint(model_path)
+
+        def read():
+            found = {}
+            for name in self.get_model_names():
+                model_path = osp.join(directory, name, model_file)
+                if not osp.exists(model_path):
+                    raise FileNotFoundError(f"No model at {model_path} (check --model-dir and --load-epoch)")
+                found[name] = (model_path, load_checkpoint(model_path))
+            return found
+
+        for name, (model_path, checkpoint) in distributed.on_main(read).items():  # rank 0 reads
             val_result = checkpoint.get("val_result")
             shown = "" if val_result is None else f", val_result={val_result:.1f}"
             print(f"Load {model_path} to {name} (epoch={checkpoint['epoch']}{shown})")
@@ -172,7 +196,7 @@ class TrainerBase:
             raise FloatingPointError("Loss is infinite or NaN!")
 
     def init_writer(self, log_dir):
-        if self._writer is None:
+        if self._writer is None and distributed.is_main():  # one set of event files, from rank 0
             from torch.utils.tensorboard import SummaryWriter  # only a training run needs it
 
             print(f"Initialize tensorboard (log_dir={log_dir})")
@@ -251,20 +275,25 @@ class TrainerBase:
 class SimpleTrainer(TrainerBase):
     """Builds data, model and evaluator from the cfg; trains, checkpoints and tests."""
 
+    # whether the trainer averages its gradients over the ranks of a distributed run
+    supports_distributed = False
+
     def __init__(self, cfg):
         super().__init__()
+        if distributed.is_distributed() and not self.supports_distributed:
+            raise distributed.DistributedError(
+                f"{type(self).__name__} does not synchronise its training steps across processes: run it in one "
+                "process (without torchrun / GPUS)"
+            )
         check_cfg_values(cfg)
         self.check_cfg(cfg)
-        if torch.cuda.is_available() and cfg.USE_CUDA:
-            self.device = torch.device("cuda")
-        else:
-            self.device = torch.device("cpu")
+        self.device = distributed.device(cfg.USE_CUDA)  # cuda:LOCAL_RANK in a distributed CUDA run
         self.start_epoch = self.epoch = 0
         self.max_epoch = cfg.OPTIM.MAX_EPOCH
         self.output_dir = cfg.OUTPUT_DIR
         self.cfg = cfg
         # base of every epoch's seeds; SEED < 0 draws one, kept in the checkpoints
-        self.seed = cfg.SEED if cfg.SEED >= 0 else fresh_seed()
+        self.seed = cfg.SEED if cfg.SEED >= 0 else distributed.broadcast_object(fresh_seed())
         # the model's initialisation too depends on the seed only, whoever calls
         set_random_seed(self.seed)
         self.build_data_loader()
@@ -276,7 +305,8 @@ class SimpleTrainer(TrainerBase):
         """Check the cfg for this trainer (optional)."""
 
     def build_data_loader(self):
-        DataManager(self.cfg, build_dataset(self.cfg)).attach(self)
+        # rank 0 prepares the data files (rendering, split caches) before the others read them
+        DataManager(self.cfg, distributed.in_turn(lambda: build_dataset(self.cfg))).attach(self)
 
     def build_model(self):
         raise NotImplementedError(
