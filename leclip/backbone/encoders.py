@@ -31,7 +31,7 @@ def resolve_logit_scale(clip_model, setting="model"):
     """The logit scale (TRAINER.LOGIT_SCALE) as a float: "model" = the checkpoint's
     exp(logit_scale) (100 for OpenAI's CLIP weights), or a positive number."""
     if setting == "model":
-        return float(clip_model.logit_scale.exp())
+        return float(clip_model.logit_scale.detach().exp())
     try:
         value = float(setting)
     except (TypeError, ValueError):
