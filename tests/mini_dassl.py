@@ -263,3 +263,28 @@ def installed(root, broken=True):
         if np_int is not None:
             np.int = np_int
         logging.disable(logging_disabled)
+
+
+# A MaPLe-style fork's vendored clip/model.py: its CLIP wants a `design_details`
+# argument, so clip-anytorch's signature cannot build it; LE-CLIP must use its own model
+# and take only the fork's tokenizer (any class or builder here fails the test if used)
+MAPLE_CLIP_MODEL = '''
+"""A fork's model file: its CLIP wants a `design_details` argument (as MaPLe's does)."""
+import torch.nn as nn
+
+
+class CLIP(nn.Module):
+    def __init__(self, embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size,
+                 context_length, vocab_size, transformer_width, transformer_heads, transformer_layers,
+                 design_details):
+        raise AssertionError("LE-CLIP built the fork's CLIP")
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, input_resolution, patch_size, width, layers, heads, output_dim, design_details):
+        raise AssertionError("LE-CLIP built the fork's VisionTransformer")
+
+
+def build_model(state_dict, design_details):
+    raise AssertionError("LE-CLIP built the fork's model")
+'''

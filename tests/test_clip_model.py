@@ -15,6 +15,7 @@ import sys
 import textwrap
 
 import clip
+import mini_dassl
 import pytest
 import torch
 from clip import model as reference
@@ -123,27 +124,6 @@ def test_shipped_synth_vit_loads_strictly_and_gives_the_references_features():
     assert max(differences) <= 1e-6
 
 
-FORK_MODEL = '''
-"""A fork's model file: its CLIP wants a `design_details` argument (as MaPLe's does)."""
-import torch.nn as nn
-
-
-class CLIP(nn.Module):
-    def __init__(self, embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size,
-                 context_length, vocab_size, transformer_width, transformer_heads, transformer_layers,
-                 design_details):
-        raise AssertionError("LE-CLIP built the fork's CLIP")
-
-
-class VisionTransformer(nn.Module):
-    def __init__(self, input_resolution, patch_size, width, layers, heads, output_dim, design_details):
-        raise AssertionError("LE-CLIP built the fork's VisionTransformer")
-
-
-def build_model(state_dict, design_details):
-    raise AssertionError("LE-CLIP built the fork's model")
-'''
-
 FORK_RUN = '''
 import json, sys
 import clip, torch
@@ -174,7 +154,7 @@ def test_loads_and_trains_under_a_fork_of_clip_with_another_model_class(tmp_path
     fork = tmp_path / "fork"
     # the fork keeps clip's tokenizer and weight names; only its model file differs
     shutil.copytree(osp.dirname(clip.__file__), fork / "clip", ignore=shutil.ignore_patterns("model.py", "__pycache__"))
-    (fork / "clip" / "model.py").write_text(FORK_MODEL)
+    (fork / "clip" / "model.py").write_text(mini_dassl.MAPLE_CLIP_MODEL)
     env = dict(os.environ, PYTHONPATH=str(fork), OMP_NUM_THREADS="1")
     script = textwrap.dedent(FORK_RUN)
     tiny_world = ["DATASET.SYNTH.POOL_PER_CLASS", "6", "DATASET.SYNTH.TEST_PER_CLASS", "1"]

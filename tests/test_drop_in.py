@@ -117,23 +117,6 @@ class PixelProbe(TrainerX):
         return {"loss": loss.item()}
 '''
 
-# MaPLe's vendored clip: its CLIP takes a `design_details` argument, so clip-anytorch's
-# signature does not build it; LE-CLIP must use only its tokenizer
-FORK_CLIP_MODEL = '''
-import torch.nn as nn
-
-
-class CLIP(nn.Module):
-    def __init__(self, embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size,
-                 context_length, vocab_size, transformer_width, transformer_heads, transformer_layers,
-                 design_details):
-        raise AssertionError("LE-CLIP built the fork's CLIP")
-
-
-def build_model(state_dict, design_details):
-    raise AssertionError("LE-CLIP built the fork's model")
-'''
-
 
 def make_fork(root, node, vendored_clip=False):
     """A fork folder with train.py (the documented line added), trainers/probe.py and,
@@ -148,7 +131,7 @@ def make_fork(root, node, vendored_clip=False):
         shutil.copytree(osp.dirname(clip.__file__), osp.join(root, "clip"),
                         ignore=shutil.ignore_patterns("model.py", "__pycache__"))
         with open(osp.join(root, "clip", "model.py"), "w") as f:
-            f.write(FORK_CLIP_MODEL)
+            f.write(mini_dassl.MAPLE_CLIP_MODEL)
 
 
 def run_fork(fork, dassl_root, trainer, config_file, data, out, extra=()):
