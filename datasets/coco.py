@@ -12,6 +12,7 @@ import os.path as osp
 
 from leclip.dassl import DATASET_REGISTRY
 from leclip.data import MultiLabelDataset, check_images, dataset_root, multi_hot, require_file
+from leclip.files import write_text_atomic
 
 
 def parse_instances(path):
@@ -49,11 +50,8 @@ def read_instances(path):
         except (OSError, ValueError):
             pass  # a damaged index is rebuilt below
     classnames, labels = parse_instances(path)
-    tmp = f"{cache}.tmp{os.getpid()}"
     try:
-        with open(tmp, "w") as f:
-            json.dump({"source": source, "classnames": classnames, "labels": labels}, f)
-        os.replace(tmp, cache)
+        write_text_atomic(cache, json.dumps({"source": source, "classnames": classnames, "labels": labels}))
     except OSError:
         pass  # a read-only dataset folder: parse again next time
     return classnames, labels

@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections import OrderedDict, namedtuple
 
+from .files import write_text_atomic
 from .tables import cell, stat, text_table
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -371,23 +372,8 @@ def setup_cfg(config_file="", dataset_config_file="", opts=(), **overrides):
 
 
 # ---------------------------------------------------------------- results, lock, resume
-def write_atomic(path, text):
-    """Write `text` to a uniquely named temporary file beside `path`, then rename it:
-    readers see the old file or the new one, never a part."""
-    fd, tmp = tempfile.mkstemp(dir=osp.dirname(osp.abspath(path)), prefix=f".{osp.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
-
-
 def write_json_atomic(path, data):
-    write_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 def metric_value(value):
@@ -578,7 +564,7 @@ def _run_locked(cfg, eval_only, model_dir, load_epoch, results_path, finished, n
     for note in notes:
         print(note)
     if main:
-        write_atomic(osp.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
+        write_text_atomic(osp.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
     start = time.time()
     trainer = build_trainer(cfg)
     if eval_only:

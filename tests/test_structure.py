@@ -16,7 +16,7 @@ import leclip.trainers
 
 # lowest first; a module may import its own layer or lower ones
 LAYERS = (
-    ("leclip.distributed",),  # torch.distributed helpers: imports no leclip module
+    ("leclip.distributed", "leclip.files"),  # torch.distributed helpers, atomic writes: import no leclip module
     ("leclip.data",),
     ("leclip.engine",),
     ("leclip.dassl", "leclip.dassl_compat"),
@@ -154,6 +154,10 @@ def test_data_imports_nothing_from_the_engine_or_the_facade():
 
 def test_the_distributed_helpers_import_no_leclip_module():
     assert import_graph()["leclip.distributed"] == set()
+
+
+def test_the_atomic_writes_import_no_leclip_module():
+    assert import_graph()["leclip.files"] == set()
 
 
 def test_the_root_package_imports_nothing():

@@ -52,6 +52,7 @@ from leclip.config import add_defaults
 from leclip.dassl import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer
 from leclip.data import register_view
 from leclip.data.transforms import interpolation, to_normalized_tensor
+from leclip.files import write_atomic
 from leclip.metrics import mean_average_precision
 from leclip.multilabel import cam, clip_labels, label_update, losses, selection
 from leclip.trainer_base import CLIPTrainer
@@ -133,12 +134,6 @@ def file_digest(path, chunk=1 << 20):
         for block in iter(lambda: f.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def write_atomic(path, save):
-    tmp = f"{path}.tmp{os.getpid()}"
-    save(tmp)
-    os.replace(tmp, path)
 
 
 @TRAINER_REGISTRY.register()

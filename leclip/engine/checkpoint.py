@@ -12,10 +12,11 @@ import os.path as osp
 import pickle
 import re
 import shutil
-import tempfile
 from collections import OrderedDict
 
 import torch
+
+from ..files import write_atomic, write_text_atomic
 
 from .utils import mkdir_if_missing
 
@@ -65,26 +66,6 @@ def read_torch_file(path, what, fix, load=_load_tensors_only, allowed="tensors a
         raise CheckpointError(f"{what} {path} is truncated or corrupt ({reason}): {fix}") from None
 
 
-def _write_atomic(write, fpath):
-    """write(tmp_path), then rename over `fpath`; the temporary name is unique."""
-    fd, tmp = tempfile.mkstemp(dir=osp.dirname(fpath), prefix=f".{osp.basename(fpath)}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, fpath)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
-
-
-def _write_text(text):
-    def write(path):
-        with open(path, "w") as f:
-            f.write(text)
-
-    return write
-
-
 def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True, model_name=""):
     """Save `state` (with "state_dict" and "epoch") as save_dir/model.pth.tar-<epoch>, or
     as `model_name`. Only epoch checkpoints update the `checkpoint` marker (Dassl also
@@ -95,13 +76,13 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
             (k[7:] if k.startswith("module.") else k, v) for k, v in state["state_dict"].items()
         )
     fpath = osp.join(save_dir, model_name or f"model.pth.tar-{state['epoch']}")
-    _write_atomic(lambda tmp: torch.save(state, tmp), fpath)
+    write_atomic(fpath, lambda tmp: torch.save(state, tmp))
     print(f"Checkpoint saved to {fpath}")
     if not model_name:
-        _write_atomic(_write_text(f"{osp.basename(fpath)}\n"), osp.join(save_dir, MARKER))
+        write_text_atomic(osp.join(save_dir, MARKER), f"{osp.basename(fpath)}\n")
     if is_best:
         best_fpath = osp.join(save_dir, BEST)
-        _write_atomic(lambda tmp: shutil.copyfile(fpath, tmp), best_fpath)
+        write_atomic(best_fpath, lambda tmp: shutil.copyfile(fpath, tmp))
         print(f'Best checkpoint saved to "{best_fpath}"')
     return fpath
 

@@ -14,6 +14,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ..files import write_text_atomic
+
 MANIFEST = "manifest.json"
 # bump when a change to leclip.world changes the pixels or labels of a split
 GENERATOR_VERSION = 1
@@ -63,8 +65,5 @@ def ensure_rendered(folder, fingerprint, splits, desc):
                 items.append({"file": file, "label": np.asarray(label).tolist()})
                 bar.update(1)
             manifest["splits"][name] = items
-    tmp = osp.join(folder, MANIFEST + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(manifest, f)
-    os.replace(tmp, osp.join(folder, MANIFEST))
+    write_text_atomic(osp.join(folder, MANIFEST), json.dumps(manifest))
     return manifest
