@@ -50,8 +50,14 @@ def load_method(method_dir):
     return sorted(runs, key=lambda r: r.get("seed", 0))
 
 
+def dataset_and_setting(setting_dir):
+    """(dataset, setting) of an <output>/<dataset>/<setting> folder."""
+    setting_dir = setting_dir.rstrip("/")
+    return osp.basename(osp.dirname(setting_dir)), osp.basename(setting_dir)
+
+
 def metrics_of(setting_dir, runs_by_method):
-    setting, dataset = osp.basename(setting_dir.rstrip("/")), osp.basename(osp.dirname(setting_dir.rstrip("/")))
+    dataset, setting = dataset_and_setting(setting_dir)
     if dataset in DATASETS:
         return TASK_METRICS[task_of(dataset, setting)]
     present = {k for runs in runs_by_method.values() for r in runs for k in r}
@@ -134,7 +140,7 @@ def setting_report(setting_dir, methods=None, papers=False, make_plot=False):
     metrics, rows = collect(setting_dir, methods)
     if not rows:
         raise ValueError(f"no {RESULTS} under {setting_dir}")
-    dataset, setting = osp.basename(osp.dirname(setting_dir.rstrip("/"))), osp.basename(setting_dir.rstrip("/"))
+    dataset, setting = dataset_and_setting(setting_dir)
     if papers:
         rows = with_paper_rows(rows, metrics, dataset, setting, load_papers())
     header, body = table_rows(metrics, rows)
