@@ -296,7 +296,9 @@ def test_select_epoch_first_growing_change():
     assert select_epoch([50, 60, 65, 68, 72, 73]) == 4  # changes 10, 5, 3, 4 (> 3), 1
     assert select_epoch([50, 55, 61, 62]) == 2  # 6 > 5 at epoch 2
     assert select_epoch([50, 55, 60, 66]) == 3  # equal changes do not count
-    assert select_epoch([50, 60, 65, 68]) == 3  # never grows: the last epoch
+    assert select_epoch([50, 60, 65, 68]) is None  # never grows: nothing selected (yet)
+    assert select_epoch([50, 60, 65, 68, 73], first=4) == 4  # the first epoch it may pick
+    assert select_epoch([50, 60, 70, 68, 73], first=3) == 4  # 2 > -2 at epoch 3 is too early
 
 
 def test_pseudo_label_map_positives_only_at_one():

@@ -11,7 +11,8 @@ class list. A torchvision classifier with class activation maps learns from CLIP
 2. CLIP's class bias: the mean top-1 probability of each class over the reliable images
    it wins (a class never top-1 gets the others' mean); labels debiased as
    clamp(max(p, 1/LS_COEFF) / bias, 0, 1);
-3. the classifier (BACKBONE, local ImageNet WEIGHTS or random init with a warning; a 1x1
+3. the classifier (BACKBONE, local ImageNet WEIGHTS, the embedded world's pretrained ones
+   on synth_ml, or random init with a warning; a 1x1
    conv gives one CAM per class, positive CAM values x CAM_COEFF; global average pool),
    Adam with the head at HEAD_LR_MULT x the backbone's LR, soft-target BCE;
 4. WARMUP_EPOCHS epochs on the debiased labels;
@@ -60,7 +61,9 @@ from leclip.trainer_base import CLIPTrainer
 add_defaults(
     {
         "TRAINER.CCD.BACKBONE": "resnet50",  # any torchvision CNN (released: resnet50)
-        "TRAINER.CCD.WEIGHTS": "",  # local ImageNet weights of BACKBONE; empty: random init (a warning)
+        # local ImageNet weights of BACKBONE; "embedded": the world-pretrained ones shipped for it
+        # (synth_ml); empty: random init (a warning)
+        "TRAINER.CCD.WEIGHTS": "",
         "TRAINER.CCD.INPUT_SIZE": 448,  # the classifier's square input (released 448)
         "TRAINER.CCD.CAM_COEFF": 3.0,  # positive CAM values x this, from the first step (released 3)
         "TRAINER.CCD.HEAD_LR_MULT": 10.0,  # the 1x1 conv's LR multiplier (released 10)
@@ -86,6 +89,8 @@ add_defaults(
         "TRAINER.CCD.CLAMP_LOCAL": False,  # (released False) clamp the crops' debiased score before the blend
         "TRAINER.CCD.CROPS_PER_CLASS": 1,  # (released 1) >1: randomly jittered crops around each box
         "TRAINER.CCD.CROP_JITTER": 0.1,  # (ours) edge jitter of the extra crops, x the box side
+        # (ours) True: the selection rule may pick an epoch only once it compares updated labels
+        "TRAINER.CCD.SELECT_AFTER_UPDATE": False,
         "TRAINER.CCD.CONSISTENCY": True,  # the second view's consistency loss from the update on
         "TRAINER.CCD.CONSISTENCY_WEIGHT": 1.0,
         "TRAINER.CCD.CDUL_GRID": 3,  # CDUL: grid x grid tiles
@@ -363,6 +368,7 @@ class CCD(CLIPTrainer):
 
     def before_train(self):
         self.targets, self.weights = self.initial_targets()
+        self.initial_labels = self.targets.clone()
         self.history, self.selected = [], -1
         if self.cfg.TRAINER.CCD.LOSS == "role":
             self.setup_label_estimator()
@@ -411,10 +417,16 @@ class CCD(CLIPTrainer):
         trained[distributed.gather_cat(index)] = True  # every rank's images, in index order
         self.history.append(selection.pseudo_label_map(scores[trained], self.targets[trained]))
         print(f"epoch [{self.epoch + 1}/{self.max_epoch}] training mAP against the pseudo-labels {self.history[-1]:.2f}")
-        if self.selected < 0 and len(self.history) >= 3 and selection.select_epoch(self.history) == self.epoch:
+        if self.selected < 0 and selection.select_epoch(self.history, self.first_selectable()) == self.epoch:
             self.selected = self.epoch
             print(f"CCD: label-free selection picks epoch {self.epoch + 1}")
             self.save_model(self.epoch, self.output_dir, model_name=SELECTED)
+
+    def first_selectable(self):
+        """The first (0-based) epoch the rule may pick: 2 as released; with SELECT_AFTER_UPDATE
+        (ours) two epochs after the update, so all three mAPs it compares are on updated labels."""
+        ccd = self.cfg.TRAINER.CCD
+        return ccd.WARMUP_EPOCHS + 2 if ccd.SELECT_AFTER_UPDATE and ccd.UPDATE else 2
 
     def forward_backward(self, batch):
         with self.autocast():
@@ -452,6 +464,8 @@ class CCD(CLIPTrainer):
         super().after_train()
         final = dict(self.evaluator.last_results)
         selected = self.selected if self.selected >= 0 else self.max_epoch - 1
+        if self.selected < 0:
+            print("CCD: the label-free rule picked no epoch: the last epoch is the selected model")
         if selected != self.max_epoch - 1:
             print(f"Deploy the model the label-free rule selected (epoch {selected + 1})")
             self.load_selected()
@@ -460,6 +474,9 @@ class CCD(CLIPTrainer):
         for name, value in final.items():
             results[f"final_{name}"] = value
         results["selected_epoch"] = selected + 1
+        if self.hidden_labels.sum() > 0:  # what the classifier learned from, against the hidden labels
+            results["labels_initial_mAP"] = mean_average_precision(self.initial_labels, self.hidden_labels)
+            results["labels_final_mAP"] = mean_average_precision(self.targets, self.hidden_labels)
 
     def load_selected(self):
         from leclip.dassl import load_checkpoint

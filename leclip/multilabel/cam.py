@@ -17,6 +17,7 @@ constant map) gives the whole image (ours; the released code fails there).
 Crops of all pairs are cut and resized in one `roi_align` call.
 """
 import math
+import os.path as osp
 import typing
 import warnings
 
@@ -54,7 +55,29 @@ def classification_models():
     return torchvision.models.list_models(module=torchvision.models)
 
 
-def _load_weights(model, name, weights_path):
+EMBEDDED = "embedded"  # TRAINER.CCD.WEIGHTS value: the world-pretrained weights shipped for the backbone
+
+
+def resolve_weights(name, weights_path):
+    """The weights file of backbone `name`: `weights_path`, or for EMBEDDED the shipped
+    world-pretrained weights (leclip.world.trunk)."""
+    if weights_path != EMBEDDED:
+        return weights_path
+    from ..world import trunk  # the world is imported only when its weights are asked for
+
+    path = trunk.asset_path(name)
+    if not osp.isfile(path):
+        raise FileNotFoundError(
+            f"No embedded world-pretrained weights for classifier backbone {name!r} (shipped for: "
+            f"{', '.join(trunk.shipped_backbones()) or 'none'}): use one of those backbones, build them with "
+            f"`python scripts/pretrain_synth_trunk.py --backbone {name}`, or leave the weights path empty"
+        )
+    return path
+
+
+def _load_weights(model, trunk, name, weights_path):
+    """Load a torchvision state dict of `name` into `model`; keys only its final classifier
+    layer uses may be absent (the trunk never reads that layer)."""
     hint = (
         f"give the path of torchvision's ImageNet state dict for {name!r} (the .pth file its "
         "weights enum names), or leave the path empty to start from random weights"
@@ -67,15 +90,20 @@ def _load_weights(model, name, weights_path):
         raise ValueError(f"Classifier weights {weights_path!r} could not be read ({error}): {hint}") from None
     if not isinstance(state, dict):
         raise ValueError(f"Classifier weights {weights_path!r} hold a {type(state).__name__}, not a state dict: {hint}")
+    trunk_tensors = {id(t) for t in trunk.state_dict(keep_vars=True).values()}
+    needed = {k for k, t in model.state_dict(keep_vars=True).items() if id(t) in trunk_tensors}
     try:
-        model.load_state_dict(state)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or needed.intersection(missing):
+            raise RuntimeError(f"missing keys {sorted(needed.intersection(missing))}, unexpected keys {sorted(unexpected)}")
     except RuntimeError as error:
         raise ValueError(f"Classifier weights {weights_path!r} do not fit {name!r} ({error}): {hint}") from None
 
 
 def build_trunk(name, weights_path=""):
     """(feature extractor, number of channels) of torchvision CNN `name`; nothing is
-    downloaded: ImageNet weights come from `weights_path` (a torchvision state dict)."""
+    downloaded: ImageNet weights come from `weights_path` (a torchvision state dict), or
+    with EMBEDDED from the world-pretrained weights shipped for `name`."""
     if name not in classification_models():
         raise ValueError(
             f"Unknown classifier backbone {name!r}: use a torchvision classification model name, "
@@ -91,15 +119,16 @@ def build_trunk(name, weights_path=""):
             "efficientnet*, convnext*, shufflenet*, mnasnet*, squeezenet* or alexnet"
         )
     model = torchvision.models.get_model(name, weights=None)
+    trunk = take(model)
+    weights_path = resolve_weights(name, weights_path)
     if weights_path:
-        _load_weights(model, name, weights_path)
+        _load_weights(model, trunk, name, weights_path)
     else:
         warnings.warn(
             f"CAMClassifier: no ImageNet weights path given for {name!r}: the backbone starts from "
             "random weights, far from the released setting (ImageNet-pretrained ResNet-50)",
             stacklevel=3,
         )
-    trunk = take(model)
     trunk.eval()  # the probe must not touch batch-norm statistics
     with torch.no_grad():
         channels = trunk(torch.zeros(1, 3, 64, 64)).shape[1]

@@ -31,12 +31,11 @@ def pseudo_label_map(scores, pseudo_labels):
 
 def select_epoch(train_maps, first=2):
     """Index of the first epoch e >= `first` with m_e - m_{e-1} > m_{e-1} - m_{e-2}
-    (strict), from the per-epoch history m. When no epoch qualifies, the last epoch
-    (ours: the released code has no model then and fails at its final log line)."""
+    (strict), from the per-epoch history m; None while no epoch qualifies (the trainer
+    then deploys the last epoch, ours: the released code has no model then and fails at
+    its final log line)."""
     m = [float(v) for v in train_maps]
-    if not m:
-        raise ValueError("select_epoch: empty history")
     for e in range(max(first, 2), len(m)):
         if m[e] - m[e - 1] > m[e - 1] - m[e - 2]:
             return e
-    return len(m) - 1
+    return None
