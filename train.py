@@ -53,6 +53,10 @@ def parse_args(argv=None):
                         help="resume from checkpoints written with another config")
     parser.add_argument("--skip-bad-images", action="store_true",
                         help="leave out unreadable images, listed in OUTPUT_DIR/skipped_images.txt")
+    parser.add_argument("--viz", action="store_true",
+                        help="after the run, write the trainer's figures to OUTPUT_DIR/viz (CCD: CAM, box and crop of "
+                             "TRAINER.VIZ_IMAGES training images; CSA: its contexts, the label correlation as a heat "
+                             "map, and per-class attention maps of TRAINER.VIZ_IMAGES test images)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or LECLIP_DEBUG=1)")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="modify config options using the command-line")
     return parser.parse_args(argv)
@@ -103,7 +107,7 @@ def main(argv=None):
         if not distributed.is_main():
             sys.stdout = open(os.devnull, "w")  # one log: rank 0's
         run(cfg, eval_only=args.eval_only, model_dir=args.model_dir, load_epoch=args.load_epoch,
-            overwrite=args.overwrite, force_resume=args.force_resume)
+            overwrite=args.overwrite, force_resume=args.force_resume, viz=args.viz)
     except RunStopped as stop:
         folder = cfg.OUTPUT_DIR if cfg is not None else "the output folder"
         report(f"stopped by {signal.Signals(stop.signum).name}: the last epoch checkpoint in {folder} is kept; "

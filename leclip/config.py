@@ -65,6 +65,7 @@ add_defaults(
         "TRAINER.SSL.OOD_QUANTILE": 0.05,  # (ours) ID-score threshold of F, as at test
         # (ours) the filter's running threshold lives the whole run (checkpointed) or one epoch
         "TRAINER.SSL.FILTER_LIFETIME": "run",
+        "TRAINER.VIZ_IMAGES": 4,  # (ours) images the figures of train.py --viz show (CCD, CSA)
     }
 )
 
@@ -144,5 +145,7 @@ def check_config(cfg):
     for dotted in UNIT_INTERVAL:
         if not 0 <= value_of(cfg, dotted) <= 1:
             raise ValueError(f"{dotted}={value_of(cfg, dotted)!r}: use a value in [0, 1]")
+    if cfg.TRAINER.VIZ_IMAGES < 1:
+        raise ValueError(f"TRAINER.VIZ_IMAGES={cfg.TRAINER.VIZ_IMAGES}: use at least 1 image")
     if cfg.TRAINER.SSL.LAMBDA < 0:
         raise ValueError(f"TRAINER.SSL.LAMBDA={cfg.TRAINER.SSL.LAMBDA}: use a non-negative weight")

@@ -116,9 +116,10 @@ HARNESS_KEYS = {
 # config keys that do not change what a run computes: a resume may change them
 RESUME_MAY_CHANGE = (
     "OUTPUT_DIR", "RESUME", "DATASET.ROOT", "VERBOSE", "TRAIN.PRINT_FREQ", "TRAIN.CHECKPOINT_FREQ",
-    "DATALOADER.NUM_WORKERS",
+    "DATALOADER.NUM_WORKERS", "TRAINER.VIZ_IMAGES",
 )
 RESULTS = "results.json"
+VIZ_FOLDER = "viz"  # train.py --viz: the trainer's figures, in the run's folder
 LOCK = "run.lock"
 
 
@@ -517,8 +518,9 @@ def _output_folder(path):
         ) from None
 
 
-def run(cfg, eval_only=False, model_dir="", load_epoch=None, overwrite=False, force_resume=False):
-    """Train (or evaluate) one configured run; write config.yaml and results.json.
+def run(cfg, eval_only=False, model_dir="", load_epoch=None, overwrite=False, force_resume=False, viz=False):
+    """Train (or evaluate) one configured run; write config.yaml and results.json; with
+    `viz` (train.py --viz) then the trainer's figures (`visualize`) into OUTPUT_DIR/viz.
 
     A finished results.json in OUTPUT_DIR is refused, or with `overwrite` kept beside the
     new one as results.replaced-<time>.json; checkpoints of another config are refused
@@ -543,10 +545,10 @@ def run(cfg, eval_only=False, model_dir="", load_epoch=None, overwrite=False, fo
             return finished, [] if eval_only else check_resume(cfg, force_resume)
 
         finished, notes = distributed.on_main(prepare)
-        return _run_locked(cfg, eval_only, model_dir, load_epoch, results_path, finished, notes)
+        return _run_locked(cfg, eval_only, model_dir, load_epoch, results_path, finished, notes, viz)
 
 
-def _run_locked(cfg, eval_only, model_dir, load_epoch, results_path, finished, notes):
+def _run_locked(cfg, eval_only, model_dir, load_epoch, results_path, finished, notes, viz):
     from leclip import distributed
     from leclip.dassl import ENGINE, build_trainer, collect_env_info, set_random_seed
     from leclip.engine.utils import setup_logger
@@ -588,13 +590,14 @@ def _run_locked(cfg, eval_only, model_dir, load_epoch, results_path, finished, n
     skipped = getattr(getattr(trainer, "dm", None), "skipped_images", None)
     if skipped is not None:
         results["skipped_images"] = len(skipped)
-    if not main:
-        return results
-    if osp.exists(results_path):  # a finished run (--overwrite) or an unreadable file: kept beside
-        kept = keep_aside(results_path, "replaced" if finished is not None else "unreadable")
-        print(f"The earlier {RESULTS} is kept as {kept}")
-    # written last: a seed folder with results.json is a finished run
-    write_json_atomic(results_path, results)
+    if main:
+        if osp.exists(results_path):  # a finished run (--overwrite) or an unreadable file: kept beside
+            kept = keep_aside(results_path, "replaced" if finished is not None else "unreadable")
+            print(f"The earlier {RESULTS} is kept as {kept}")
+        # written after the run: a seed folder with results.json is a finished run
+        write_json_atomic(results_path, results)
+    if viz:  # after results.json: a figure that fails leaves the finished run intact
+        trainer.visualize(osp.join(cfg.OUTPUT_DIR, VIZ_FOLDER))
     sys.stdout.flush()
     return results
 
@@ -716,7 +719,7 @@ def run_seeds(method_key, dataset_key, setting, seeds, opts=(), data_root="./dat
     """Run one setting for each seed (a train.py subprocess each); skip finished seeds.
 
     Results go to <output_root>/<dataset>/<setting>/<folder or method>/seed<k>/. `flags`
-    are passed to train.py (--overwrite, --force-resume, --skip-bad-images, --debug); with
+    are passed to train.py (--overwrite, --force-resume, --skip-bad-images, --viz, --debug); with
     --overwrite, finished seeds run again. A seed that ends with exit status 2 (bad input)
     stops the harness: the others would fail the same way. `processes` > 1 runs each seed
     under torchrun on that many processes (GPUS=N). Returns the seeds it ran."""
@@ -828,7 +831,7 @@ def registered_trainers():
     return set(TRAINER_REGISTRY.registered_names())
 
 
-TRAIN_FLAGS = ("--overwrite", "--force-resume", "--skip-bad-images", "--debug")
+TRAIN_FLAGS = ("--overwrite", "--force-resume", "--skip-bad-images", "--viz", "--debug")
 
 
 def _main(argv=None):
@@ -856,6 +859,7 @@ def _main(argv=None):
         p.add_argument("--overwrite", action="store_true", help="run finished seeds again (old results kept beside)")
         p.add_argument("--force-resume", action="store_true", help="resume from checkpoints of another config")
         p.add_argument("--skip-bad-images", action="store_true", help="leave out unreadable images (recorded)")
+        p.add_argument("--viz", action="store_true", help="each seed's figures (CCD, CSA) in its folder's viz/")
     for p in (run_p, abl_p, cmp_p, set_p):
         p.add_argument("--debug", action="store_true", help="show tracebacks")
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -248,6 +248,12 @@ class CLIPTrainer(TrainerXU):
     def forward_eval(self, images, classes):
         return self.forward_train(images, classes)
 
+    # ---------------------------------------------------------------- figures
+    def visualize(self, folder):
+        """train.py --viz, after the run: the method's diagnostic figures into `folder`
+        (called on every rank; rank 0 draws). A method with figures overrides this."""
+        print(f"--viz: trainer {type(self).__name__} has no visualisation (CCD and CSA have)")
+
     # ---------------------------------------------------------------- testing
     def predict(self, images, classes):
         """Single-label: (probabilities over the K classes [B, K], ID score [B]), default

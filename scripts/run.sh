@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Run one method on one benchmark setting for several seeds (1 2 3 by default).
 #   bash scripts/run.sh METHOD DATASET SETTING [SEED ...] [--overwrite] [--force-resume]
-#        [--skip-bad-images] [--debug] [-- KEY VALUE ...]
+#        [--skip-bad-images] [--viz] [--debug] [-- KEY VALUE ...]
 # DATA (default ./data) is the data root, OUTPUT (default ./output) the output root, both
 # relative to the folder you run this from; results go to
 # $OUTPUT/<dataset>/<setting>/<method>/seed<k>/. A seed whose results.json exists is
 # skipped; an interrupted seed resumes from its last epoch checkpoint. Ctrl-C or SIGTERM
 # stops the running seed, which keeps its checkpoint. It ends with a summary: each seed's
-# metrics and time, their mean ± std, and where the results are.
+# metrics and time, their mean ± std, and where the results are. --viz: after each seed
+# it runs, its figures (CCD, CSA; README "Figures") in <seed folder>/viz/.
 # GPUS=N (N > 1) trains each seed on N processes under torchrun: one run, BATCH_SIZE
 # global (docs/DISTRIBUTED.md).
 set -euo pipefail

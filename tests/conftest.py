@@ -24,9 +24,10 @@ def synth_root(tmp_path_factory):
 
 @pytest.fixture
 def run_trainer(synth_root, tmp_path):
-    """run_trainer(trainer, config_file, opts=(), dataset="synth_fg", setting="5") -> results."""
+    """run_trainer(trainer, config_file, opts=(), dataset="synth_fg", setting="5") -> results
+    (`viz=True`: as train.py --viz)."""
 
-    def run(trainer, config_file, opts=(), dataset="synth_fg", setting="5", output_dir=None, seed=1):
+    def run(trainer, config_file, opts=(), dataset="synth_fg", setting="5", output_dir=None, seed=1, viz=False):
         dataset_yaml = harness.dataset_config(dataset)
         if not osp.isabs(config_file):
             config_file = osp.join(harness.REPO, config_file)
@@ -41,7 +42,7 @@ def run_trainer(synth_root, tmp_path):
         )
         stdout = sys.stdout
         try:
-            return harness.run(cfg)
+            return harness.run(cfg, viz=viz)
         finally:
             sys.stdout.flush()  # the run tees stdout into its log.txt
             sys.stdout = stdout

@@ -46,7 +46,7 @@ import torch
 import torchvision.transforms as T
 from tqdm import tqdm
 
-from leclip import distributed
+from leclip import distributed, viz
 from leclip.backbone import class_text_features
 from leclip.backbone.loader import resolve_checkpoint
 from leclip.config import add_defaults
@@ -318,26 +318,36 @@ class CCD(CLIPTrainer):
             print(f"epoch [{self.epoch + 1}/{self.max_epoch}] pseudo-labels ({what}): mAP {value:.2f} against the hidden labels")
 
     # ---------------------------------------------------------------- the update
+    def cam_candidates(self, classifier_images, return_maps=False):
+        """`label_update.cam_candidates` with this run's keys: scores, every class's box (and its map)."""
+        ccd = self.cfg.TRAINER.CCD
+        return label_update.cam_candidates(
+            self.classifier, classifier_images, (ccd.INPUT_SIZE, ccd.INPUT_SIZE), ccd.CAM_THRESHOLD, ccd.BOX_RULE,
+            ccd.BOX_GROW, return_maps=return_maps,
+        )
+
+    @torch.no_grad()
+    def cam_selection(self, loader, what):
+        """The update's first pass over `loader` (every training image): (scores [N, C],
+        boxes [N, C, 4], selected [N, C]: the classes passing the calibrated threshold)."""
+        scores, boxes = [], []
+        for batch in tqdm(loader, desc="CCD CAM boxes", unit="batch", disable=None):
+            with self.autocast():
+                s, b = self.cam_candidates(self.to_device(batch, "img_ccd_eval"))
+            scores.append(s.float().cpu())
+            boxes.append(b.float().cpu())
+        # every image's scores and boxes, on every rank: one threshold from all of them
+        scores, boxes = distributed.gather_shards(torch.cat(scores)), distributed.gather_shards(torch.cat(boxes))
+        threshold, mean_count = cam.calibrate_threshold(scores, self.cfg.TRAINER.CCD.BOUND)
+        print(f"CCD {what}: class threshold {threshold:.3f} selects {mean_count:.2f} classes per image")
+        return scores, boxes, scores >= threshold
+
     @torch.no_grad()
     def update_labels(self):
         """CCD's CAM-guided label update of every training image (batched)."""
         ccd = self.cfg.TRAINER.CCD
         loader = self.dm.make_loader(self.dm.dataset.train_u, views=("ccd_eval", "ccd_crops"))
-        size = (ccd.INPUT_SIZE, ccd.INPUT_SIZE)
-        scores, boxes = [], []
-        for batch in tqdm(loader, desc="CCD CAM boxes", unit="batch", disable=None):
-            with self.autocast():
-                s, b = label_update.cam_candidates(
-                    self.classifier, self.to_device(batch, "img_ccd_eval"), size, ccd.CAM_THRESHOLD, ccd.BOX_RULE,
-                    ccd.BOX_GROW,
-                )
-            scores.append(s.float().cpu())
-            boxes.append(b.float().cpu())
-        # every image's scores and boxes, on every rank: one threshold from all of them
-        scores, boxes = distributed.gather_shards(torch.cat(scores)), distributed.gather_shards(torch.cat(boxes))
-        threshold, mean_count = cam.calibrate_threshold(scores, ccd.BOUND)
-        selected = scores >= threshold
-        print(f"CCD update: class threshold {threshold:.3f} selects {mean_count:.2f} classes per image")
+        scores, boxes, selected = self.cam_selection(loader, "update")
         generator = torch.Generator().manual_seed(self.seed)
         new, done = [], []
         clip_size = tuple(self.cfg.INPUT.SIZE)
@@ -477,6 +487,52 @@ class CCD(CLIPTrainer):
         if self.hidden_labels.sum() > 0:  # what the classifier learned from, against the hidden labels
             results["labels_initial_mAP"] = mean_average_precision(self.initial_labels, self.hidden_labels)
             results["labels_final_mAP"] = mean_average_precision(self.targets, self.hidden_labels)
+
+    # ---------------------------------------------------------------- figures
+    @torch.no_grad()
+    def visualize(self, folder):
+        """--viz: the update's CAM -> box -> crop, run now (on the deployed classifier), on the
+        first TRAINER.VIZ_IMAGES training images: each class the calibrated threshold
+        selects, its CAM over the image, its box and the crop CLIP scores (the box itself:
+        no jittered extra crops)."""
+        ccd = self.cfg.TRAINER.CCD
+        loader = self.dm.make_loader(self.dm.dataset.train_u, views=("ccd_eval",))
+        scores, boxes, selected = self.cam_selection(loader, "--viz")  # every rank: the threshold sees all images
+        if not distributed.is_main():
+            return
+        few = self.dm.dataset.train_u[: self.cfg.TRAINER.VIZ_IMAGES]
+        batch = self.dm.batch(few, views=("ccd_eval", "ccd_crops"))
+        with self.autocast():
+            maps = self.cam_candidates(self.to_device(batch, "img_ccd_eval"), return_maps=True)[2].float().cpu()
+        clip_images = self.to_device(batch, "img_ccd_crops")
+        image_index, class_index = selected[: len(few)].nonzero(as_tuple=True)
+        pairs = boxes[image_index, class_index].to(self.device)
+        with self.autocast():
+            crops, _ = label_update.cut_crops(clip_images, pairs, image_index.to(self.device),
+                                              crop_size=tuple(self.cfg.INPUT.SIZE))
+            crop_probs = label_update.clip_image_probs(
+                self.clip_model.encode_image, crops, self.text_features, ccd.CLIP_SCALE
+            ).float().cpu()
+        mean, std = self.cfg.INPUT.PIXEL_MEAN, self.cfg.INPUT.PIXEL_STD
+        for i in range(len(few)):
+            rows = []
+            for k in (image_index == i).nonzero().flatten().tolist():
+                c = int(class_index[k])
+                top = int(crop_probs[k].argmax())
+                rows.append(viz.CamRow(
+                    name=self.classnames[c], score=float(scores[i, c]), heat=maps[i, c].numpy(),
+                    box=tuple(boxes[i, c].tolist()), crop=viz.to_rgb(crops[k], mean, std),
+                    crop_note=f"crop: CLIP {self.classnames[c]} {float(crop_probs[k, c]):.2f}\n"
+                              f"top {self.classnames[top]} {float(crop_probs[k, top]):.2f}",
+                ))
+            rows.sort(key=lambda row: -row.score)
+            title = f"training image {i}"
+            if self.hidden_labels.sum() > 0:  # a dataset with hidden labels: show them
+                true = [self.classnames[c] for c in self.hidden_labels[i].nonzero().flatten().tolist()]
+                title += f" (hidden labels: {', '.join(true) or 'none'})"
+            image = viz.to_rgb(batch["img_ccd_crops"][i], mean, std)
+            viz.cam_box_crop(osp.join(folder, f"ccd_cam_image{i}.png"), image, rows, title=title)
+        print(f"--viz: CCD's CAM, box and crop of {len(few)} training images in {folder}")
 
     def load_selected(self):
         from leclip.dassl import load_checkpoint

@@ -26,11 +26,15 @@ Distributed (torchrun): the scoring pass over the unlabeled set is sharded and g
 so the thresholds come from every unlabeled image; the co-occurrence clustering reads the
 labeled labels, which every rank holds whole.
 """
+import math
+import os.path as osp
+
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from leclip import distributed
+from leclip import distributed, viz
 from leclip.adapters import ResidualAdapter
 from leclip.backbone import ImageEncoder, PromptLearner, TextEncoder
 from leclip.config import add_defaults
@@ -164,9 +168,8 @@ class CSA(CLIPTrainer):
         if cfg.CONTEXT:
             self.class_context = contexts.cluster_classes(self.labeled_labels.numpy(), cfg.N_CONTEXTS, seed=self.seed)
             n_contexts = cfg.N_CONTEXTS
-            for k in range(n_contexts):
-                members = [self.classnames[c] for c in (self.class_context == k).nonzero()[0]]
-                print(f"CSA context {k}: {', '.join(members)}")
+            for heading, members in self.context_groups():
+                print(f"CSA {heading}: {', '.join(members)}")
         self.clip_model = self.load_clip()
         self.model = CSAModel(self.clip_model, self.classnames, cfg, self.logit_scale, n_contexts).to(self.device)
         self.setup_optimization("csa", self.model.learnable)
@@ -244,3 +247,55 @@ class CSA(CLIPTrainer):
         """(sigmoid scores [B, C], positives = scores >= 0.5): per-class decisions."""
         scores = self.forward_eval(images, classes)["logits"].float().sigmoid()
         return scores, scores >= 0.5
+
+    # ---------------------------------------------------------------- figures
+    def context_groups(self):
+        """[(f"context {k}", its class names)] of the spectral clustering's contexts."""
+        return [(f"context {k}", [self.classnames[c] for c in np.flatnonzero(self.class_context == k)])
+                for k in range(self.cfg.TRAINER.CSA.N_CONTEXTS)]
+
+    @torch.no_grad()
+    def visualize(self, folder):
+        """--viz: the contexts (csa_contexts.txt, and the label correlation they cluster as a
+        heat map ordered by context) and each class's attention weights over the patches of
+        the first TRAINER.VIZ_IMAGES test images (one grid per image)."""
+        cfg = self.cfg.TRAINER.CSA
+        if not (cfg.CONTEXT or cfg.LABEL_SPECIFIC):
+            print("--viz: CSA with TRAINER.CSA.CONTEXT and LABEL_SPECIFIC False has nothing to draw")
+            return
+        if not distributed.is_main():
+            return
+        written = []
+        if cfg.CONTEXT:
+            unseen = np.flatnonzero(self.class_context == contexts.NO_CONTEXT)
+            groups = self.context_groups()
+            if len(unseen):
+                groups.append(("no context (no labeled positive)", [self.classnames[c] for c in unseen]))
+            written.append(viz.write_groups(osp.join(folder, "csa_contexts.txt"), groups))
+            # the classes without a context last
+            order = np.where(self.class_context == contexts.NO_CONTEXT, cfg.N_CONTEXTS, self.class_context)
+            written.append(viz.matrix_heatmap(
+                osp.join(folder, "csa_label_correlation.png"), contexts.cooccurrence(self.labeled_labels.numpy()),
+                self.classnames, "label correlation of the labeled images, classes by context", groups=order,
+            ))
+        if cfg.LABEL_SPECIFIC:
+            self.set_model_mode("eval")
+            few = self.dm.dataset.test[: self.cfg.TRAINER.VIZ_IMAGES]
+            batch = self.dm.batch(few)
+            with self.autocast():
+                out = self.forward_eval(self.to_device(batch), self.encode_classes())
+            attention, scores = out["attention"].float().cpu(), out["logits"].float().sigmoid().cpu()  # [B, C, N]
+            grid = math.isqrt(attention.shape[-1])
+            if grid * grid != attention.shape[-1]:
+                raise ValueError(f"{attention.shape[-1]} patches do not make a square grid to draw")
+            mean, std = self.cfg.INPUT.PIXEL_MEAN, self.cfg.INPUT.PIXEL_STD
+            for i in range(len(few)):
+                titles = [f"{name}\np {scores[i, k]:.2f}, max w {attention[i, k].max():.2f}"
+                          for k, name in enumerate(self.classnames)]
+                written.append(viz.attention_grid(
+                    osp.join(folder, f"csa_attention_image{i}.png"), viz.to_rgb(batch["img"][i], mean, std),
+                    attention[i].view(-1, grid, grid).numpy(), titles,
+                    highlighted=set(batch["label"][i].nonzero().flatten().tolist()),
+                    title=f"test image {i}: each class's attention over the {grid}x{grid} patches (green: true labels)",
+                ))
+        print(f"--viz: CSA's {', '.join(osp.basename(path) for path in written)} in {folder}")

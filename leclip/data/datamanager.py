@@ -23,7 +23,7 @@ import warnings
 
 import torch
 from tabulate import tabulate
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from leclip import distributed
 
@@ -172,13 +172,22 @@ class DataManager:
         if stream is not None:
             self._generators[stream] = generator
         return DataLoader(
-            ViewDataset(data_source, {name: build_view(self.cfg, name) for name in views}),
+            self.view_dataset(data_source, views),
             batch_size=math.ceil(batch_size / shards),
             sampler=SeededSampler(n, sampler == "RandomSampler", generator, keep, distributed.rank(), shards),
             num_workers=self.cfg.DATALOADER.NUM_WORKERS,
             pin_memory=torch.cuda.is_available() and self.cfg.USE_CUDA,
             generator=generator,  # worker seeds too come from the loader's own stream
         )
+
+    def view_dataset(self, data_source, views):
+        return ViewDataset(data_source, {name: build_view(self.cfg, name) for name in views})
+
+    def batch(self, data_source, views=("test",)):
+        """Every item of `data_source` in one batch (a loader's dict), read by this process
+        alone, unsharded: a few images a trainer draws figures of. `views`: view names."""
+        dataset = self.view_dataset(data_source, views)
+        return default_collate([dataset[i] for i in range(len(dataset))])
 
     def set_epoch(self, epoch, seed=None):
         """Reseed every loader's generator from (seed, epoch); `seed` replaces self.seed."""

@@ -186,10 +186,17 @@ def cam_boxes(cams, size, threshold=0.95, rule="bbox", grow=80.0, grow_ref=640.0
     return torch.cat([_cam_boxes(part, size, threshold, rule, grow, grow_ref) for part in cams.split(chunk)])
 
 
+def cam_maps(cams, size):
+    """The CAMs [K, h, w] upsampled (bilinear) to `size` = (H, W) and min-max normalised
+    -> [K, H, W]: the maps whose hot pixels make the boxes."""
+    maps = F.interpolate(cams[:, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+    return normalise_cams(maps)
+
+
 def _cam_boxes(cams, size, threshold, rule, grow, grow_ref):
     height, width = size
-    maps = F.interpolate(cams[:, None].float(), size=(height, width), mode="bilinear", align_corners=False)[:, 0]
-    hot = normalise_cams(maps) > threshold
+    maps = cam_maps(cams, size)
+    hot = maps > threshold
     if rule == "bbox":
         rows, cols = hot.any(dim=2), hot.any(dim=1)
         y1, y2 = _first_true(rows), _last_true(rows) + 1

@@ -13,13 +13,13 @@ crops in chunks, the element-wise max of each image's crops, floor, debias, blen
 released code does the same one image, one class and one crop at a time. Split in two
 for a trainer that keeps one classifier pass for both the threshold calibration and the
 update: `cam_candidates` (scores and every class's box), then `crops_update` on the
-selected pairs.
+selected pairs. `cut_crops` is the update's crop step alone, which `--viz` draws.
 """
 from dataclasses import dataclass
 
 import torch
 
-from .cam import cam_boxes, crop_resize, jitter_boxes
+from .cam import cam_boxes, cam_maps, crop_resize, jitter_boxes
 from .clip_labels import blend_update, cdul_aggregate, clip_probs, grid_boxes
 
 
@@ -67,15 +67,28 @@ class LabelUpdate:
 
 @torch.no_grad()
 def cam_candidates(classifier, classifier_images, box_size, cam_threshold=0.95, box_rule="bbox", grow=80.0,
-                   grow_ref=640.0):
+                   grow_ref=640.0, return_maps=False):
     """(scores [B, C], boxes [B, C, 4]) from one classifier forward: the sigmoid scores
     the class selection is calibrated on, and the box of every class, in pixels of a
     `box_size` = (H, W) image (the CLIP view). Lets a trainer run the classifier once over
     the training set for both the calibration and the update (the released code runs it
-    once for its calibration windows and again for the update)."""
+    once for its calibration windows and again for the update). `return_maps` adds the
+    maps [B, C, H, W] the boxes come from (`cam_maps`), for a few images (figures)."""
     logits, cams = classifier_outputs(classifier, classifier_images, return_cams=True)
     boxes = cam_boxes(cams.flatten(0, 1), box_size, cam_threshold, box_rule, grow, grow_ref)
-    return logits.float().sigmoid(), boxes.view(*logits.shape, 4)
+    scores, boxes = logits.float().sigmoid(), boxes.view(*logits.shape, 4)
+    if not return_maps:
+        return scores, boxes
+    return scores, boxes, cam_maps(cams.flatten(0, 1), box_size).view(*logits.shape, *box_size)
+
+
+def cut_crops(clip_images, boxes, image_index, crop_size=None, crops_per_class=1, jitter=0.1, generator=None):
+    """(crops [K * crops_per_class, 3, *crop_size], their image index): `crops_per_class`
+    crops per box (`jitter_boxes`: the box itself first), cut from `clip_images` and resized
+    to `crop_size` (default: the CLIP view's own size) in one roi_align."""
+    size = tuple(clip_images.shape[-2:])
+    boxes, crop_image = jitter_boxes(boxes.to(clip_images.dtype), image_index, crops_per_class, size, jitter, generator)
+    return crop_resize(clip_images, boxes, crop_image, crop_size or size), crop_image
 
 
 @torch.no_grad()
@@ -104,9 +117,7 @@ def crops_update(
     roi_align; CLIP scores them `clip_batch_size` at a time; the max over each image's
     crops starts from zeros, as released (an image without any selected class gets 0);
     new labels = `blend_update(old_labels, crop_max, bias, ratio, ls_coeff, clamp_local)`."""
-    size = tuple(clip_images.shape[-2:])
-    boxes, crop_image = jitter_boxes(boxes.to(clip_images.dtype), image_index, crops_per_class, size, jitter, generator)
-    crops = crop_resize(clip_images, boxes, crop_image, crop_size or size)
+    crops, crop_image = cut_crops(clip_images, boxes, image_index, crop_size, crops_per_class, jitter, generator)
     crop_probs = clip_image_probs(encode_image, crops, text_features, logit_scale, clip_batch_size)
     rows = crop_image[:, None].expand(-1, old_labels.shape[1])
     crop_max = old_labels.new_zeros(old_labels.shape).scatter_reduce_(0, rows, crop_probs.to(old_labels.dtype), "amax")
