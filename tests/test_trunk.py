@@ -55,16 +55,19 @@ def test_the_package_ships_mobilenet_weights_that_name_single_objects():
     model = torchvision.models.mobilenet_v3_small(num_classes=len(trunk.CLASSES))
     missing, unexpected = model.load_state_dict(torch.load(trunk.asset_path("mobilenet_v3_small"), weights_only=True), strict=False)
     assert missing == trunk.final_layer_keys(model) and not unexpected
-    # a linear read-out of its features on 200 fresh objects beats chance (1/35) by far
+    # nearest class centroid of its features, fitted on 200 fresh objects, names 200 others
+    # far above chance (1/35) and random weights
     model.eval()
-    images, labels = trunk.single_objects(np.random.default_rng(5), 200)
+    images, labels = trunk.single_objects(np.random.default_rng(5), 400)
     with torch.no_grad():
         features = model.avgpool(model.features(trunk.to_input(images, 64))).flatten(1)
-    centroids = torch.stack([features[torch.from_numpy(labels[:100] == k)].mean(0) if (labels[:100] == k).any()
-                             else torch.full((features.shape[1],), float("inf")) for k in range(len(trunk.CLASSES))])
-    predicted = torch.cdist(features[100:], centroids).argmin(1).numpy()
-    assert (predicted == labels[100:]).mean() > 0.2
-
+    fit, fit_labels = features[:200], torch.from_numpy(labels[:200])
+    centroids = torch.stack([
+        fit[fit_labels == k].mean(0) if (fit_labels == k).any() else torch.full((fit.shape[1],), float("inf"))
+        for k in range(len(trunk.CLASSES))
+    ])
+    predicted = torch.cdist(features[200:], centroids).argmin(1).numpy()
+    assert (predicted == labels[200:]).mean() > 0.25  # random weights: 0.12
 
 def test_single_objects_are_deterministic_and_labelled_by_shape_and_family():
     a_images, a_labels = trunk.single_objects(np.random.default_rng(0), 6)
