@@ -44,7 +44,10 @@ def run_trainer(synth_root, tmp_path):
         try:
             return harness.run(cfg, viz=viz)
         finally:
-            sys.stdout.flush()  # the run tees stdout into its log.txt
+            tee = sys.stdout  # the run tees stdout into its log.txt
+            tee.flush()
             sys.stdout = stdout
+            if tee is not stdout:
+                tee.file.close()
 
     return run
