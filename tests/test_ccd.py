@@ -64,6 +64,9 @@ def test_initial_targets_are_the_debiased_clip_labels(tmp_path, synth_root):
         (["TRAINER.CCD.BACKBONE", "resnet1000"], "resnet1000"),
         (["TRAINER.CCD.WEIGHTS", "/nonexistent/r18.pth"], "/nonexistent/r18.pth"),
         (["DATALOADER.TRAIN_U.VIEWS", "['weak']"], "CCD trains on its two views"),
+        (["TRAINER.CCD.JITTER", "(0.5, 0.5, 0.5, 0.7)"], r"JITTER=.*hue <= 0.5"),
+        (["TRAINER.CCD.JITTER", "(0.5, 0.5)"], r"give \(brightness, contrast, saturation, hue\)"),
+        (["TRAINER.CCD.WEIGHTS", "embedded", "TRAINER.CCD.BACKBONE", "resnet18"], "No embedded world-pretrained"),
     ],
 )
 def test_bad_ccd_input_is_one_message(tmp_path, synth_root, opts, message):
@@ -78,3 +81,19 @@ def test_ccd_refuses_a_labeled_ratio(tmp_path, synth_root):
     )
     with pytest.raises(ValueError, match="CCD is unsupervised"):
         build_trainer(cfg)
+
+
+def test_the_second_view_jitters_colour_as_configured(synth_root, tmp_path):
+    import torchvision.transforms as T
+    from leclip.trainers import ccd
+
+    def jitter_of(*opts):
+        cfg = harness.setup_cfg(
+            harness.trainer_config("ccd", "synth_ml"), harness.dataset_config("synth_ml"),
+            ["DATASET.SETTING", "unsup"] + list(opts), root=synth_root, output_dir=str(tmp_path), seed=1, trainer="CCD",
+        )
+        (op,) = [t for t in ccd._classifier_view(cfg, train=True, jitter=True).transforms if isinstance(t, T.ColorJitter)]
+        return op.brightness, op.hue
+
+    assert jitter_of() == ((0.5, 1.5), (-0.5, 0.5))  # as released
+    assert jitter_of("TRAINER.CCD.JITTER", "(0.2, 0.5, 0.5, 0.0)") == ((0.8, 1.2), None)

@@ -93,6 +93,8 @@ add_defaults(
         "TRAINER.CCD.SELECT_AFTER_UPDATE": False,
         "TRAINER.CCD.CONSISTENCY": True,  # the second view's consistency loss from the update on
         "TRAINER.CCD.CONSISTENCY_WEIGHT": 1.0,
+        # the second view's ColorJitter (brightness, contrast, saturation, hue), as released
+        "TRAINER.CCD.JITTER": (0.5, 0.5, 0.5, 0.5),
         "TRAINER.CCD.CDUL_GRID": 3,  # CDUL: grid x grid tiles
         "TRAINER.CCD.CDUL_ZETA": 0.5,  # (ours) CDUL's tile threshold
         "TRAINER.CCD.AN_SMOOTHING": 0.1,  # AN-LS's label smoothing (Cole et al.)
@@ -115,7 +117,7 @@ def _classifier_view(cfg, train=False, jitter=False, mean=IMAGENET_MEAN, std=IMA
     size = cfg.TRAINER.CCD.INPUT_SIZE
     ops = [T.Resize((size, size), interpolation=interpolation(cfg))]
     if jitter:
-        ops.append(T.ColorJitter(0.5, 0.5, 0.5, 0.5))
+        ops.append(T.ColorJitter(*cfg.TRAINER.CCD.JITTER))
     if train:
         ops.append(T.RandomHorizontalFlip())
     return T.Compose(ops + [T.ToTensor(), T.Normalize(mean, std)])
@@ -170,6 +172,12 @@ class CCD(CLIPTrainer):
             raise ValueError(
                 f"TRAINER.CCD: WARMUP_EPOCHS={ccd.WARMUP_EPOCHS}, INPUT_SIZE={ccd.INPUT_SIZE}, "
                 f"CROPS_PER_CLASS={ccd.CROPS_PER_CLASS}: use WARMUP_EPOCHS >= 0, INPUT_SIZE >= 32, CROPS_PER_CLASS >= 1"
+            )
+        jitter = list(ccd.JITTER)
+        if len(jitter) != 4 or min(jitter) < 0 or jitter[3] > 0.5:
+            raise ValueError(
+                f"TRAINER.CCD.JITTER={ccd.JITTER!r}: give (brightness, contrast, saturation, hue), each >= 0 "
+                "and hue <= 0.5 (as released: (0.5, 0.5, 0.5, 0.5))"
             )
         if cfg.TRAINER.SSL.MODE != "none":
             raise ValueError("CCD learns from CLIP's pseudo-labels: set TRAINER.SSL.MODE none")
