@@ -248,6 +248,7 @@ def test_a_global_batch_that_does_not_split_over_the_processes_is_refused(monkey
 
     monkeypatch.setattr(distributed, "world_size", lambda: 3)
     manager = SimpleNamespace(cfg=get_cfg_default(), seed=1, epoch=0, _generators={})
+    manager.view_dataset = lambda source, views: DataManager.view_dataset(manager, source, views)
     with pytest.raises(ValueError, match="global batch of 16 over 10 images.*multiple of 3"):
         DataManager.make_loader(manager, list(range(10)), "test", True, 16)
     assert len(DataManager.make_loader(manager, list(range(10)), "test", True, 6)) == 1  # 6 of 10, 2 per process
