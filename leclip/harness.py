@@ -795,6 +795,9 @@ def seed_summary(method_key, dataset_key, setting, seeds, output_root, ran):
             f"seeds, results in {where}/seed<k>/{RESULTS}\n" + text_table(header, body))
 
 
+ROW_NAMES = "rows.json"  # in an ablation folder: {row folder: row name}
+
+
 def ablation_rows(path):
     """[(row name, folder name, overrides)] from a "name | KEY VALUE ..." file."""
     if not osp.isfile(path):
@@ -816,8 +819,18 @@ def ablation_rows(path):
 def ablate(method_key, dataset_key, setting, seeds, rows_file, data_root, output_root, flags=(), opts=(), processes=1):
     """Run every ablation row (its overrides, then `opts`); returns the row folders in file order."""
     check_overrides(opts)
+    rows = ablation_rows(rows_file)
+    # the tables name each row as the rows file does, not by its folder
+    ablation_dir = osp.join(output_root, dataset_key, setting, "ablation")
+    os.makedirs(ablation_dir, exist_ok=True)
+    names = {folder: name for name, folder, _ in rows}
+    names_file = osp.join(ablation_dir, ROW_NAMES)
+    if osp.isfile(names_file):  # rows of other rows files (another method's) keep their names
+        with open(names_file) as f:
+            names = {**json.load(f), **names}
+    write_text_atomic(names_file, json.dumps(names, indent=1))
     folders = []
-    for name, folder, overrides in ablation_rows(rows_file):
+    for name, folder, overrides in rows:
         print(f"== ablation row: {name}", flush=True)
         run_seeds(method_key, dataset_key, setting, seeds, [*overrides, *opts], data_root, output_root,
                   osp.join("ablation", folder), flags, processes)

@@ -4,6 +4,7 @@ a task; the papers' own numbers beside ours (`configs/papers.yaml`, each labelle
 its paper). Means, stds and the files are `leclip.tables`'.
 """
 import glob
+import json
 import os.path as osp
 import re
 
@@ -16,6 +17,7 @@ from .harness import (
     DISPLAY,
     METHODS,
     RESULTS,
+    ROW_NAMES,
     SETTING_RESULTS,
     TASK_METHODS,
     TASK_METRICS,
@@ -71,11 +73,16 @@ def collect(setting_dir, methods=None):
     runs_by_method = {m: load_method(osp.join(setting_dir, m)) for m in order}
     runs_by_method = {m: runs for m, runs in runs_by_method.items() if runs}
     metrics = metrics_of(setting_dir, runs_by_method)
+    names = dict(DISPLAY)
+    row_names = osp.join(setting_dir, ROW_NAMES)  # an ablation folder names its rows
+    if osp.isfile(row_names):
+        with open(row_names) as f:
+            names.update(json.load(f))
     rows = []
     for method, runs in runs_by_method.items():
         modes = "/".join(sorted({r.get("ssl_mode", "?") for r in runs}))
         stats = {k: stat([r.get(k) for r in runs]) for k in metrics}
-        rows.append(Row(method, DISPLAY.get(method, method), modes, len(runs), stats, ""))
+        rows.append(Row(method, names.get(method, method), modes, len(runs), stats, ""))
     return metrics, rows
 
 

@@ -116,3 +116,20 @@ def test_a_task_table_has_every_dataset_and_setting_of_the_papers(task, first, l
     columns = harness.task_columns(task)
     assert columns[0] == first and columns[-1] == last
     assert len(columns) == {"A": 12, "B": 5, "C": 20}[task]
+
+
+def test_an_ablation_table_names_its_rows_as_the_rows_file_does(tmp_path, monkeypatch):
+    rows_file = tmp_path / "rows.txt"
+    rows_file.write_text("CSA (full) | A 1\nw/o context task | A 2\n")
+    ran = []
+
+    def run_seeds(method, dataset, setting, seeds, opts, data_root, output_root, subfolder, flags, processes):
+        ran.append((subfolder, opts))
+        finished(tmp_path / "out", dataset, setting, subfolder, 1, mAP=40.0 + len(ran))
+
+    monkeypatch.setattr(harness, "run_seeds", run_seeds)
+    folders = harness.ablate("csa", "synth_ml", "0.05", [1], str(rows_file), str(tmp_path), str(tmp_path / "out"))
+    assert folders == ["CSA__full_", "w_o_context_task"]
+    assert ran == [("ablation/CSA__full_", ["A", "1"]), ("ablation/w_o_context_task", ["A", "2"])]
+    _, rows = report.collect(str(tmp_path / "out" / "synth_ml" / "0.05" / "ablation"), folders)
+    assert [(r.label, r.stats["mAP"].mean) for r in rows] == [("CSA (full)", 41.0), ("w/o context task", 42.0)]
