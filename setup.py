@@ -39,7 +39,7 @@ setup(
         "scipy",
         "tqdm",
         "Pillow",
-        "matplotlib",  # scripts/compare.sh --plot
+        "matplotlib",  # compare.sh --plot, --viz
         "tensorboard",  # the event files of each run, as Dassl writes them
     ],
     extras_require={"test": ["pytest"]},
