@@ -6,7 +6,7 @@
 
 Trains a torchvision CNN to name single objects of the world (leclip.world.trunk: the
 world's stand-in for ImageNet), prints its accuracy on fresh single objects, and saves
-the state dict without its final layer in fp16. Same seed and thread count -> same bytes.
+the state dict without its final layer in fp16. Same seed and thread count -> same weights.
 """
 import argparse
 import os.path as osp
@@ -25,7 +25,7 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--input-size", type=int, default=64, help="as TRAINER.CCD.INPUT_SIZE of the synth recipe")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (part of what fixes the bytes)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (part of what fixes the weights)")
     parser.add_argument("--out", default="", help="default: the package's asset for the backbone")
     args = parser.parse_args(argv)
 
