@@ -5,7 +5,7 @@
     python scripts/pretrain_synth_trunk.py --steps 50 --out try.pt
 
 Trains a torchvision CNN to name single objects of the world (leclip.world.trunk: the
-world's stand-in for ImageNet), prints its accuracy on fresh single objects, and saves
+world's stand-in for ImageNet), prints how well its features name fresh ones, and saves
 the state dict without its final layer in fp16. Same seed and thread count -> same weights.
 """
 import argparse
@@ -37,8 +37,11 @@ def main(argv=None):
         seed=args.seed,
     )
     print(f"pre-training took {(time.time() - start) / 60:.1f} min")
-    accuracy = trunk.accuracy(model, input_size=args.input_size, seed=args.seed)
-    print(f"accuracy on 1000 fresh single objects ({len(trunk.CLASSES)} classes): {accuracy:.1f}%")
+    accuracy = trunk.feature_accuracy(model, input_size=args.input_size, seed=args.seed)
+    print(
+        f"nearest-centroid accuracy of its features on 200 fresh single objects ({len(trunk.CLASSES)} classes, "
+        f"centroids from 200 others): {accuracy:.1f}%"
+    )
     out = args.out or trunk.asset_path(args.backbone)
     trunk.save_trunk(model, out)
     print(f"saved {out} ({osp.getsize(out) / 2**20:.1f} MiB)")
