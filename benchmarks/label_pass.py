@@ -56,7 +56,9 @@ def released_style_pass(classifier, cls_images, clip_images, encode_image, text,
             cam = F.interpolate(cams[:, c : c + 1], (height, width), mode="bilinear", align_corners=False)
             cam = (cam - cam.min()) / (cam.max() - cam.min() + 1e-5)
             hits = (cam > CAM_THRESHOLD).nonzero()[:, 2:]  # (y, x) in row-major order
-            if box_rule == "released":
+            if len(hits) == 0:  # a constant map: the whole image, as the batched pass (the release fails)
+                y1, x1, y2, x2 = 0, 0, height, width
+            elif box_rule == "released":
                 (y1, xa), (y2, xb) = hits[0].tolist(), hits[-1].tolist()
                 x1, x2 = min(xa, xb), max(xa, xb)
             else:
