@@ -97,3 +97,15 @@ def test_the_second_view_jitters_colour_as_configured(synth_root, tmp_path):
 
     assert jitter_of() == ((0.5, 1.5), (-0.5, 0.5))  # as released
     assert jitter_of("TRAINER.CCD.JITTER", "(0.2, 0.5, 0.5, 0.0)") == ((0.8, 1.2), None)
+
+
+def test_the_rule_may_pick_only_epochs_on_updated_labels_when_asked(tmp_path, synth_root):
+    first = [
+        make_trainer(tmp_path / str(k), synth_root, *opts).first_selectable()
+        for k, opts in enumerate([
+            ["TRAINER.CCD.SELECT_AFTER_UPDATE", "False"],
+            ["TRAINER.CCD.SELECT_AFTER_UPDATE", "True", "TRAINER.CCD.WARMUP_EPOCHS", "3"],
+            ["TRAINER.CCD.SELECT_AFTER_UPDATE", "True", "TRAINER.CCD.UPDATE", "False"],
+        ])
+    ]
+    assert first == [2, 5, 2]  # released; two epochs after the update (epoch index 3); no update
