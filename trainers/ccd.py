@@ -52,7 +52,7 @@ from leclip.backbone.loader import resolve_checkpoint
 from leclip.config import add_defaults
 from leclip.dassl import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer
 from leclip.data import register_view
-from leclip.data.transforms import interpolation, to_normalized_tensor
+from leclip.data.transforms import IMAGENET_MEAN, IMAGENET_STD, interpolation, to_normalized_tensor
 from leclip.files import write_atomic
 from leclip.metrics import mean_average_precision
 from leclip.multilabel import cam, clip_labels, label_update, losses, selection
@@ -103,7 +103,6 @@ add_defaults(
     }
 )
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's weights
 LABEL_SOURCES = ("clip", "cdul", "top1", "true")
 LOSSES = ("bce", "an", "an_ls", "role")
 SINGLE_POSITIVE = ("an", "an_ls", "role")

@@ -3,11 +3,18 @@
 `test`: resize the short side to max(INPUT.SIZE) + center crop. `weak`: random resized
 crop (INPUT.RRCROP_SCALE) + horizontal flip (CoOp's training transform). `strong`: weak
 + torchvision RandAugment(INPUT.RANDAUGMENT_N, INPUT.RANDAUGMENT_M) (FixMatch's strong
-view). `jitter`: weak + ColorJitter(0.5, 0.5, 0.5, 0.5) (CCD's second view).
+view). `jitter`: weak + ColorJitter(0.5, 0.5, 0.5, 0.5) (the colour jitter of CCD's released
+second view; CCD's own is `ccd_jitter`, with TRAINER.CCD.JITTER).
 Normalisation uses INPUT.PIXEL_MEAN / PIXEL_STD. Trainers add views with `register_view`.
 Random views draw from torch's RNG only, which the DataManager seeds per image.
 """
+import numpy as np
+import torch
+import torch.nn.functional as F
 import torchvision.transforms as T
+
+# the input statistics of torchvision's ImageNet weights
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 INTERPOLATION_MODES = {
     "bilinear": T.InterpolationMode.BILINEAR,
@@ -79,3 +86,13 @@ def build_view(cfg, name):
 def build_transform(cfg, is_train=True):
     """Dassl's entry point: the `weak` view for training, the `test` view otherwise."""
     return build_view(cfg, "weak" if is_train else "test")
+
+
+def array_to_tensor(images, mean, std, size=None):
+    """uint8 images [N, H, W, 3] -> float [N, 3, H, W] normalised with (mean, std), first
+    resized (bicubic) to size x size when `size` is given: arrays rendered in memory, as a
+    view would give them from files."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+    if size is not None:
+        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..backbone.loader import random_clip
+from ..data.transforms import array_to_tensor
 from ..metrics import closed_accuracy, mean_average_precision
 from . import captions, synth_fg, synth_ml
 
@@ -39,10 +40,7 @@ TEMPLATE = "a photo of a {}."
 
 def to_tensor(images):
     """uint8 [N, H, W, 3] -> normalised float [N, 3, H, W], as the test view gives them."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(PIXEL_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return array_to_tensor(images, PIXEL_MEAN, PIXEL_STD)
 
 
 def tokenize(model, texts):

@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, array_to_tensor
 from ..files import write_atomic
 from . import render, synth_fg
 
 ASSETS = osp.join(osp.dirname(__file__), "assets")
 TRUNK_STREAM = 2  # the CLIP's pre-training uses stream 1, the benchmarks 11 and up
 CLASSES = tuple((shape, family) for shape in render.SHAPES for family in render.FAMILIES)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def asset_path(backbone):
@@ -51,11 +51,7 @@ def single_objects(rng, n, size=32):
 def to_input(images, input_size):
     """uint8 [N, H, W, 3] -> ImageNet-normalised [N, 3, input_size, input_size], the
     geometry of CCD's classifier view (the whole image resized, bicubic)."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
-    x = F.interpolate(x, size=(input_size, input_size), mode="bicubic", align_corners=False).clamp(0, 1)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return array_to_tensor(images, IMAGENET_MEAN, IMAGENET_STD, size=input_size)
 
 
 def final_layer_keys(model):
