@@ -61,7 +61,7 @@ def final_layer_keys(model):
     return [key for key in model.state_dict() if key.startswith(last + ".")]
 
 
-def pretrain(backbone="mobilenet_v3_small", steps=600, batch_size=64, lr=2e-3, input_size=64, seed=0, log=print,
+def pretrain(backbone="mobilenet_v3_small", steps=300, batch_size=64, lr=2e-3, input_size=64, seed=0, log=print,
              log_every=50):
     """A torchvision `backbone` trained with cross-entropy on CLASSES (AdamW, cosine);
     deterministic per seed (and thread count). Returns the model in eval mode."""
