@@ -5,7 +5,7 @@
                                     [--repeats 3] [--threads N]
 
 Both passes run on the same random images, the same random-weight torchvision classifier
-and the same CLIP: `synth-vit` (the shipped embedded model, 32 px; classifier at 128 px)
+and the same CLIP: `synth-vit` (the shipped embedded model, 64 px; classifier at 128 px)
 or `vitb16` (a random CLIP of ViT-B/16's shape: 224 px, patch 16, width 768, 12 blocks,
 text width 512, 77 tokens; classifier at 448 px, as the released training size). The
 released-style pass follows the released control flow: per image one classifier forward

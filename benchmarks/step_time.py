@@ -7,7 +7,7 @@
 Each trainer is built through the harness on the embedded world (task A methods on
 `synth_fg`, CCD on `synth_ml` unsupervised, CSA on `synth_ml` with 10% labels; images
 resized to the model's input) with two random-weight CLIPs of the same code path:
-`small` (the embedded model's shape: 32 px, patch 4, widths 128/64) and `vitb16`
+`small` (the embedded model's shape, `leclip.world.pretrain.ARCH`: 64 px, patch 8, widths 128/64) and `vitb16`
 (ViT-B/16's shape: 224 px, patch 16, width 768, 12 blocks; text width 512, 77 tokens).
 SSL on and off: TRAINER.SSL.MODE fixmatch / none for the task-A methods, CSA's
 pseudo-labelled unlabeled batch (TRAINER.CSA.PSEUDO_LABELS) on / off; CCD always trains
@@ -36,10 +36,10 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from leclip import harness  # noqa: E402
+from leclip.world.pretrain import ARCH  # noqa: E402
 
 SHAPES = {
-    "small": dict(embed_dim=64, image_resolution=32, vision_layers=4, vision_width=128, vision_patch_size=4,
-                  context_length=16, transformer_width=64, transformer_heads=1, transformer_layers=3),
+    "small": dict(ARCH),
     "vitb16": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=16,
                    context_length=77, transformer_width=512, transformer_heads=8, transformer_layers=12),
 }

@@ -254,9 +254,9 @@ def test_data_folder_that_cannot_be_written(tmp_path, capsys):
 
 # ---------------------------------------------------------------- config values
 def test_input_size_that_does_not_fit_the_backbone(tmp_path, synth_root, capsys):
-    code, _, err = train(capsys, *train_args(synth_root, tmp_path / "out"), "INPUT.SIZE", "(64, 64)")
+    code, _, err = train(capsys, *train_args(synth_root, tmp_path / "out"), "INPUT.SIZE", "(32, 32)")
     assert code == 2
-    one_message(err, "INPUT.SIZE=(64, 64)", "takes 32x32 images", "set INPUT.SIZE (32, 32)")
+    one_message(err, "INPUT.SIZE=(32, 32)", "takes 64x64 images", "set INPUT.SIZE (64, 64)")
 
 
 @pytest.mark.parametrize("method,dataset,setting,task", [
@@ -315,7 +315,7 @@ def corrupt_cub(root):
 
 def replica_args(root, out, dataset, setting):
     return [*train_args(root, out, "LEZeroshotCLIP", dataset=dataset, setting=setting),
-            "MODEL.BACKBONE.NAME", "synth-vit", "INPUT.SIZE", "(32, 32)"]
+            "MODEL.BACKBONE.NAME", "synth-vit", "INPUT.SIZE", "(64, 64)"]
 
 
 def test_unreadable_image_is_named(tmp_path, capsys):

@@ -336,7 +336,7 @@ def test_zero_shot_runs_on_every_replica(tmp_path, key, setting, metric):
     cfg = harness.setup_cfg(
         harness.trainer_config("zsclip", key),
         harness.dataset_config(key),
-        harness.setting_opts(key, setting) + ["MODEL.BACKBONE.NAME", "synth-vit", "INPUT.SIZE", "(32, 32)"],
+        harness.setting_opts(key, setting) + ["MODEL.BACKBONE.NAME", "synth-vit", "INPUT.SIZE", "(64, 64)"],
         root=str(tmp_path),
         output_dir=str(tmp_path / "out"),
         seed=1,

@@ -7,7 +7,7 @@ import torch
 import torchvision
 
 from leclip.multilabel.cam import CAMClassifier
-from leclip.world import trunk
+from leclip.world import render, trunk
 
 
 def test_final_layer_keys_name_the_classifier_layer():
@@ -64,7 +64,7 @@ def test_single_objects_are_deterministic_and_labelled_by_shape_and_family():
     a_images, a_labels = trunk.single_objects(np.random.default_rng(0), 6)
     b_images, b_labels = trunk.single_objects(np.random.default_rng(0), 6)
     assert np.array_equal(a_images, b_images) and np.array_equal(a_labels, b_labels)
-    assert a_images.shape == (6, 32, 32, 3) and a_images.dtype == np.uint8
+    assert a_images.shape == (6, render.IMAGE_SIZE, render.IMAGE_SIZE, 3) and a_images.dtype == np.uint8
     assert len(trunk.CLASSES) == 35 and len(set(trunk.CLASSES)) == 35
 
 

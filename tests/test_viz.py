@@ -75,7 +75,7 @@ def test_ccd_draws_the_crops_of_its_label_update(run_trainer, monkeypatch, tmp_p
         assert sorted(trainer.classnames.index(row.name) for row in rows) == sorted(update_crops)
         for row in rows:
             crop = viz.to_rgb(update_crops[trainer.classnames.index(row.name)], mean, std)
-            assert row.crop.shape == (32, 32, 3) and np.allclose(row.crop, crop, atol=1e-6)
+            assert row.crop.shape == (64, 64, 3) and np.allclose(row.crop, crop, atol=1e-6)
             # the map drawn is the one the box was cut from: its hot pixels lie in the box
             ys, xs = np.nonzero(row.heat > trainer.cfg.TRAINER.CCD.CAM_THRESHOLD)
             x1, y1, x2, y2 = row.box
@@ -119,7 +119,7 @@ def test_csa_writes_its_contexts_and_attention_distributions(run_trainer, monkey
     assert len(grids) == 4  # TRAINER.VIZ_IMAGES' default
     for i, ((path, image, maps, titles), _) in enumerate(grids):
         assert path == str(folder / f"csa_attention_image{i}.png")
-        assert image.shape == (32, 32, 3) and maps.shape == (16, 8, 8) and len(titles) == 16  # 8 x 8 patches
+        assert image.shape == (64, 64, 3) and maps.shape == (16, 8, 8) and len(titles) == 16  # 8 x 8 patches
         # each class's weights are a distribution over the patches
         assert np.allclose(maps.reshape(16, -1).sum(axis=1), 1.0, atol=1e-5) and maps.min() >= 0
         # 17 panels (the image and 16 classes): 5 x 4 panels of 2 inches

@@ -16,7 +16,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @torch.no_grad()
-def similarities(dataset, template, size=32, backbone="synth-vit"):
+def similarities(dataset, template, size=64, backbone="synth-vit"):
     """(CLIP's class probabilities [N, C] of the test images, softmax of the model's
     logit scale times the cosines to the class prompts; labels)."""
     model = load_clip(backbone)

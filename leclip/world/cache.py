@@ -18,7 +18,7 @@ from ..files import write_text_atomic
 
 MANIFEST = "manifest.json"
 # bump when a change to leclip.world changes the pixels or labels of a split
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 4
 
 
 def load_manifest(folder, fingerprint):

@@ -38,13 +38,13 @@ def shipped_backbones():
     return sorted(set(names).intersection(torchvision.models.list_models()))
 
 
-def single_objects(rng, n, size=32):
+def single_objects(rng, n, size=render.IMAGE_SIZE):
     """(uint8 images [n, size, size, 3], class indices into CLASSES [n])."""
     labels = rng.integers(len(CLASSES), size=n)
     shapes = [CLASSES[k][0] for k in labels]
     shades = [rng.choice(sorted(render.FAMILIES[CLASSES[k][1]])) for k in labels]
     textures = rng.choice(render.TEXTURES, size=n)
-    scenes = synth_fg.object_scenes(rng, shapes, shades, textures, size)
+    scenes = synth_fg.object_scenes(rng, shapes, shades, textures, [None] * n, size)
     return render.render(scenes, rng, size), labels
 
 
