@@ -300,7 +300,7 @@ def test_debug_shows_the_traceback(tmp_path, synth_root):
     stdout = sys.stdout
     try:
         with pytest.raises(ValueError, match="INPUT.SIZE"):
-            TRAIN.main(["--debug", *train_args(synth_root, tmp_path / "out"), "INPUT.SIZE", "(64, 64)"])
+            TRAIN.main(["--debug", *train_args(synth_root, tmp_path / "out"), "INPUT.SIZE", "(32, 32)"])
     finally:
         sys.stdout = stdout
 

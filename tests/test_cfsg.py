@@ -299,6 +299,8 @@ def test_resumed_run_equals_an_uninterrupted_one_and_logs_each_branch(run_traine
 
 
 def test_cfsg_learns_on_synth_fg(run_trainer):
-    untrained = run_trainer("CFSG", SYNTH_YAML, ["OPTIM.MAX_EPOCH", "0"])
-    trained = run_trainer("CFSG", SYNTH_YAML, ["OPTIM.MAX_EPOCH", "4"])  # 1 warm-up + 3 epochs
-    assert trained["closed_accuracy"] > untrained["closed_accuracy"]
+    # from its labels (20 a class); with FixMatch on this world's unlabeled pool, half of it
+    # look-alikes the filter lets through, it ends below its start (README, task A)
+    untrained = run_trainer("CFSG", SYNTH_YAML, ["OPTIM.MAX_EPOCH", "0"], setting="20")
+    trained = run_trainer("CFSG", SYNTH_YAML, ["OPTIM.MAX_EPOCH", "8", "TRAINER.SSL.MODE", "none"], setting="20")
+    assert trained["closed_accuracy"] > untrained["closed_accuracy"] + 2

@@ -208,7 +208,9 @@ def test_two_processes_train_as_one_and_resume_in_one(synth_root, tmp_path):
         assert metrics(two) == pytest.approx(metrics(one[name]), abs=1e-6), name
         weights_1, weights_2 = learned(str(tmp_path / f"{name}-1"), MODELS[name]), learned(str(folder), MODELS[name])
         for key, value in weights_1.items():
-            assert torch.allclose(value.float(), weights_2[key].float(), atol=1e-5), (name, key)
+            # two ranks sum gradients in another order; Adam (CCD) turns that rounding into
+            # 1e-5-sized steps, so the tolerance is relative too (a wrong shard is off by 1e-2)
+            assert torch.allclose(value.float(), weights_2[key].float(), rtol=1e-4, atol=1e-5), (name, key)
     # rank 0 wrote every file of the output folders; rank 1 opened none, not even to read
     assert touched[1] == [] and any(path.endswith("results.json") for path in touched[0])
     # the 2-process CoOp checkpoint of epoch 1 resumes in 1 process to the 1-process result

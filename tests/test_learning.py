@@ -15,8 +15,10 @@ def config(trainer):
 
 @pytest.mark.parametrize("trainer", TRAINERS)
 def test_learns_on_the_embedded_world(run_trainer, trainer):
-    untrained = run_trainer(trainer, config(trainer), ["OPTIM.MAX_EPOCH", "0"])
-    trained = run_trainer(trainer, config(trainer), ["OPTIM.MAX_EPOCH", "8"])
+    # 20 labels a class: with 5, CLIP-Adapter and CLIP-LoRA, which start as zero-shot CLIP,
+    # stay level with it on this world (README, task A)
+    untrained = run_trainer(trainer, config(trainer), ["OPTIM.MAX_EPOCH", "0"], setting="20")
+    trained = run_trainer(trainer, config(trainer), ["OPTIM.MAX_EPOCH", "8"], setting="20")
     assert trained["closed_accuracy"] > untrained["closed_accuracy"] + 2
 
 
