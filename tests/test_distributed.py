@@ -29,7 +29,6 @@ import traceback
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from leclip import distributed, harness
 from leclip.data.datamanager import SeededSampler
@@ -207,10 +206,11 @@ def test_two_processes_train_as_one_and_resume_in_one(synth_root, tmp_path):
         assert two["processes"] == 2 and one[name]["processes"] == 1
         assert metrics(two) == pytest.approx(metrics(one[name]), abs=1e-6), name
         weights_1, weights_2 = learned(str(tmp_path / f"{name}-1"), MODELS[name]), learned(str(folder), MODELS[name])
+        # two ranks sum gradients in another order; CCD's Adam (step 1e-3) turns that rounding
+        # into differences of up to 2e-5 on a weight; 1e-4 is a tenth of one step
+        atol = 1e-4 if name == "ccd" else 1e-5
         for key, value in weights_1.items():
-            # two ranks sum gradients in another order; Adam (CCD) turns that rounding into
-            # 1e-5-sized steps, so the tolerance is relative too (a wrong shard is off by 1e-2)
-            assert torch.allclose(value.float(), weights_2[key].float(), rtol=1e-4, atol=1e-5), (name, key)
+            assert torch.allclose(value.float(), weights_2[key].float(), atol=atol), (name, key)
     # rank 0 wrote every file of the output folders; rank 1 opened none, not even to read
     assert touched[1] == [] and any(path.endswith("results.json") for path in touched[0])
     # the 2-process CoOp checkpoint of epoch 1 resumes in 1 process to the 1-process result
