@@ -94,22 +94,23 @@ def fg_properties(model, world_seed=0, pool_per_class=40, test_per_class=20):
     pool_global, pool_patches = encode(model, pool_images)
     test_global, test_patches = encode(model, test_images)
 
-    def part_patch(patches, split, per_class):
-        index = patch_index(model, synth_fg.part_centres(world_seed, split, per_class))
-        return patches[torch.arange(len(index)), torch.from_numpy(index)]
+    def part_index(split, per_class):  # [N] the patch that holds each image's part
+        return torch.from_numpy(patch_index(model, synth_fg.part_centres(world_seed, split, per_class)))
 
+    def at(patches, index):
+        return patches[torch.arange(len(index)), index]
+
+    pool_part, test_part = part_index("pool", pool_per_class), part_index("test", test_per_class)
     probe_global = linear_probe(pool_global.numpy(), pool_labels, test_global.numpy(), test_labels)
     probe_part = linear_probe(
-        part_patch(pool_patches, "pool", pool_per_class).numpy(), pool_labels,
-        part_patch(test_patches, "test", test_per_class).numpy(), test_labels,
+        at(pool_patches, pool_part).numpy(), pool_labels, at(test_patches, test_part).numpy(), test_labels
     )
     probs = zero_shot_probs(model, test_global, synth_fg.CLASSNAMES[:k])
     is_ood = test_labels >= k
     # CFSG-CLIP's SFM keeps the patches most like the class prompt: does it keep the part's?
     text = class_text_features(model, synth_fg.CLASSNAMES, TEMPLATE)
     _, kept, _ = SemanticFilter(SFM_TOP_K)(test_patches, test_global, text[torch.from_numpy(test_labels)])
-    part_index = torch.from_numpy(patch_index(model, synth_fg.part_centres(world_seed, "test", test_per_class)))
-    sfm_hit = (kept == part_index[:, None]).any(dim=1).float().mean().item()
+    sfm_hit = (kept == test_part[:, None]).any(dim=1).float().mean().item()
     msp = probs.max(dim=-1).values.numpy()
     scenes, _ = synth_fg.split_scenes(world_seed, "test", 1)
     return {
