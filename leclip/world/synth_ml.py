@@ -126,8 +126,3 @@ def object_boxes(scenes, objects):
         centre, radius = scenes.center[i, slots], scenes.radius[i, slots]
         boxes.append(np.column_stack([classes, centre - radius[:, None], centre + radius[:, None], radius]))
     return boxes
-
-
-def ground_truth_boxes(world_seed, split, num_images, size=render.IMAGE_SIZE):
-    """`object_boxes` of a split, in render_split's order."""
-    return object_boxes(*split_scenes(world_seed, split, num_images, size))
