@@ -863,6 +863,7 @@ def _main(argv=None):
     abl_p.add_argument("setting")
     abl_p.add_argument("seeds", nargs="*", type=int)
     abl_p.add_argument("--method", help="the method whose rows to run (default: the task's: cfsg, ccd or csa)")
+    abl_p.add_argument("--rows", help="a rows file of the method's own (default: configs/ablations/<method>.txt)")
     abl_p.add_argument("--list", action="store_true", help="print the rows' folder names only")
     cmp_p = sub.add_parser("methods", help="the methods of a dataset's task that are available")
     cmp_p.add_argument("dataset")
@@ -901,7 +902,7 @@ def _main(argv=None):
             print("\n".join(f"{dataset_key} {setting}" for dataset_key, setting in present))
         elif args.command == "ablate":
             args.method = args.method or ABLATED[task_of(args.dataset, args.setting)]
-            rows_file = osp.join(CONFIGS, "ablations", f"{args.method}.txt")
+            rows_file = args.rows or osp.join(CONFIGS, "ablations", f"{args.method}.txt")
             if args.list:
                 print("\n".join(folder for _, folder, _ in ablation_rows(rows_file)))
             else:

@@ -458,6 +458,20 @@ def test_ablate_applies_overrides_to_every_row(capsys, no_launch):
     one_message(err, "SEED cannot be overridden")
 
 
+def test_ablate_runs_the_rows_file_it_is_given(tmp_path, capsys, no_launch, monkeypatch):
+    """--rows runs another rows file of the task's method (CSA's choices), each row under its own folder."""
+    monkeypatch.setenv("OUTPUT", str(tmp_path))
+    rows = tmp_path / "choices.txt"
+    rows.write_text("as shipped |\nTAU 0.1 | TRAINER.CSA.TAU 0.1\n")
+    code, out, _ = harness_main(capsys, "ablate", "synth_ml", "0.1", "--rows", rows, "--list")
+    assert code == 0 and out.split() == ["as_shipped", "TAU_0.1"] and no_launch == []
+    assert harness_main(capsys, "ablate", "synth_ml", "0.1", "--rows", rows)[0] == 0
+    folders = [c[c.index("--output-dir") + 1] for c in no_launch]
+    assert folders == [str(tmp_path / "synth_ml" / "0.1" / "ablation" / row / "seed1") for row in ("as_shipped", "TAU_0.1")]
+    assert no_launch[0][-2:] != ["TRAINER.CSA.TAU", "0.1"] and no_launch[1][-2:] == ["TRAINER.CSA.TAU", "0.1"]
+    assert all(c[c.index("--trainer") + 1] == "CSA" for c in no_launch)
+
+
 def test_seeds_go_to_their_own_folders(tmp_path, capsys, no_launch, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DATA", "my_data")  # relative: the caller's folder, not the repository
