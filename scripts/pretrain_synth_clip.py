@@ -56,7 +56,8 @@ def main(argv=None):
         "captions": {
             name: getattr(captions, name)
             for name in ("P_PART_TYPICAL", "P_PART_RARE", "P_PART_LOCAL", "P_NAME_LARGE", "P_NAME_SMALL")
-        },
+        }
+        | {"SYNONYMS": {word: list(use) for word, use in captions.SYNONYMS.items()}},
     }
     save_clip(model, args.out, meta)
     size = osp.getsize(args.out)

@@ -51,7 +51,7 @@ def main(argv=None):
     bias = properties.ml_bias_properties(model, seed, args.ml_train)
     ari = properties.context_recovery(seed, args.ml_train, args.ratio)
     zs_ml = properties.ml_zero_shot(model, seed, args.ml_test)
-    ceiling = properties.ml_probe_ceiling(model, seed, args.ml_train, args.ml_test)
+    probes = properties.ml_probes(model, seed, args.ml_train, args.ml_test, args.ratio)
 
     print(f"Embedded world {seed}, CLIP {args.model or 'synth-vit (shipped)'}, logit scale {model.logit_scale.exp().item():.1f}")
     print(f"  {'property':<58} {'target':<14} {'measured':<14}")
@@ -78,7 +78,10 @@ def main(argv=None):
     print(f"    lowest: {low}; highest: {high}; reliable images {bias['reliable_share']:.0f} %")
     line("mAP of CLIP labels on the train split: debiased vs raw", "(info)",
          f"{bias['map_debiased']:.1f} vs {bias['map_raw']:.1f}", None)
-    print("task C, synth_ml contexts")
+    print("task C, synth_ml")
+    line(f"linear probe, {probes['few_labels']} labeled images: label-specific vs global", "specific > global",
+         f"{probes['probe_label_specific_few']:.1f} vs {probes['probe_global_few']:.1f}",
+         probes["probe_label_specific_few"] > probes["probe_global_few"])
     line(f"ARI planted vs clustered contexts at ratio {args.ratio:g} (seeds 1-3)", ">= 0.8",
          f"{ari.mean():.2f} (min {ari.min():.2f})", ari.mean() >= 0.8)
     print("zero-shot CLIP (prompt 'a photo of a {}.')")
@@ -87,7 +90,7 @@ def main(argv=None):
           f"{args.fg_pool} a class) on the global feature {fg['probe_global']:.1f} %")
     print(f"  synth_ml: mAP {zs_ml['zs_map']:.1f} from the global feature, {zs_ml['zs_map_label_specific']:.1f} from "
           f"CSA's label-specific features (label-frequency baseline {zs_ml['frequency_map']:.1f}); "
-          f"linear probe on the frozen global feature with every training label {ceiling:.1f}")
+          f"linear probe on the frozen global feature with every training label {probes['probe_global_all']:.1f}")
     print(f"({time.time() - start:.0f} s)")
 
 
