@@ -79,7 +79,7 @@ def main(argv=None):
     line("mAP of CLIP labels on the train split: debiased vs raw", "(info)",
          f"{bias['map_debiased']:.1f} vs {bias['map_raw']:.1f}", None)
     print("task C, synth_ml")
-    line(f"linear probe, {probes['few_labels']} labeled images: label-specific vs global", "specific > global",
+    line(f"probe, {probes['few_labels']} labeled images: label-specific (LS) vs global", "LS > global",
          f"{probes['probe_label_specific_few']:.1f} vs {probes['probe_global_few']:.1f}",
          probes["probe_label_specific_few"] > probes["probe_global_few"])
     line(f"ARI planted vs clustered contexts at ratio {args.ratio:g} (seeds 1-3)", ">= 0.8",
