@@ -108,6 +108,31 @@ def test_ablation_rows(tmp_path):
         harness.ablation_rows(str(rows_file))
 
 
+def _leaves(node, prefix=""):
+    out = {}
+    for key, value in node.items():
+        out.update(_leaves(value, f"{prefix}{key}.") if hasattr(value, "items") else {f"{prefix}{key}": value})
+    return out
+
+
+def test_each_row_of_csas_choices_changes_the_one_value_it_names(tmp_path):
+    """A row whose key is misspelt, or whose value is already the recipe's, would measure
+    nothing; the first row is the recipe itself."""
+    def cfg(overrides):
+        return _leaves(harness.setup_cfg(
+            os.path.join(REPO, "configs/trainers/CSA/synth.yaml"), harness.dataset_config("synth_ml"),
+            harness.setting_opts("synth_ml", "0.1") + overrides, root=str(tmp_path), output_dir=str(tmp_path),
+            seed=1, trainer="CSA",
+        ))
+
+    recipe = cfg([])
+    rows = harness.ablation_rows(os.path.join(harness.CONFIGS, "ablations", "csa_choices.txt"))
+    assert rows[0][2] == [] and len(rows) > 10
+    for name, _, overrides in rows[1:]:
+        changed = {key for key, value in cfg(overrides).items() if value != recipe[key]}
+        assert changed == {overrides[0]}, name
+
+
 def test_one_method_table_gives_each_task_its_methods_in_row_order(monkeypatch):
     assert harness.TASK_METHODS == {
         "A": ["zsclip", "clip_lora", "clip_adapter", "coop", "locoop", "plot", "maple", "cfsg"],
