@@ -88,7 +88,8 @@ def main(argv=None):
     print(f"  synth_fg: closed accuracy {fg['zs_closed_acc']:.1f} % over the {synth_fg.NUM_ID} ID classes, "
           f"AUROC {fg['zs_auroc']:.1f}; linear probe (all {len(synth_fg.CLASSES)} classes, "
           f"{args.fg_pool} a class) on the global feature {fg['probe_global']:.1f} %")
-    print(f"  synth_ml: mAP {zs_ml['zs_map']:.1f} from the global feature, {zs_ml['zs_map_label_specific']:.1f} from "
+    print(f"  synth_ml: mAP {zs_ml['zs_map']:.1f} from the global feature ({zs_ml['zs_map_cosine']:.1f} from its raw "
+          f"cosines, without the softmax over the classes), {zs_ml['zs_map_label_specific']:.1f} from "
           f"CSA's label-specific features (label-frequency baseline {zs_ml['frequency_map']:.1f}); "
           f"linear probe on the frozen global feature with every training label {probes['probe_global_all']:.1f}")
     print(f"({time.time() - start:.0f} s)")

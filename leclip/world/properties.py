@@ -180,7 +180,7 @@ def ml_bias_properties(model, world_seed=0, num_images=640):
 
 def ml_zero_shot(model, world_seed=0, num_images=320):
     """Zero-shot mAP on the test split (zero-shot CLIP's prompt) from the global feature
-    and from CSA's label-specific features, and the label-frequency baseline (every image
+    (its softmax over the classes, and its raw cosines) and from CSA's label-specific features, and the label-frequency baseline (every image
     scored with the class frequencies)."""
     images, labels = synth_ml.render_split(world_seed, "test", num_images, model.visual.input_resolution)
     global_features, patches = encode(model, images)
@@ -192,6 +192,8 @@ def ml_zero_shot(model, world_seed=0, num_images=320):
     frequency = np.broadcast_to(labels.mean(axis=0), labels.shape)
     return {
         "zs_map": metrics.mean_average_precision(probs.numpy(), labels),
+        # the same feature ranked by its raw cosines, without the softmax over the classes
+        "zs_map_cosine": metrics.mean_average_precision((global_features @ text.t()).numpy(), labels),
         "zs_map_label_specific": metrics.mean_average_precision(label_specific.numpy(), labels),
         "frequency_map": metrics.mean_average_precision(frequency, labels),
     }
