@@ -297,3 +297,112 @@ def test_context_head_and_loss():
     assert context_loss(logits, targets).item() == pytest.approx(math.log(8.0), rel=1e-6)
     masked = context_loss(logits, targets, weight=torch.tensor([1.0, 0.0]))
     assert masked.item() == pytest.approx(math.log(8.0) / 2, rel=1e-6)
+
+
+# --- bad inputs and edge values of the parts above (each message names what was wrong)
+
+
+def test_split_dual_of_an_odd_number_of_classes():
+    features = torch.arange(12.0).view(6, 2)  # 3 classes: halves of 3 rows
+    positive, negative = split_dual(features)
+    assert torch.equal(positive, features[:3]) and torch.equal(negative, features[3:])
+
+
+def test_class_cosine_rejects_label_features_of_another_class_count():
+    text = torch.eye(3)[:2]
+    with pytest.raises(ValueError, match=r"Image features \(1, 3, 3\): use \[B, D\] or \[B, C, D\] with C = 2"):
+        dual_logits(torch.ones(1, 3, 3), text, text, scale=1.0)
+
+
+def test_label_specific_logits_use_the_temperature_for_both_poolings():
+    """Patches of width 2 but 3 patches (weights and features differ in shape), tau 1."""
+    patches = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]])
+    positive, negative = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    unit = F.normalize(patches, dim=-1)[0]
+
+    def pooled(text):
+        weights = (unit @ text[0] / 1.0).softmax(dim=0)
+        return weights @ patches[0]
+
+    f_pos, f_neg = pooled(positive), pooled(negative)
+    expected = 2.0 * (F.cosine_similarity(f_pos, positive[0], dim=0) - F.cosine_similarity(f_neg, negative[0], dim=0))
+    logits, features, _ = label_specific_dual_logits(patches, positive, negative, 2.0, tau=1.0, pool_negatives=True)
+    assert torch.allclose(features[0, 0], f_pos, atol=1e-6)
+    assert torch.allclose(logits, expected.view(1, 1), atol=1e-6)
+
+
+def test_attention_rejects_a_zero_temperature_and_mismatched_widths():
+    with pytest.raises(ValueError, match="tau_a=0"):
+        label_specific_features(torch.ones(1, 2, 3), torch.ones(1, 3), tau=0)
+    with pytest.raises(ValueError, match="Patch width 3 and text width 4 differ"):
+        label_specific_features(torch.ones(1, 2, 3), torch.ones(1, 4))
+
+
+def test_asl_accepts_zero_clip_and_focusing_and_rejects_each_negative_value():
+    logits, targets = torch.tensor([[1.0, -2.0]]), torch.tensor([[1.0, 0.0]])
+    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="sum")
+    plain = asymmetric_loss(logits, targets, gamma_pos=0.0, gamma_neg=0.0, clip=0.0)
+    assert plain.item() == pytest.approx(bce.item(), rel=1e-5)  # ASL without its parts is BCE
+    for bad in ({"clip": -0.1}, {"gamma_pos": -1.0}, {"gamma_neg": -1.0}):
+        with pytest.raises(ValueError, match="use values >= 0"):
+            asymmetric_loss(logits, targets, **bad)
+    with pytest.raises(ValueError, match=r"ASL targets \(1, 3\) do not match logits \(1, 2\)"):
+        asymmetric_loss(logits, torch.ones(1, 3))
+
+
+@pytest.mark.parametrize("shape", [(2, 2), (1, 3), (1, 1, 2), (2,)])
+def test_asl_rejects_a_weight_of_another_shape(shape):
+    logits, targets = torch.zeros(1, 2), torch.zeros(1, 2)
+    with pytest.raises(ValueError, match=r"ASL weight .*: use \[B, C\], \[B, 1\] or \[B\] for logits \(1, 2\)"):
+        asymmetric_loss(logits, targets, weight=torch.ones(shape))
+
+
+@pytest.mark.parametrize("scores,labeled", [
+    (torch.zeros(4), torch.zeros(2, 4)), (torch.zeros(4, 3), torch.zeros(2)), (torch.zeros(4, 3), torch.zeros(2, 2)),
+])
+def test_thresholds_reject_scores_and_labels_that_do_not_match(scores, labeled):
+    for rule in (classwise_thresholds, global_threshold):
+        with pytest.raises(ValueError, match="use \\[N, C\\] and \\[M, C\\] over the same classes"):
+            rule(scores, labeled)
+
+
+@pytest.mark.parametrize("unlabeled,labeled", [(0, 2), (4, 0)])
+def test_thresholds_need_images_on_both_sides(unlabeled, labeled):
+    with pytest.raises(ValueError, match="at least one unlabeled and one labeled image"):
+        classwise_thresholds(torch.zeros(unlabeled, 3), torch.zeros(labeled, 3))
+
+
+def test_cooccurrence_of_classes_seen_once_and_never():
+    labels = np.array([[1, 1, 0], [0, 0, 0]])  # classes 0 and 1 once, together; class 2 never
+    assert np.array_equal(cooccurrence(labels), np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
+
+
+@pytest.mark.filterwarnings("ignore:k >= N")  # sklearn's eigensolver note on a 5 x 5 affinity
+def test_as_many_contexts_as_seen_classes_is_allowed():
+    contexts = cluster_classes(planted_blocks(), n_contexts=5)
+    assert sorted(contexts[:5].tolist()) == [0, 1, 2, 3, 4] and contexts[5] == NO_CONTEXT
+
+
+def test_context_targets_of_integer_labels_and_bad_contexts():
+    labels = torch.tensor([[1, 0], [0, 1]])  # integer labels: the targets are floats all the same
+    targets = context_targets(labels, [0, 1], n_contexts=2)
+    assert targets.dtype == torch.float32 and torch.equal(targets, torch.eye(2))
+    for bad in ([0, 2], [0, NO_CONTEXT - 1]):
+        with pytest.raises(ValueError, match=f"Context indices must lie in {NO_CONTEXT}..1"):
+            context_targets(labels, bad, n_contexts=2)
+
+
+def test_messages_name_the_mismatch():
+    with pytest.raises(ValueError, match="3 prompt features: positive/negative prompts need an even number"):
+        split_dual(torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="ASL reduction 'mean'"):
+        asymmetric_loss(torch.zeros(1, 2), torch.zeros(1, 2), reduction="mean")
+    with pytest.raises(ValueError, match=r"Pseudo-labels \(2, 3\) and hidden labels \(2, 4\) differ"):
+        pseudo_label_quality(torch.zeros(2, 3), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="3 class contexts for labels of 2 classes"):
+        context_targets(torch.zeros(1, 2), [0, 0, 1], n_contexts=2)
+
+
+def test_thresholds_keep_the_scores_dtype():
+    scores, labeled = torch.rand(6, 2, dtype=torch.float64), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert classwise_thresholds(scores, labeled).dtype == global_threshold(scores, labeled).dtype == torch.float64
