@@ -400,3 +400,58 @@ def test_cdul_initial_labels_shape_and_rule():
         tiles.append(clip_probs(encode_image(tile), text, 10.0))
     tiles = torch.stack(tiles, dim=1)
     assert torch.allclose(labels, cdul_aggregate(global_probs, tiles, zeta=0.3), atol=1e-6)
+
+
+# ---- edge values the tests above leave open ---------------------------------------------
+
+def test_unreliable_means_entropy_strictly_above_the_limit():
+    probs = torch.tensor([[0.5, 0.25, 0.25]])
+    limit = -(probs * probs.log()).sum().item()
+    assert not unreliable(probs, max_entropy=limit)[0] and unreliable(probs, max_entropy=limit - 1e-4)[0]
+
+
+def test_cdul_takes_the_tiles_max_when_it_reaches_zeta():
+    tiles = torch.tensor([[[0.5], [0.1]]])  # alpha = zeta = 0.5, beta = 0.1
+    assert torch.allclose(cdul_aggregate(torch.tensor([[0.3]]), tiles, zeta=0.5), torch.tensor([[(0.3 + 0.5) / 2]]))
+
+
+def test_assume_negative_ls_targets_where_the_logit_is_not_zero():
+    logits = torch.tensor([[-math.log(3.0), math.log(3.0)]])  # sigmoid 0.25, 0.75
+    positives = torch.tensor([[0.0, 1.0]])
+    # class 0 target 0.1 at 0.25, class 1 target 0.9 at 0.75: the same loss
+    expected = -(0.1 * math.log(0.25) + 0.9 * math.log(0.75))
+    assert assume_negative_ls_loss(logits, positives, smoothing=0.1).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_role_loss_on_two_images_against_its_formula():
+    logits = torch.tensor([[0.5, -1.0, 2.0], [-0.3, 0.8, 0.1]])
+    estimate_logits = torch.tensor([[1.5, -0.5, 0.7], [0.2, -1.2, 1.1]])
+    positives = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    f, y = logits.sigmoid(), estimate_logits.sigmoid()
+
+    def bce(p, t):
+        return -(t * p.log() + (1 - t) * (1 - p).log())
+
+    def penalty(p):
+        return (p.sum(dim=1).mean() - 1.5) ** 2 / 9
+
+    observed = (positives * (-f.log() - y.log())).mean()
+    cross = (bce(f, y) + bce(y, f)).mean()
+    expected = 0.5 * (observed + cross + penalty(f) + penalty(y))
+    assert role_loss(logits, estimate_logits, positives, expected_num_pos=1.5).item() == pytest.approx(
+        expected.item(), rel=1e-5
+    )
+
+
+def test_label_estimator_initialisation_is_seeded():
+    positives = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    first, again, other = LabelEstimator(positives), LabelEstimator(positives), LabelEstimator(positives, seed=1)
+    assert torch.equal(first.logits, again.logits) and not torch.equal(first.logits, other.logits)
+
+
+def test_clip_probs_normalise_each_class_text_and_class_bias_needs_an_image():
+    image, text = torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 1.0], [0.0, 2.0]])  # cos 1/sqrt2 and 0
+    expected = torch.tensor([math.exp(3.0 / math.sqrt(2.0)), 1.0])
+    assert torch.allclose(clip_probs(image, text, logit_scale=3.0)[0], expected / expected.sum())
+    with pytest.raises(ValueError, match=r"class_bias: no \(reliable\) image to estimate CLIP's class bias from"):
+        class_bias(torch.tensor([[0.6, 0.4]]), torch.tensor([False]))
