@@ -108,18 +108,11 @@ def test_ablation_rows(tmp_path):
         harness.ablation_rows(str(rows_file))
 
 
-def _leaves(node, prefix=""):
-    out = {}
-    for key, value in node.items():
-        out.update(_leaves(value, f"{prefix}{key}.") if hasattr(value, "items") else {f"{prefix}{key}": value})
-    return out
-
-
 def test_each_row_of_csas_choices_changes_the_one_value_it_names(tmp_path):
     """A row whose key is misspelt, or whose value is already the recipe's, would measure
     nothing; the first row is the recipe itself."""
     def cfg(overrides):
-        return _leaves(harness.setup_cfg(
+        return harness._flat(harness.setup_cfg(
             os.path.join(REPO, "configs/trainers/CSA/synth.yaml"), harness.dataset_config("synth_ml"),
             harness.setting_opts("synth_ml", "0.1") + overrides, root=str(tmp_path), output_dir=str(tmp_path),
             seed=1, trainer="CSA",
