@@ -180,8 +180,9 @@ def ml_bias_properties(model, world_seed=0, num_images=640):
 
 def ml_zero_shot(model, world_seed=0, num_images=320):
     """Zero-shot mAP on the test split (zero-shot CLIP's prompt) from the global feature
-    (its softmax over the classes, and its raw cosines) and from CSA's label-specific features, and the label-frequency baseline (every image
-    scored with the class frequencies)."""
+    (its softmax over the classes, and its raw cosines) and from CSA's label-specific
+    features, and the label-frequency baseline (every image scored with the class
+    frequencies)."""
     images, labels = synth_ml.render_split(world_seed, "test", num_images, model.visual.input_resolution)
     global_features, patches = encode(model, images)
     probs = zero_shot_probs(model, global_features, synth_ml.CLASSNAMES)
