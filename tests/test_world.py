@@ -284,6 +284,9 @@ def test_shipped_clip_label_specific_features_learn_more_from_few_labels(shipped
     assert probes["probe_label_specific_few"] > probes["probe_global_few"] + 2
     # every label lifts the global probe above its few-label self (report: 34.1)
     assert probes["probe_global_all"] > probes["probe_global_few"] + 4
+    # and well above scoring every image with the class frequencies (report: 14.2)
+    frequency = properties.ml_zero_shot(shipped, world_seed=0, num_images=320)["frequency_map"]
+    assert probes["probe_global_all"] > frequency + 5
 
 
 # ------------------------------------------------------------------ render cache
