@@ -60,6 +60,15 @@ add_defaults(
         "TRAINER.CSA.CONTEXT": True,  # the context identification task (paper)
         "TRAINER.CSA.N_CONTEXTS": 8,  # (ours) contexts of the spectral clustering
         "TRAINER.CSA.CONTEXT_WEIGHT": 0.5,  # (ours) weight of the context loss
+        # what the context head reads: "label_features" (paper: the label-specific features
+        # that make the class scores, so its loss shapes them) | "global" (the adapted global feature)
+        "TRAINER.CSA.CONTEXT_INPUT": "label_features",
+        # (paper, Figure 1) class scores times the posterior of their context, at test and for pseudo-labels
+        "TRAINER.CSA.CONTEXT_NARROWING": False,
+        # (ours) when pseudo-labels are made: "epoch" (from a pass over the unlabeled set at the
+        # epoch's start) | "step" (from the current model's scores on each batch, with the
+        # thresholds of that pass)
+        "TRAINER.CSA.PL_SCHEDULE": "epoch",
         "TRAINER.CSA.ASL_GAMMA_POS": 0.0,  # ASL's defaults (Ridnik et al.)
         "TRAINER.CSA.ASL_GAMMA_NEG": 4.0,
         "TRAINER.CSA.ASL_CLIP": 0.05,
@@ -67,6 +76,8 @@ add_defaults(
 )
 
 THRESHOLD_RULES = {"classwise": thresholds.classwise_thresholds, "global": thresholds.global_threshold}
+CONTEXT_INPUTS = ("label_features", "global")
+PL_SCHEDULES = ("epoch", "step")
 
 
 class CSAModel(nn.Module):
@@ -90,7 +101,10 @@ class CSAModel(nn.Module):
         dim = self.image_encoder.output_dim
         if cfg.ADAPTER:
             learnable["adapter"] = ResidualAdapter(dim, cfg.ADAPTER_REDUCTION, cfg.ADAPTER_RATIO)
-        if n_contexts:
+        self.context_input = cfg.CONTEXT_INPUT
+        if n_contexts and self.context_input == "label_features":
+            learnable["context_head"] = contexts.LabelContextHead(len(classnames), dim, n_contexts)
+        elif n_contexts:
             learnable["context_head"] = contexts.ContextHead(dim, n_contexts)
         self.learnable = nn.ModuleDict(learnable)
 
@@ -102,8 +116,9 @@ class CSAModel(nn.Module):
         return dual_prompts.split_dual(F.normalize(text, dim=-1))
 
     def forward(self, images, classes):
-        """dict(logits [B, C]; context_logits [B, K] with the context head; attention
-        [B, C, N] with label-specific features)."""
+        """dict(logits [B, C]; context_logits [B, K] with the context head (on the
+        label-specific features or the global feature, CONTEXT_INPUT); attention [B, C, N]
+        with label-specific features)."""
         positive, negative = classes
         with torch.no_grad():  # the image tower is frozen
             global_feature, patches = self.image_encoder(images, patches=self.label_specific)
@@ -111,14 +126,15 @@ class CSAModel(nn.Module):
             global_feature = self.learnable["adapter"](global_feature)
             patches = None if patches is None else self.learnable["adapter"](patches)
         if self.label_specific:
-            logits, _, attention = dual_prompts.label_specific_dual_logits(
+            logits, features, attention = dual_prompts.label_specific_dual_logits(
                 patches, positive, negative, self.logit_scale, self.tau, self.pool_negatives
             )
             out = {"logits": logits, "attention": attention}
         else:
             out = {"logits": dual_prompts.dual_logits(global_feature, positive, negative, self.logit_scale)}
         if "context_head" in self.learnable:
-            out["context_logits"] = self.learnable["context_head"](global_feature)
+            head_input = features if self.context_input == "label_features" else global_feature
+            out["context_logits"] = self.learnable["context_head"](head_input)
         return out
 
 
@@ -140,6 +156,18 @@ class CSA(CLIPTrainer):
             )
         if csa.THRESHOLDS not in THRESHOLD_RULES:
             raise ValueError(f"TRAINER.CSA.THRESHOLDS={csa.THRESHOLDS!r}: use one of {tuple(THRESHOLD_RULES)}")
+        for key, allowed in (("CONTEXT_INPUT", CONTEXT_INPUTS), ("PL_SCHEDULE", PL_SCHEDULES)):
+            if csa[key] not in allowed:
+                raise ValueError(f"TRAINER.CSA.{key}={csa[key]!r}: use one of {allowed}")
+        if csa.CONTEXT and csa.CONTEXT_INPUT == "label_features" and not csa.LABEL_SPECIFIC:
+            raise ValueError(
+                "TRAINER.CSA.CONTEXT_INPUT label_features reads the label-specific features: "
+                "set TRAINER.CSA.LABEL_SPECIFIC True or CONTEXT_INPUT global"
+            )
+        if csa.CONTEXT_NARROWING and not csa.CONTEXT:
+            raise ValueError(
+                "TRAINER.CSA.CONTEXT_NARROWING reweights class scores by the context head: set TRAINER.CSA.CONTEXT True"
+            )
         if csa.TAU <= 0 or csa.N_CONTEXTS < 1 or csa.PL_START_EPOCH < 0:
             raise ValueError(
                 f"TRAINER.CSA: TAU={csa.TAU}, N_CONTEXTS={csa.N_CONTEXTS}, PL_START_EPOCH={csa.PL_START_EPOCH}: "
@@ -164,7 +192,7 @@ class CSA(CLIPTrainer):
                 f"CSA: {len(absent)} classes have no positive among the {len(self.labeled_labels)} labeled images "
                 f"({names}): they get no pseudo-positive and no context"
             )
-        n_contexts = 0
+        n_contexts, self.thresholds, self.pseudo = 0, None, None
         if cfg.CONTEXT:
             self.class_context = contexts.cluster_classes(self.labeled_labels.numpy(), cfg.N_CONTEXTS, seed=self.seed)
             n_contexts = cfg.N_CONTEXTS
@@ -174,10 +202,35 @@ class CSA(CLIPTrainer):
         self.model = CSAModel(self.clip_model, self.classnames, cfg, self.logit_scale, n_contexts).to(self.device)
         self.setup_optimization("csa", self.model.learnable)
 
+    def trainer_state(self):
+        """The contexts, and the epoch's thresholds and pseudo-labels, travel with the checkpoint."""
+        state = super().trainer_state()
+        state["csa"] = {
+            "class_context": None if not self.cfg.TRAINER.CSA.CONTEXT else torch.as_tensor(self.class_context),
+            "thresholds": None if self.thresholds is None else self.thresholds.cpu(),
+            "pseudo": None if self.pseudo is None else self.pseudo.cpu(),
+        }
+        return state
+
+    def load_trainer_state(self, state):
+        super().load_trainer_state(state)
+        csa = state["csa"]
+        if csa["class_context"] is not None:
+            self.class_context = csa["class_context"].numpy()
+        self.thresholds, self.pseudo = (None if t is None else t.to(self.device) for t in (csa["thresholds"], csa["pseudo"]))
+
     # ---------------------------------------------------------------- pseudo-labels
+    def class_scores(self, out):
+        """Probabilities [B, C] of the classes: sigmoid of the logits, times the posterior of
+        each class's context under CONTEXT_NARROWING."""
+        scores = out["logits"].float().sigmoid()
+        if self.cfg.TRAINER.CSA.CONTEXT_NARROWING:
+            scores = contexts.narrow_scores(scores, out["context_logits"], self.class_context)
+        return scores
+
     @torch.no_grad()
     def score_unlabeled(self):
-        """sigmoid scores [N_u, C] of the current model on the unlabeled set (test view)."""
+        """Class scores [N_u, C] of the current model on the unlabeled set (test view)."""
         self.set_model_mode("eval")
         loader = self.dm.make_loader(self.dm.dataset.train_u, views="test")
         with self.autocast():
@@ -185,13 +238,13 @@ class CSA(CLIPTrainer):
         scores = []
         for batch in loader:
             with self.autocast():
-                scores.append(self.forward_eval(self.to_device(batch), classes)["logits"].float().sigmoid().cpu())
+                scores.append(self.class_scores(self.forward_eval(self.to_device(batch), classes)).cpu())
         self.set_model_mode("train")
         return distributed.gather_shards(torch.cat(scores))  # every rank: all the unlabeled images
 
     def pseudo_label_pass(self):
-        """Pseudo-labels [N_u, C] of the whole unlabeled set for this epoch, with their
-        thresholds and (when hidden labels exist) their precision and recall."""
+        """The epoch's class thresholds and pseudo-labels [N_u, C] of the whole unlabeled
+        set, with their precision and recall when hidden labels exist."""
         scores = self.score_unlabeled()
         rule = self.cfg.TRAINER.CSA.THRESHOLDS
         threshold = THRESHOLD_RULES[rule](scores, self.labeled_labels)
@@ -204,17 +257,51 @@ class CSA(CLIPTrainer):
             f"{int(pseudo.sum())} positives in {len(pseudo)} images, precision {100 * quality['precision']:.1f}% "
             f"recall {100 * quality['recall']:.1f}% | thresholds {shown}"
         )
-        return pseudo
+        return threshold, pseudo
+
+    def start_pseudo_labels(self):
+        """At an epoch's start: thresholds (and, on the epoch schedule, the labels) from a
+        pass over the unlabeled set, once PL_START_EPOCH is reached; None before."""
+        self.pl_quality = thresholds.QualityCounter()
+        self.thresholds = self.pseudo = None
+        if self.use_unlabeled and self.epoch >= self.cfg.TRAINER.CSA.PL_START_EPOCH:
+            threshold, pseudo = self.pseudo_label_pass()
+            self.thresholds, self.pseudo = threshold.to(self.device), pseudo.to(self.device)
+
+    def log_pseudo_labels(self):
+        """The epoch's diagnostics: precision and recall of the pseudo-labels the loss used."""
+        if self.thresholds is None:
+            return
+        counter = self.pl_quality
+        counter.true_pos, counter.predicted, counter.actual = distributed.sum_over_ranks(
+            [counter.true_pos, counter.predicted, counter.actual]
+        )
+        quality = counter.summary()
+        schedule = self.cfg.TRAINER.CSA.PL_SCHEDULE
+        print(
+            f"epoch [{self.epoch + 1}/{self.max_epoch}] pseudo-labels used ({schedule} schedule): "
+            f"precision {quality['precision']:.1f}% recall {quality['recall']:.1f}%"
+        )
+        for name, value in quality.items():
+            self.write_scalar(f"train/pseudo_label_{name}", value, self.epoch)
 
     def run_epoch(self):
-        cfg = self.cfg.TRAINER.CSA
-        self.pseudo = None
-        if self.use_unlabeled and self.epoch >= cfg.PL_START_EPOCH:
-            self.pseudo = self.pseudo_label_pass().to(self.device)
-        if self.pseudo is None:
+        self.start_pseudo_labels()
+        if self.thresholds is None:
             TrainerX.run_epoch(self)
         else:
             TrainerXU.run_epoch(self)
+        self.log_pseudo_labels()
+
+    def unlabeled_targets(self, out_u, batch_u):
+        """Pseudo-labels of an unlabeled batch: this epoch's (epoch schedule) or the class
+        thresholds applied to the current scores (step schedule, without gradient)."""
+        if self.cfg.TRAINER.CSA.PL_SCHEDULE == "step":
+            targets = thresholds.threshold_pseudo_labels(self.class_scores(out_u).detach(), self.thresholds)
+        else:
+            targets = self.pseudo[batch_u["index"].to(self.device)]
+        self.pl_quality.update(targets.cpu(), batch_u["label"])
+        return targets
 
     # ---------------------------------------------------------------- losses
     def asl(self, logits, targets):
@@ -223,9 +310,12 @@ class CSA(CLIPTrainer):
             logits, targets, gamma_pos=cfg.ASL_GAMMA_POS, gamma_neg=cfg.ASL_GAMMA_NEG, clip=cfg.ASL_CLIP
         )
 
+    def context_targets(self, labels):
+        return contexts.context_targets(labels, self.class_context, self.cfg.TRAINER.CSA.N_CONTEXTS)
+
     def context_loss(self, out, targets):
-        membership = contexts.context_targets(targets, self.class_context, self.cfg.TRAINER.CSA.N_CONTEXTS)
-        return self.cfg.TRAINER.CSA.CONTEXT_WEIGHT * contexts.context_loss(out["context_logits"], membership)
+        loss = contexts.context_loss(out["context_logits"], self.context_targets(targets))
+        return self.cfg.TRAINER.CSA.CONTEXT_WEIGHT * loss
 
     def compute_loss(self, batch_x, batch_u):
         classes = self.encode_classes()  # once for the labeled and the unlabeled batch
@@ -235,8 +325,8 @@ class CSA(CLIPTrainer):
         if self.cfg.TRAINER.CSA.CONTEXT:
             losses["loss_ctx_x"] = self.context_loss(out_x, labels)
         if batch_u is not None:
-            targets = self.pseudo[batch_u["index"].to(self.device)]
             out_u = self.forward_train(self.to_device(batch_u), classes)
+            targets = self.unlabeled_targets(out_u, batch_u)
             losses["loss_u"] = self.cfg.TRAINER.CSA.LAMBDA_U * self.asl(out_u["logits"], targets)
             if self.cfg.TRAINER.CSA.CONTEXT:
                 losses["loss_ctx_u"] = self.context_loss(out_u, targets)
@@ -244,9 +334,35 @@ class CSA(CLIPTrainer):
 
     # ---------------------------------------------------------------- testing
     def predict(self, images, classes):
-        """(sigmoid scores [B, C], positives = scores >= 0.5): per-class decisions."""
-        scores = self.forward_eval(images, classes)["logits"].float().sigmoid()
+        """(class scores [B, C], positives = scores >= 0.5): per-class decisions."""
+        scores = self.class_scores(self.forward_eval(images, classes))
         return scores, scores >= 0.5
+
+    @torch.no_grad()
+    def test(self, split=None):
+        """The evaluator's metrics, plus (with the context task) the context head's
+        accuracy against the contexts of the true labels: per (image, context) and exact."""
+        result = super().test(split)
+        if not self.cfg.TRAINER.CSA.CONTEXT:
+            return result
+        split = split or self.cfg.TEST.SPLIT
+        loader = self.val_loader if split == "val" and self.val_loader is not None else self.test_loader
+        logits, labels = [], []
+        with self.autocast():
+            classes = self.encode_classes()
+            for batch in loader:
+                logits.append(self.forward_eval(self.to_device(batch), classes)["context_logits"].float().cpu())
+                labels.append(batch["label"])
+        logits, labels = (distributed.gather_shards(torch.cat(part)) for part in (logits, labels))
+        targets = self.context_targets(labels.float())
+        element, exact = contexts.context_accuracy(logits, targets)
+        bce = contexts.context_loss(logits, targets).item()
+        print(f"* context_accuracy: {element:.2f}%  (exact {exact:.2f}%, BCE {bce:.3f}; chance BCE "
+              f"{self.cfg.TRAINER.CSA.N_CONTEXTS * math.log(2):.3f} at logit 0)")
+        self.evaluator.last_results.update(context_accuracy=element, context_exact=exact)
+        for name, value in (("context_accuracy", element), ("context_exact", exact)):
+            self.write_scalar(f"{split}/{name}", value, getattr(self, "epoch", 0))
+        return result
 
     # ---------------------------------------------------------------- figures
     def context_groups(self):
