@@ -357,8 +357,15 @@ class CSA(CLIPTrainer):
         targets = self.context_targets(labels.float())
         element, exact = contexts.context_accuracy(logits, targets)
         bce = contexts.context_loss(logits, targets).item()
-        print(f"* context_accuracy: {element:.2f}%  (exact {exact:.2f}%, BCE {bce:.3f}; chance BCE "
-              f"{self.cfg.TRAINER.CSA.N_CONTEXTS * math.log(2):.3f} at logit 0)")
+        # the constant predictor at the labeled images' context rates: what a head that learns nothing reaches
+        rate = self.context_targets(self.labeled_labels).mean(dim=0).clamp(1e-4, 1 - 1e-4)
+        prior = torch.logit(rate).expand_as(logits)
+        prior_element, _ = contexts.context_accuracy(prior, targets)
+        print(
+            f"* context_accuracy: {element:.2f}%  (exact {exact:.2f}%, BCE {bce:.3f}; labeled-rate prior: "
+            f"{prior_element:.2f}%, BCE {contexts.context_loss(prior, targets).item():.3f}; logit 0: BCE "
+            f"{self.cfg.TRAINER.CSA.N_CONTEXTS * math.log(2):.3f})"
+        )
         self.evaluator.last_results.update(context_accuracy=element, context_exact=exact)
         for name, value in (("context_accuracy", element), ("context_exact", exact)):
             self.write_scalar(f"{split}/{name}", value, getattr(self, "epoch", 0))
