@@ -165,7 +165,9 @@ def test_inference_is_the_mean_of_the_four_heads(clip_model):
         out = run(model, torch.randn(3, 3, 32, 32))
     heads = [out[b][k].softmax(-1) for b in ("coarse", "fine") for k in ("logits", "sfm_logits")]
     mean = torch.stack(heads).mean(0)
-    trainer = SimpleNamespace(model=lambda images, text: out)
+    cfg = get_cfg_default()
+    cfg.TRAINER.CFSG.ID_SCORE = "ensemble_msp"  # the filter's rule: tests/test_wiring_methods.py
+    trainer = SimpleNamespace(model=lambda images, text: out, cfg=cfg)
     probs, scores = CFSG.predict(trainer, None, None)
     assert torch.allclose(probs, mean, atol=1e-6)
     assert torch.allclose(scores, mean.max(-1).values, atol=1e-6)
@@ -201,6 +203,7 @@ def test_depth_and_top_k_beyond_the_backbone_cover_all_of_it(clip_model):
         ({"INJECT_MODE": "prepend"}, r"TRAINER.CFSG.INJECT_MODE='prepend'"),
         ({"ENSEMBLE": ["coarse_middle"]}, "unknown heads"),
         ({"DEPTH": 0}, "TRAINER.CFSG.DEPTH=0"),
+        ({"ID_SCORE": "mcm"}, r"TRAINER.CFSG.ID_SCORE='mcm': use one of \('filter', 'ensemble_msp'\)"),
     ],
 )
 def test_bad_config_is_a_clear_error(clip_model, overrides, message):
