@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from leclip import ssl
 from leclip.backbone import random_clip
 from leclip.dassl import get_cfg_default
-from leclip.multilabel import asl, contexts, dual_prompts, thresholds
+from leclip.multilabel import asl, contexts, dual_prompts
 from leclip.trainers.cfsg import CFSG, CFSGModel
-from leclip.trainers.csa import CSA, CSAModel
+from leclip.trainers.csa import CSA, CSAModel, PseudoLabels
 
 CLASSES = ["crimson disc", "navy square", "olive ring", "amber star"]
 CLASS_CONTEXT = [0, 1, 0, contexts.NO_CONTEXT]  # "amber star" has no context
@@ -52,9 +52,9 @@ def csa_trainer(clip_model, **overrides):
     with torch.no_grad():
         for p in trainer.model.learnable["context_head"].parameters() if csa.CONTEXT else ():
             p.normal_(0, 0.5)
-    trainer.pseudo = torch.tensor([[1.0, 0, 0, 1], [0, 1, 1, 0], [1, 1, 0, 0], [0, 0, 0, 1], [0, 1, 0, 1]])
-    trainer.thresholds = torch.tensor([0.5, 0.4, 0.6, 0.5])
-    trainer.pl_quality = thresholds.QualityCounter()
+    trainer.unlabeled = PseudoLabels(trainer)  # as if its epoch pass had run:
+    trainer.unlabeled.pseudo = torch.tensor([[1.0, 0, 0, 1], [0, 1, 1, 0], [1, 1, 0, 0], [0, 0, 0, 1], [0, 1, 0, 1]])
+    trainer.unlabeled.thresholds = torch.tensor([0.5, 0.4, 0.6, 0.5])
     return trainer
 
 
@@ -97,13 +97,13 @@ def test_csa_step_is_asl_and_context_loss_on_labels_and_epoch_pseudo_labels(clip
     trainer = csa_trainer(clip_model)
     batch_x, batch_u = csa_batches()
     losses = trainer.compute_loss(batch_x, batch_u)
-    assert_same_terms(losses, csa_hand_losses(trainer, batch_x, batch_u, trainer.pseudo[batch_u["index"]]))
+    expected = csa_hand_losses(trainer, batch_x, batch_u, trainer.unlabeled.pseudo[batch_u["index"]])
+    assert_same_terms(losses, expected)
     assert losses["loss_ctx_x"] > 0 and losses["loss_ctx_u"] > 0
     # the diagnostics count the labels the loss used against the hidden ones
-    used = trainer.pseudo[batch_u["index"]]
-    hidden = batch_u["label"]
-    assert trainer.pl_quality.true_pos == int((used * hidden).sum())
-    assert (trainer.pl_quality.predicted, trainer.pl_quality.actual) == (int(used.sum()), int(hidden.sum()))
+    used, hidden, counter = trainer.unlabeled.pseudo[batch_u["index"]], batch_u["label"], trainer.unlabeled.quality
+    assert counter.true_pos == int((used * hidden).sum())
+    assert (counter.predicted, counter.actual) == (int(used.sum()), int(hidden.sum()))
 
 
 def test_csa_step_schedule_thresholds_the_current_scores(clip_model):
@@ -111,9 +111,9 @@ def test_csa_step_schedule_thresholds_the_current_scores(clip_model):
     batch_x, batch_u = csa_batches()
     with torch.no_grad():
         scores = trainer.model(batch_u["img"], trainer.model.encode_classes())["logits"].sigmoid()
-    trainer.thresholds = scores.median(dim=0).values  # a mix of positives and negatives per class
-    targets = (scores >= trainer.thresholds).float()
-    assert not torch.equal(targets, trainer.pseudo[batch_u["index"]])
+    trainer.unlabeled.thresholds = scores.median(dim=0).values  # a mix of positives and negatives per class
+    targets = (scores >= trainer.unlabeled.thresholds).float()
+    assert not torch.equal(targets, trainer.unlabeled.pseudo[batch_u["index"]])
     losses = trainer.compute_loss(batch_x, batch_u)
     assert_same_terms(losses, csa_hand_losses(trainer, batch_x, batch_u, targets))
 
@@ -143,7 +143,8 @@ def test_csa_asl_keys_reach_both_asl_terms(clip_model, key, value):
     base = csa_trainer(clip_model).compute_loss(batch_x, batch_u)
     trainer = csa_trainer(clip_model, **{key: value})
     changed = trainer.compute_loss(batch_x, batch_u)
-    assert_same_terms(changed, csa_hand_losses(trainer, batch_x, batch_u, trainer.pseudo[batch_u["index"]]))
+    expected = csa_hand_losses(trainer, batch_x, batch_u, trainer.unlabeled.pseudo[batch_u["index"]])
+    assert_same_terms(changed, expected)
     assert not torch.allclose(changed["loss_x"], base["loss_x"])
     assert not torch.allclose(changed["loss_u"], base["loss_u"])
 
@@ -186,7 +187,7 @@ def test_csa_gradients_reach_what_each_loss_says(clip_model):
     # the step schedule's pseudo-labels are targets, not a path for the gradient
     trainer = csa_trainer(clip_model, PL_SCHEDULE="step", CONTEXT=False)
     out = trainer.model(batch_u["img"], trainer.model.encode_classes())
-    assert not trainer.unlabeled_targets(out, batch_u).requires_grad
+    assert not trainer.unlabeled.targets(out, batch_u).requires_grad
 
 
 def test_csa_predict_is_the_sigmoid_or_its_context_narrowed_score(clip_model):
@@ -223,9 +224,7 @@ def cfsg_trainer(clip_model, **overrides):
     torch.manual_seed(0)
     trainer.model = CFSGModel(clip_model, CLASSES, cfsg, trainer.logit_scale)
     trainer.num_classes = len(CLASSES)
-    ssl_cfg = cfg.TRAINER.SSL
-    trainer.fixmatch = ssl.FixMatchStep(trainer.fixmatch_heads(), ssl_cfg.CONF_THRESH, ssl_cfg.SCORE,
-                                        ssl_cfg.OOD_QUANTILE, ssl_cfg.FILTER_LIFETIME)
+    trainer.unlabeled = ssl.FixMatch(trainer)
     return trainer
 
 

@@ -14,12 +14,15 @@ is ours and a TRAINER.CSA key (see the README's table of our choices).
   on pseudo-labels from class-wise thresholds (paper), chosen at the start of each epoch
   from a pass over the unlabeled set so that each class's pseudo-positive rate there
   equals its positive rate in the labeled set (the CAP rule; `leclip.multilabel.thresholds`).
+  The strategy `PseudoLabels` (the trainer's unlabeled-data component) does this; on the
+  `step` schedule (ours) it labels each batch from the current scores with those thresholds.
 - Context identification (paper): the labeled label co-occurrence clustered into
-  N_CONTEXTS contexts (spectral clustering); a linear head predicts an image's contexts
-  (the multi-hot of the contexts of its (pseudo-)positive labels) with BCE, weight 0.5,
-  on labeled and pseudo-labeled images. Ours: the head reads the image feature after a
-  learnable residual adapter (ADAPTER) that the class logits share, so the task shapes
-  the features (on a frozen feature it could only train itself).
+  N_CONTEXTS contexts (spectral clustering); a head predicts an image's contexts (the
+  multi-hot of the contexts of its (pseudo-)positive labels) with BCE, weight 0.5, on
+  labeled and pseudo-labeled images. It reads the label-specific features that make the
+  class scores (CONTEXT_INPUT label_features), so its loss reaches the adapter and the
+  prompts that pool them; CONTEXT_NARROWING multiplies each class score by the posterior
+  of its context (the paper's Figure 1).
 The baselines `dualcoop` (global feature, labeled part only) and `dualcoop_pl` (+ the
 class-wise-threshold pseudo-labels) are this trainer with its switches off.
 Distributed (torchrun): the scoring pass over the unlabeled set is sharded and gathered,
@@ -34,11 +37,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from leclip import distributed, viz
+from leclip import distributed, ssl, viz
 from leclip.adapters import ResidualAdapter
 from leclip.backbone import ImageEncoder, PromptLearner, TextEncoder
 from leclip.config import add_defaults
-from leclip.dassl import TRAINER_REGISTRY, TrainerX, TrainerXU
+from leclip.dassl import TRAINER_REGISTRY
 from leclip.multilabel import asl, contexts, dual_prompts, thresholds
 from leclip.trainer_base import CLIPTrainer
 
@@ -192,7 +195,7 @@ class CSA(CLIPTrainer):
                 f"CSA: {len(absent)} classes have no positive among the {len(self.labeled_labels)} labeled images "
                 f"({names}): they get no pseudo-positive and no context"
             )
-        n_contexts, self.thresholds, self.pseudo = 0, None, None
+        n_contexts = 0
         if cfg.CONTEXT:
             self.class_context = contexts.cluster_classes(self.labeled_labels.numpy(), cfg.N_CONTEXTS, seed=self.seed)
             n_contexts = cfg.N_CONTEXTS
@@ -202,22 +205,18 @@ class CSA(CLIPTrainer):
         self.model = CSAModel(self.clip_model, self.classnames, cfg, self.logit_scale, n_contexts).to(self.device)
         self.setup_optimization("csa", self.model.learnable)
 
+    def build_unlabeled(self):
+        return PseudoLabels(self) if self.use_unlabeled else ssl.Unlabeled(self)
+
     def trainer_state(self):
-        """The contexts, and the epoch's thresholds and pseudo-labels, travel with the checkpoint."""
-        state = super().trainer_state()
-        state["csa"] = {
-            "class_context": None if not self.cfg.TRAINER.CSA.CONTEXT else torch.as_tensor(self.class_context),
-            "thresholds": None if self.thresholds is None else self.thresholds.cpu(),
-            "pseudo": None if self.pseudo is None else self.pseudo.cpu(),
-        }
-        return state
+        """The contexts travel with the checkpoint (the pseudo-labels with the strategy's state)."""
+        contexts_now = torch.as_tensor(self.class_context) if self.cfg.TRAINER.CSA.CONTEXT else None
+        return {**super().trainer_state(), "class_context": contexts_now}
 
     def load_trainer_state(self, state):
         super().load_trainer_state(state)
-        csa = state["csa"]
-        if csa["class_context"] is not None:
-            self.class_context = csa["class_context"].numpy()
-        self.thresholds, self.pseudo = (None if t is None else t.to(self.device) for t in (csa["thresholds"], csa["pseudo"]))
+        if state["class_context"] is not None:
+            self.class_context = state["class_context"].numpy()
 
     # ---------------------------------------------------------------- pseudo-labels
     def class_scores(self, out):
@@ -230,78 +229,13 @@ class CSA(CLIPTrainer):
 
     @torch.no_grad()
     def score_unlabeled(self):
-        """Class scores [N_u, C] of the current model on the unlabeled set (test view)."""
-        self.set_model_mode("eval")
+        """Class scores [N_u, C] of the current model on the whole unlabeled set (test view)."""
         loader = self.dm.make_loader(self.dm.dataset.train_u, views="test")
         with self.autocast():
             classes = self.encode_classes()
-        scores = []
-        for batch in loader:
-            with self.autocast():
-                scores.append(self.class_scores(self.forward_eval(self.to_device(batch), classes)).cpu())
-        self.set_model_mode("train")
-        return distributed.gather_shards(torch.cat(scores))  # every rank: all the unlabeled images
-
-    def pseudo_label_pass(self):
-        """The epoch's class thresholds and pseudo-labels [N_u, C] of the whole unlabeled
-        set, with their precision and recall when hidden labels exist."""
-        scores = self.score_unlabeled()
-        rule = self.cfg.TRAINER.CSA.THRESHOLDS
-        threshold = THRESHOLD_RULES[rule](scores, self.labeled_labels)
-        pseudo = thresholds.threshold_pseudo_labels(scores, threshold).float()
-        hidden = torch.tensor([d.label for d in self.dm.dataset.train_u], dtype=torch.float32)
-        quality = thresholds.pseudo_label_quality(pseudo, hidden)
-        shown = " ".join(f"{t:.3f}" for t in threshold.reshape(-1).tolist())
-        print(
-            f"epoch [{self.epoch + 1}/{self.max_epoch}] pseudo-labels ({rule} thresholds): "
-            f"{int(pseudo.sum())} positives in {len(pseudo)} images, precision {100 * quality['precision']:.1f}% "
-            f"recall {100 * quality['recall']:.1f}% | thresholds {shown}"
+        return self.score_pass(
+            loader, lambda batch: self.class_scores(self.forward_eval(batch["img"], classes)), "Pseudo-labels"
         )
-        return threshold, pseudo
-
-    def start_pseudo_labels(self):
-        """At an epoch's start: thresholds (and, on the epoch schedule, the labels) from a
-        pass over the unlabeled set, once PL_START_EPOCH is reached; None before."""
-        self.pl_quality = thresholds.QualityCounter()
-        self.thresholds = self.pseudo = None
-        if self.use_unlabeled and self.epoch >= self.cfg.TRAINER.CSA.PL_START_EPOCH:
-            threshold, pseudo = self.pseudo_label_pass()
-            self.thresholds, self.pseudo = threshold.to(self.device), pseudo.to(self.device)
-
-    def log_pseudo_labels(self):
-        """The epoch's diagnostics: precision and recall of the pseudo-labels the loss used."""
-        if self.thresholds is None:
-            return
-        counter = self.pl_quality
-        counter.true_pos, counter.predicted, counter.actual = distributed.sum_over_ranks(
-            [counter.true_pos, counter.predicted, counter.actual]
-        )
-        quality = counter.summary()
-        schedule = self.cfg.TRAINER.CSA.PL_SCHEDULE
-        print(
-            f"epoch [{self.epoch + 1}/{self.max_epoch}] pseudo-labels used ({schedule} schedule): "
-            f"precision {quality['precision']:.1f}% recall {quality['recall']:.1f}%"
-        )
-        for name, value in quality.items():
-            self.write_scalar(f"train/pseudo_label_{name}", value, self.epoch)
-
-    def run_epoch(self):
-        self.start_pseudo_labels()
-        if self.thresholds is None:
-            TrainerX.run_epoch(self)
-        else:
-            TrainerXU.run_epoch(self)
-        self.log_pseudo_labels()
-
-    def unlabeled_targets(self, out_u, batch_u):
-        """Pseudo-labels of an unlabeled batch: this epoch's (epoch schedule) or the class
-        thresholds applied to the current scores (step schedule, without gradient)."""
-        if self.cfg.TRAINER.CSA.PL_SCHEDULE == "step":
-            targets = thresholds.threshold_pseudo_labels(self.class_scores(out_u).detach(), self.thresholds)
-        else:
-            targets = self.pseudo[batch_u["index"].to(self.device)]
-        self.pl_quality.update(targets.cpu(), batch_u["label"])
-        return targets
 
     # ---------------------------------------------------------------- losses
     def asl(self, logits, targets):
@@ -317,19 +251,10 @@ class CSA(CLIPTrainer):
         loss = contexts.context_loss(out["context_logits"], self.context_targets(targets))
         return self.cfg.TRAINER.CSA.CONTEXT_WEIGHT * loss
 
-    def compute_loss(self, batch_x, batch_u):
-        classes = self.encode_classes()  # once for the labeled and the unlabeled batch
-        labels = self.to_device(batch_x, "label")
-        out_x = self.forward_train(self.to_device(batch_x), classes)
-        losses = {"loss_x": self.asl(out_x["logits"], labels)}
+    def supervised_losses(self, out, labels):
+        losses = {"loss_x": self.asl(out["logits"], labels)}
         if self.cfg.TRAINER.CSA.CONTEXT:
-            losses["loss_ctx_x"] = self.context_loss(out_x, labels)
-        if batch_u is not None:
-            out_u = self.forward_train(self.to_device(batch_u), classes)
-            targets = self.unlabeled_targets(out_u, batch_u)
-            losses["loss_u"] = self.cfg.TRAINER.CSA.LAMBDA_U * self.asl(out_u["logits"], targets)
-            if self.cfg.TRAINER.CSA.CONTEXT:
-                losses["loss_ctx_u"] = self.context_loss(out_u, targets)
+            losses["loss_ctx_x"] = self.context_loss(out, labels)
         return losses
 
     # ---------------------------------------------------------------- testing
@@ -347,13 +272,12 @@ class CSA(CLIPTrainer):
             return result
         split = split or self.cfg.TEST.SPLIT
         loader = self.val_loader if split == "val" and self.val_loader is not None else self.test_loader
-        logits, labels = [], []
         with self.autocast():
             classes = self.encode_classes()
-            for batch in loader:
-                logits.append(self.forward_eval(self.to_device(batch), classes)["context_logits"].float().cpu())
-                labels.append(batch["label"])
-        logits, labels = (distributed.gather_shards(torch.cat(part)) for part in (logits, labels))
+        logits, labels = self.score_pass(
+            loader, lambda batch: (self.forward_eval(batch["img"], classes)["context_logits"], batch["label"]),
+            f"Contexts on {split}",
+        )
         targets = self.context_targets(labels.float())
         element, exact = contexts.context_accuracy(logits, targets)
         bce = contexts.context_loss(logits, targets).item()
@@ -422,3 +346,81 @@ class CSA(CLIPTrainer):
                     title=f"test image {i}: each class's attention over the {grid}x{grid} patches (green: true labels)",
                 ))
         print(f"--viz: CSA's {', '.join(osp.basename(path) for path in written)} in {folder}")
+
+
+class PseudoLabels(ssl.Unlabeled):
+    """CSA's unlabeled data: ASL (and the context loss) on pseudo-labels from class-wise
+    thresholds. From epoch PL_START_EPOCH on, each epoch starts with a pass over the
+    unlabeled set that sets the thresholds (THRESHOLDS) and, on the `epoch` schedule, the
+    epoch's labels; on the `step` schedule each batch is labeled from the current model's
+    scores with those thresholds. Its state: the epoch's thresholds and labels."""
+
+    def __init__(self, trainer):
+        super().__init__(trainer)
+        self.cfg = trainer.cfg.TRAINER.CSA
+        self.thresholds = self.pseudo = None
+        self.quality = thresholds.QualityCounter()
+
+    def reads_unlabeled(self, epoch):
+        return epoch >= self.cfg.PL_START_EPOCH
+
+    def before_epoch(self):
+        trainer = self.trainer
+        self.quality = thresholds.QualityCounter()
+        if not self.reads_unlabeled(trainer.epoch):
+            return
+        scores = trainer.score_unlabeled()
+        threshold = THRESHOLD_RULES[self.cfg.THRESHOLDS](scores, trainer.labeled_labels)
+        pseudo = thresholds.threshold_pseudo_labels(scores, threshold).float()
+        hidden = torch.tensor([d.label for d in trainer.dm.dataset.train_u], dtype=torch.float32)
+        quality = thresholds.pseudo_label_quality(pseudo, hidden)
+        shown = " ".join(f"{t:.3f}" for t in threshold.reshape(-1).tolist())
+        print(
+            f"epoch [{trainer.epoch + 1}/{trainer.max_epoch}] pseudo-labels ({self.cfg.THRESHOLDS} thresholds): "
+            f"{int(pseudo.sum())} positives in {len(pseudo)} images, precision {100 * quality['precision']:.1f}% "
+            f"recall {100 * quality['recall']:.1f}% | thresholds {shown}"
+        )
+        self.thresholds, self.pseudo = threshold.to(trainer.device), pseudo.to(trainer.device)
+
+    def after_epoch(self):
+        """The epoch's diagnostics: precision and recall of the pseudo-labels the loss used."""
+        trainer, counter = self.trainer, self.quality
+        if not self.reads_unlabeled(trainer.epoch):
+            return
+        counter.true_pos, counter.predicted, counter.actual = distributed.sum_over_ranks(
+            [counter.true_pos, counter.predicted, counter.actual]
+        )
+        quality = counter.summary()
+        print(
+            f"epoch [{trainer.epoch + 1}/{trainer.max_epoch}] pseudo-labels used ({self.cfg.PL_SCHEDULE} schedule): "
+            f"precision {quality['precision']:.1f}% recall {quality['recall']:.1f}%"
+        )
+        for name, value in quality.items():
+            trainer.write_scalar(f"train/pseudo_label_{name}", value, trainer.epoch)
+
+    def targets(self, out_u, batch_u):
+        """Pseudo-labels of an unlabeled batch: this epoch's (epoch schedule) or the class
+        thresholds applied to the current scores (step schedule, without gradient)."""
+        if self.cfg.PL_SCHEDULE == "step":
+            targets = thresholds.threshold_pseudo_labels(self.trainer.class_scores(out_u).detach(), self.thresholds)
+        else:
+            targets = self.pseudo[batch_u["index"].to(self.pseudo.device)]
+        self.quality.update(targets.cpu(), batch_u["label"])
+        return targets
+
+    def losses(self, out_x, batch_u, classes):
+        trainer = self.trainer
+        out_u = trainer.forward_unlabeled(trainer.to_device(batch_u), classes, None)
+        targets = self.targets(out_u, batch_u)
+        losses = {"loss_u": self.cfg.LAMBDA_U * trainer.asl(out_u["logits"], targets)}
+        if self.cfg.CONTEXT:
+            losses["loss_ctx_u"] = trainer.context_loss(out_u, targets)
+        return losses
+
+    def state(self):
+        return {name: None if value is None else value.cpu()
+                for name, value in (("thresholds", self.thresholds), ("pseudo", self.pseudo))}
+
+    def load_state(self, state):
+        device = self.trainer.device
+        self.thresholds, self.pseudo = (None if state[k] is None else state[k].to(device) for k in ("thresholds", "pseudo"))
