@@ -59,7 +59,8 @@ def csa_trainer(clip_model, **overrides):
 
 
 def csa_batches():
-    batch_x = {"img": images(3, 1), "label": torch.tensor([[1.0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 1, 1]])}
+    # context targets {0}, {1}, {0, 1}: each image's own
+    batch_x = {"img": images(3, 1), "label": torch.tensor([[1.0, 0, 1, 0], [0, 1, 0, 0], [0, 1, 1, 1]])}
     # rows 3, 0, 4 of the epoch's pseudo-labels; "label" holds the hidden labels (diagnostics only)
     batch_u = {"img": images(3, 2), "index": torch.tensor([3, 0, 4]),
                "label": torch.tensor([[0.0, 0, 0, 1], [1, 0, 0, 0], [0, 1, 1, 1]])}
