@@ -107,3 +107,47 @@ def test_every_markdown_file_a_file_names_is_in_the_repository():
                 if name.lstrip("./") not in known and osp.basename(name) not in known:
                     found.append(f"{osp.relpath(path, REPO)}: {name}")
     assert not found, found
+
+
+# ------------------------------------------------------------------ quoted paths and messages
+USER_DOCS = [p for p in MARKDOWN if osp.relpath(p, REPO) in ("README.md", "DATASETS.md") or
+             osp.relpath(p, REPO).startswith("docs" + os.sep)]
+TOP_FOLDERS = ("leclip", "configs", "scripts", "tests", "trainers", "datasets", "docs", "benchmarks")
+QUOTED = re.compile(r"`([^`\s]+)`")
+
+
+def as_glob(quoted):
+    """A quoted repository path as a glob: `<x>` placeholders and `{a,b}` alternatives become `*`."""
+    return re.sub(r"<[^>]*>|\{[^}]*\}", "*", quoted.rstrip("/"))
+
+
+def quoted_repo_paths(path):
+    with open(path) as f:
+        for quoted in QUOTED.findall(f.read()):
+            if quoted.split("/")[0] in TOP_FOLDERS and "/" in quoted:
+                yield quoted
+
+
+@pytest.mark.parametrize("path", USER_DOCS, ids=lambda p: osp.relpath(p, REPO))
+def test_every_repository_path_the_docs_quote_exists(path):
+    missing = [q for q in quoted_repo_paths(path) if not glob_matches(q)]
+    assert not missing, f"{osp.relpath(path, REPO)} quotes paths that are not in the repository: {missing}"
+
+
+def test_a_quoted_path_that_does_not_exist_is_caught():
+    assert glob_matches("leclip/data/splits.py") and not glob_matches("leclip/splits.py")
+    assert glob_matches("configs/trainers/<Trainer>/synth.yaml")
+    assert glob_matches("tests/test_docs.py::test_the_docs_exist")
+    assert not glob_matches("tests/test_docs.py::test_that_was_renamed")
+
+
+def glob_matches(quoted):
+    """A quoted path exists; `tests/x.py::test_y` also needs the test function in that file."""
+    import glob
+
+    quoted, _, test_name = quoted.partition("::")
+    found = glob.glob(osp.join(REPO, as_glob(quoted)))
+    if not test_name or not found:
+        return bool(found)
+    with open(found[0]) as f:
+        return re.search(rf"^def {re.escape(test_name)}\(", f.read(), re.M) is not None
