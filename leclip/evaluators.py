@@ -25,7 +25,7 @@ def _cat(chunks):
 def for_task(task, cfg, lab2cname, engine_evaluator):
     """The evaluator of a dataset's task; a Dassl fork's own (closed-set) dataset keeps
     the engine's TEST.EVALUATOR."""
-    chosen = {"ossl": OpenSetClassification, "multilabel": MultiLabelClassification}.get(task)
+    chosen = EVALUATORS.get(task)
     if chosen is None:
         return engine_evaluator
     if cfg.TEST.EVALUATOR not in ("Classification", chosen.__name__):
@@ -43,6 +43,7 @@ def for_task(task, cfg, lab2cname, engine_evaluator):
 
 @EVALUATOR_REGISTRY.register()
 class OpenSetClassification(EvaluatorBase):
+    metrics = ("closed_accuracy", "balanced_accuracy", "auroc")  # its last_results, in order
     def __init__(self, cfg, lab2cname=None, **kwargs):
         super().__init__(cfg)
         self.num_id = len(lab2cname) if lab2cname else None
@@ -95,6 +96,7 @@ class OpenSetClassification(EvaluatorBase):
 
 @EVALUATOR_REGISTRY.register()
 class MultiLabelClassification(EvaluatorBase):
+    metrics = ("mAP", "CF1", "OF1")  # its last_results, in order
     def __init__(self, cfg, lab2cname=None, **kwargs):
         super().__init__(cfg)
         self.last_results = OrderedDict()
@@ -121,3 +123,7 @@ class MultiLabelClassification(EvaluatorBase):
             f"* mAP: {mean_ap:.2f}%\n* CF1: {cf1:.2f}%\n* OF1: {of1:.2f}%"
         )
         return self.last_results
+
+
+# the evaluator of each dataset task (`dataset.task`); a Dassl fork's own "closed" one keeps the engine's
+EVALUATORS = {"ossl": OpenSetClassification, "multilabel": MultiLabelClassification}

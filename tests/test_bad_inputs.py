@@ -23,10 +23,10 @@ import torch
 from conftest import SMALL_WORLD
 
 import miniature
-from leclip import harness
+from leclip import catalogue, harness, runner
 from leclip.dassl import load_checkpoint  # the engine's reader: Dassl's checkpoints hold its scheduler objects
 
-REPO = harness.REPO
+REPO = catalogue.REPO
 VENV_BIN = os.path.dirname(sys.executable)
 
 
@@ -53,13 +53,13 @@ class Payload:
 
 # ---------------------------------------------------------------- helpers
 def train_args(root, out, trainer="LEZeroshotCLIP", *opts, dataset="synth_fg", setting="5"):
-    method = {m.trainer: key for key, m in harness.METHODS.items()}[trainer]
+    method = {m.trainer: key for key, m in catalogue.methods().items()}[trainer]
     world = SMALL_WORLD if dataset.startswith("synth_") else []
     return [
         "--root", str(root), "--seed", "1", "--trainer", trainer,
-        "--dataset-config-file", harness.dataset_config(dataset),
-        "--config-file", harness.trainer_config(method, dataset),
-        "--output-dir", str(out), *harness.setting_opts(dataset, setting), *world, *opts,
+        "--dataset-config-file", catalogue.dataset_config(dataset),
+        "--config-file", catalogue.trainer_config(method, dataset),
+        "--output-dir", str(out), *catalogue.setting_opts(dataset, setting), *world, *opts,
     ]
 
 
@@ -266,7 +266,7 @@ def test_input_size_that_does_not_fit_the_backbone(tmp_path, synth_root, capsys)
 def test_harness_refuses_a_method_on_a_task_it_does_not_serve(capsys, no_launch, method, dataset, setting, task):
     code, _, err = harness_main(capsys, "run", method, dataset, setting)
     assert code == 2 and no_launch == []
-    one_message(err, f"{method} serves task", f"is task {task}", f"run one of {', '.join(harness.TASK_METHODS[task])}")
+    one_message(err, f"{method} serves task", f"is task {task}", f"run one of {', '.join(catalogue.task_methods(task))}")
 
 
 def test_train_py_refuses_a_trainer_on_a_task_it_does_not_serve(tmp_path, synth_root, capsys):
@@ -377,17 +377,17 @@ def test_results_are_written_through_a_unique_temporary_file(tmp_path, monkeypat
     renames = []
     replace = os.replace
     monkeypatch.setattr(os, "replace", lambda src, dst: (renames.append((src, dst)), replace(src, dst)))
-    harness.write_json_atomic(str(path), {"a": 1.0})
-    harness.write_json_atomic(str(path), {"a": 2.0})
+    runner.write_json_atomic(str(path), {"a": 1.0})
+    runner.write_json_atomic(str(path), {"a": 2.0})
     (first, dst1), (second, dst2) = renames
     assert dst1 == dst2 == str(path) and first != second
     assert os.path.dirname(first) == str(tmp_path)  # a rename within one file system
     monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
     with pytest.raises(OSError):
-        harness.write_json_atomic(str(path), {"a": 3.0})
+        runner.write_json_atomic(str(path), {"a": 3.0})
     assert json.loads(path.read_text()) == {"a": 2.0} and os.listdir(tmp_path) == ["results.json"]
     with pytest.raises(ValueError):  # never a bare NaN in JSON
-        harness.write_json_atomic(str(path), {"a": float("nan")})
+        runner.write_json_atomic(str(path), {"a": float("nan")})
 
 
 def test_undefined_metrics_are_null_and_the_table_says_n_a(tmp_path, capsys):
@@ -442,7 +442,7 @@ def test_harness_refuses_overrides_that_would_file_results_elsewhere(capsys, no_
 def test_ablation_row_that_overrides_the_seed_is_refused(tmp_path, no_launch):
     rows = tmp_path / "rows.txt"
     rows.write_text("full | SEED 4\n")
-    with pytest.raises(harness.HarnessError, match="SEED cannot be overridden"):
+    with pytest.raises(catalogue.HarnessError, match="SEED cannot be overridden"):
         harness.ablate("cfsg", "synth_fg", "5", [1], str(rows), str(tmp_path), str(tmp_path))
     assert no_launch == []
 
@@ -450,7 +450,7 @@ def test_ablation_row_that_overrides_the_seed_is_refused(tmp_path, no_launch):
 def test_ablate_applies_overrides_to_every_row(capsys, no_launch):
     """`ablate.sh DATASET SETTING -- KEY VALUE` used to drop the overrides silently."""
     code, _, _ = harness_main(capsys, "ablate", "synth_fg", "5", "--", "OPTIM.MAX_EPOCH", "2")
-    rows = harness.ablation_rows(os.path.join(harness.CONFIGS, "ablations", "cfsg.txt"))
+    rows = harness.ablation_rows(os.path.join(catalogue.CONFIGS, "ablations", "cfsg.txt"))
     assert code == 0 and len(no_launch) == len(rows)
     assert all(command[-2:] == ["OPTIM.MAX_EPOCH", "2"] for command in no_launch)
     code, _, err = harness_main(capsys, "ablate", "synth_fg", "5", "--", "SEED", "2")
@@ -509,12 +509,12 @@ def test_a_setting_no_paper_uses_runs_with_one_note(capsys, no_launch):
 # ---------------------------------------------------------------- messages that were unclear
 def test_failed_seed_says_where_its_error_is(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(harness.CHILDREN, "call", lambda command: 1)
-    with pytest.raises(harness.HarnessError, match="seed 1 failed with exit status 1 \\(it stopped before writing a log"):
+    with pytest.raises(catalogue.HarnessError, match="seed 1 failed with exit status 1 \\(it stopped before writing a log"):
         harness.run_seeds("coop", "synth_fg", "5", [1], output_root=str(tmp_path))
     log = tmp_path / "synth_fg" / "5" / "coop" / "seed1" / "log.txt"
     log.parent.mkdir(parents=True)
     log.write_text("...")
-    with pytest.raises(harness.HarnessError, match=f"seed 1 failed with exit status 1 \\(its log: {log}\\)"):
+    with pytest.raises(catalogue.HarnessError, match=f"seed 1 failed with exit status 1 \\(its log: {log}\\)"):
         harness.run_seeds("coop", "synth_fg", "5", [1], output_root=str(tmp_path))
 
 
@@ -529,19 +529,19 @@ def test_known_method_without_a_config_names_the_file(tmp_path, capsys, monkeypa
     folder = tmp_path / "trainers" / "LECoOp"
     folder.mkdir(parents=True)
     (folder / "synth.yaml").write_text("")
-    monkeypatch.setattr(harness, "CONFIGS", str(tmp_path))
-    with pytest.raises(harness.HarnessError, match=r"no config for the real benchmarks: expected .*vit_b16.yaml .*holds "
+    monkeypatch.setattr(catalogue, "CONFIGS", str(tmp_path))
+    with pytest.raises(catalogue.HarnessError, match=r"no config for the real benchmarks: expected .*vit_b16.yaml .*holds "
                                                    r"synth.yaml\). Write vit_b16.yaml"):
-        harness.trainer_config("coop", "dogs")
-    with pytest.raises(harness.HarnessError, match="'csa' \\(trainer CSA\\) is not implemented in this version"):
-        harness.trainer_config("csa", "synth_ml")
+        catalogue.trainer_config("coop", "dogs")
+    with pytest.raises(catalogue.HarnessError, match="'csa' \\(trainer CSA\\) is not implemented in this version"):
+        catalogue.trainer_config("csa", "synth_ml")
 
 
 # ---------------------------------------------------------------- one run per folder
 def test_two_runs_cannot_write_one_folder(tmp_path, synth_root, capsys):
     out = tmp_path / "out"
     out.mkdir()
-    with harness.RunLock(str(out)):
+    with runner.RunLock(str(out)):
         holder = (out / "run.lock").read_text()
         assert f"pid {os.getpid()} on " in holder
         code, _, err = train(capsys, *train_args(synth_root, out))
@@ -590,8 +590,8 @@ def test_a_stop_that_python_drops_is_raised_again(capsys):
     saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
     hook = sys.unraisablehook
     try:
-        harness.install_stop_handlers()
-        with pytest.raises(harness.RunStopped) as stop:
+        runner.install_stop_handlers()
+        with pytest.raises(runner.RunStopped) as stop:
             StopsWhileCollected()
             time.sleep(30)  # where a run goes on: the stop must come here, not be lost
     finally:
@@ -631,7 +631,7 @@ def test_sigterm_mid_epoch_then_rerun_ends_as_an_uninterrupted_run(tmp_path, syn
     code, _, _ = train(capsys, *train_args(synth_root, straight, "LECoOp", "TRAIN.CHECKPOINT_FREQ", "1", *KILL_OPTS))
     assert code == 0
     expected = json.loads((straight / "results.json").read_text())
-    for metric in harness.TASK_METRICS["A"]:
+    for metric in catalogue.task_metrics("A"):
         assert resumed[metric] == expected[metric], metric
 
 

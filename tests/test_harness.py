@@ -8,10 +8,10 @@ import pytest
 import zero_shot
 from conftest import SMALL_WORLD
 
-from leclip import harness
+from leclip import catalogue, harness, runner
 from leclip.dassl import build_dataset
 
-REPO = harness.REPO
+REPO = catalogue.REPO
 
 
 def run_script(*args, env=None):
@@ -32,16 +32,16 @@ def test_unknown_method_and_dataset_list_the_valid_keys(tmp_path):
     [("aircraft", "five", "labels per ID class"), ("semiaves", "5", "'in'"), ("coco", "2.0", "labeled ratio")],
 )
 def test_bad_settings(dataset, setting, message):
-    with pytest.raises(harness.HarnessError, match=message):
-        harness.setting_opts(dataset, setting)
+    with pytest.raises(catalogue.HarnessError, match=message):
+        catalogue.setting_opts(dataset, setting)
 
 
 def test_settings_map_to_config_keys():
-    assert harness.setting_opts("cars", 20) == ["DATASET.NUM_LABELED", "20"]
-    assert harness.setting_opts("semiaves", "inout") == ["DATASET.SETTING", "inout"]
-    assert harness.setting_opts("voc2007", "unsup") == ["DATASET.SETTING", "unsup"]
-    assert harness.setting_opts("coco", "0.1") == ["DATASET.LABELED_RATIO", "0.1"]
-    assert harness.task_of("coco", "unsup") == "B" and harness.task_of("coco", "0.1") == "C"
+    assert catalogue.setting_opts("cars", 20) == ["DATASET.NUM_LABELED", "20"]
+    assert catalogue.setting_opts("semiaves", "inout") == ["DATASET.SETTING", "inout"]
+    assert catalogue.setting_opts("voc2007", "unsup") == ["DATASET.SETTING", "unsup"]
+    assert catalogue.setting_opts("coco", "0.1") == ["DATASET.LABELED_RATIO", "0.1"]
+    assert catalogue.task_of_setting("coco", "unsup") == "B" and catalogue.task_of_setting("coco", "0.1") == "C"
 
 
 def test_config_key_typo_is_one_clear_message(tmp_path):
@@ -84,9 +84,9 @@ def test_run_sh_skips_a_finished_seed(tmp_path):
 
 def test_zero_shot_equals_an_independent_computation(run_trainer, synth_root):
     results = run_trainer("LEZeroshotCLIP", "configs/trainers/LEZeroshotCLIP/synth.yaml")
-    cfg = harness.setup_cfg(
-        dataset_config_file=harness.dataset_config("synth_fg"),
-        opts=harness.setting_opts("synth_fg", "5") + SMALL_WORLD,
+    cfg = catalogue.setup_cfg(
+        dataset_config_file=catalogue.dataset_config("synth_fg"),
+        opts=catalogue.setting_opts("synth_fg", "5") + SMALL_WORLD,
         root=synth_root,
         seed=1,
     )
@@ -104,7 +104,7 @@ def test_ablation_rows(tmp_path):
         ("+SFM (fine)", "+SFM__fine_", ["A", "1", "B", "2"]),
     ]
     rows_file.write_text("no separator here\n")
-    with pytest.raises(harness.HarnessError, match="name \\| KEY VALUE"):
+    with pytest.raises(catalogue.HarnessError, match="name \\| KEY VALUE"):
         harness.ablation_rows(str(rows_file))
 
 
@@ -112,14 +112,14 @@ def test_each_row_of_csas_choices_changes_the_one_value_it_names(tmp_path):
     """A row whose key is misspelt, or whose value is already the recipe's, would measure
     nothing; the first row is the recipe itself."""
     def cfg(overrides):
-        return harness._flat(harness.setup_cfg(
-            os.path.join(REPO, "configs/trainers/CSA/synth.yaml"), harness.dataset_config("synth_ml"),
-            harness.setting_opts("synth_ml", "0.1") + overrides, root=str(tmp_path), output_dir=str(tmp_path),
+        return runner.flat(catalogue.setup_cfg(
+            os.path.join(REPO, "configs/trainers/CSA/synth.yaml"), catalogue.dataset_config("synth_ml"),
+            catalogue.setting_opts("synth_ml", "0.1") + overrides, root=str(tmp_path), output_dir=str(tmp_path),
             seed=1, trainer="CSA",
         ))
 
     recipe = cfg([])
-    rows = harness.ablation_rows(os.path.join(harness.CONFIGS, "ablations", "csa_choices.txt"))
+    rows = harness.ablation_rows(os.path.join(catalogue.CONFIGS, "ablations", "csa_choices.txt"))
     assert rows[0][2] == [] and len(rows) > 10
     for name, _, overrides in rows[1:]:
         changed = {key for key, value in cfg(overrides).items() if value != recipe[key]}
@@ -127,28 +127,28 @@ def test_each_row_of_csas_choices_changes_the_one_value_it_names(tmp_path):
 
 
 def test_one_method_table_gives_each_task_its_methods_in_row_order(monkeypatch):
-    assert harness.TASK_METHODS == {
+    assert {task: catalogue.task_methods(task) for task in "ABC"} == {
         "A": ["zsclip", "clip_lora", "clip_adapter", "coop", "locoop", "plot", "maple", "cfsg"],
         "B": ["bce_full", "zsclip", "an", "an_ls", "role", "cdul", "ccd"],
         "C": ["zsclip", "dualcoop", "dualcoop_pl", "csa"],
     }
-    assert harness.check_method("coop") == "LECoOp" and harness.METHODS["cfsg"].display == "CFSG-CLIP"
+    assert catalogue.check_method("coop").trainer == "LECoOp" and catalogue.methods()["cfsg"].display == "CFSG-CLIP"
     # a baseline that is another trainer with switches: its variant file follows the recipe
-    recipe, variant = harness.trainer_configs("cdul", "synth_ml")
+    recipe, variant = catalogue.trainer_configs("cdul", "synth_ml")
     assert recipe.endswith("CCD/synth.yaml") and variant.endswith("CCD/variants/cdul.yaml")
-    cfg = harness.setup_cfg([recipe, variant], harness.dataset_config("synth_ml"), ["DATASET.SETTING", "unsup"])
+    cfg = catalogue.setup_cfg([recipe, variant], catalogue.dataset_config("synth_ml"), ["DATASET.SETTING", "unsup"])
     assert (cfg.TRAINER.CCD.LABELS, cfg.TRAINER.CCD.UPDATE) == ("cdul", False)
-    assert harness.trainer_configs("coop", "synth_fg") == [harness.trainer_config("coop", "synth_fg")]
-    harness.check_serves("zsclip", "coco", "0.1")  # zero-shot serves every task
-    with pytest.raises(harness.HarnessError, match="ccd serves task B .* coco 0.1 is task C"):
-        harness.check_serves("ccd", "coco", "0.1")
+    assert catalogue.trainer_configs("coop", "synth_fg") == [catalogue.trainer_config("coop", "synth_fg")]
+    catalogue.check_serves("zsclip", "coco", "0.1")  # zero-shot serves every task
+    with pytest.raises(catalogue.HarnessError, match="ccd serves task B .* coco 0.1 is task C"):
+        catalogue.check_serves("ccd", "coco", "0.1")
 
 
 @pytest.mark.parametrize("value, expected", [("100", 100), ("12.5", 12.5), ("model", "model")])
 def test_the_logit_scale_takes_a_word_or_a_number_over_any_recipe(value, expected):
     for recipe in ("LECLIPLoRA", "LECoOp"):  # the recipes set 100 and "model"
-        cfg = harness.setup_cfg(
-            f"{harness.CONFIGS}/trainers/{recipe}/synth.yaml", harness.dataset_config("synth_fg"),
+        cfg = catalogue.setup_cfg(
+            f"{catalogue.CONFIGS}/trainers/{recipe}/synth.yaml", catalogue.dataset_config("synth_fg"),
             ["TRAINER.LOGIT_SCALE", value],
         )
         assert cfg.TRAINER.LOGIT_SCALE == expected

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leclip import harness, report, tables
+from leclip import catalogue, harness, report, tables
 
-REPO = harness.REPO
+REPO = catalogue.REPO
 VENV_BIN = os.path.dirname(sys.executable)
 
 
@@ -113,7 +113,7 @@ def test_protocols_shows_the_papers_numbers_generated_from_papers_yaml():
     ("C", ("synth_ml", "0.05"), ("nuswide", "0.2")),
 ])
 def test_a_task_table_has_every_dataset_and_setting_of_the_papers(task, first, last):
-    columns = harness.task_columns(task)
+    columns = catalogue.task_columns(task)
     assert columns[0] == first and columns[-1] == last
     assert len(columns) == {"A": 12, "B": 5, "C": 20}[task]
 
