@@ -130,7 +130,7 @@ def setting_opts(dataset_key, setting):
     named = getattr(cls, "named_settings", None)
     if named:
         if setting not in named:
-            raise HarnessError(f"{dataset_key}: SETTING is one of {', '.join(named)} (DATASET.SETTING), not {setting!r}")
+            raise HarnessError(f"{dataset_key}: SETTING is one of {', '.join(map(repr, named))} (DATASET.SETTING), not {setting!r}")
         return ["DATASET.SETTING", setting]
     if cls.task != "multilabel":
         if not setting.isdigit() or int(setting) < 1:

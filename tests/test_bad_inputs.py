@@ -103,9 +103,12 @@ def snapshot(folder, everything=False):
 
 
 @pytest.fixture
-def no_launch(monkeypatch):
-    """The harness's train.py launches, recorded instead of run (each returns 0)."""
+def no_launch(monkeypatch, tmp_path):
+    """The harness's train.py launches, recorded instead of run (each returns 0); OUTPUT
+    and DATA in the test's folder (never the checkout's ./output)."""
     launched = []
+    monkeypatch.setenv("OUTPUT", str(tmp_path / "output"))
+    monkeypatch.setenv("DATA", str(tmp_path / "data"))
 
     def call(command):
         launched.append(command)

@@ -7,6 +7,7 @@ import sys
 import pytest
 import zero_shot
 from conftest import SMALL_WORLD
+from test_bad_inputs import harness_main, no_launch, one_message, train  # noqa: F401 (no_launch: a fixture)
 
 from leclip import catalogue, harness, runner
 from leclip.dassl import build_dataset
@@ -71,13 +72,26 @@ def test_parse_results_mean_and_std(tmp_path):
     assert out.returncode == 0, out.stderr
     lines = (setting / "compare.csv").read_text().splitlines()
     assert lines[0] == "method,SSL mode,seeds,closed_accuracy,balanced_accuracy,auroc"
-    assert lines[1].startswith("ZeroshotCLIP,none,1,40.00 ± 0.00")  # the paper's row order
+    assert lines[1].startswith("ZeroshotCLIP,none,1,40.00 (n = 1)")  # the paper's row order; one seed: no std
     assert lines[2] == "CoOp,none,2,62.00 ± 2.00,52.00 ± 2.00,71.00 ± 1.00"
     assert "| CoOp" in (setting / "compare.md").read_text()
 
 
+def finished_seed(output_root, method="coop", dataset="synth_fg", setting="5", seed=1, opts=(), data_root="./data"):
+    """A finished seed folder: results.json and the config.yaml the command resolves."""
+    plan = harness.plan(method, dataset, setting, list(opts), os.path.abspath(data_root))
+    out = harness.seed_dir(str(output_root), dataset, setting, method, seed)
+    os.makedirs(out)
+    cfg = harness.seed_cfg(plan, seed, out)
+    with open(os.path.join(out, runner.CONFIG), "w") as f:
+        f.write(cfg.dump())
+    with open(os.path.join(out, runner.RESULTS), "w") as f:
+        json.dump({"seed": seed, "ssl_mode": "none", "closed_accuracy": 1.0}, f)
+    return out
+
+
 def test_run_sh_skips_a_finished_seed(tmp_path):
-    write_result(tmp_path / "synth_fg" / "5", "coop", 1, closed_accuracy=1.0)
+    finished_seed(tmp_path)
     out = run_script("scripts/run.sh", "coop", "synth_fg", "5", "1", env={"OUTPUT": str(tmp_path)})
     assert out.returncode == 0 and "done already" in out.stdout
 
@@ -153,3 +167,68 @@ def test_the_logit_scale_takes_a_word_or_a_number_over_any_recipe(value, expecte
         )
         assert cfg.TRAINER.LOGIT_SCALE == expected
 
+
+
+# ---------------------------------------------------------------- a finished seed is reused only for its own config
+def test_a_finished_seed_of_the_same_config_is_skipped(tmp_path, capsys, no_launch):
+    finished_seed(tmp_path / "output", data_root=tmp_path / "data")
+    code, out, _ = harness_main(capsys, "run", "coop", "synth_fg", "5", "1")
+    assert code == 0 and "done already" in out and no_launch == []
+
+
+def test_a_finished_seed_of_another_config_is_refused_naming_the_keys(tmp_path, capsys, no_launch):
+    out_dir = finished_seed(tmp_path / "output", data_root=tmp_path / "data")
+    code, _, err = harness_main(capsys, "run", "coop", "synth_fg", "5", "1", "--", "OPTIM.MAX_EPOCH", "3")
+    assert code == 2 and no_launch == []
+    one_message(err, "holds a finished run of another config", "OPTIM.MAX_EPOCH:", "-> 3", "OUTPUT=", "--force",
+                "nothing is deleted")
+    assert os.path.isfile(os.path.join(out_dir, runner.RESULTS))  # untouched
+
+
+def test_force_moves_the_finished_seed_aside_and_runs_it(tmp_path, capsys, no_launch):
+    out_dir = finished_seed(tmp_path / "output", data_root=tmp_path / "data")
+    code, out, _ = harness_main(capsys, "run", "coop", "synth_fg", "5", "1", "--force", "--", "OPTIM.MAX_EPOCH", "3")
+    assert code == 0 and len(no_launch) == 1 and "moved aside" in out
+    moved = [os.path.join(root, f) for root, _, files in os.walk(os.path.dirname(out_dir)) for f in files
+             if f == runner.RESULTS]
+    assert len(moved) == 1 and f"{os.sep}{harness.REPLACED}" in moved[0]  # kept, not deleted
+    assert not os.path.exists(out_dir)
+
+
+def test_a_finished_seed_without_its_config_is_not_reused(tmp_path, capsys, no_launch):
+    out_dir = finished_seed(tmp_path / "output", data_root=tmp_path / "data")
+    os.remove(os.path.join(out_dir, runner.CONFIG))
+    code, _, err = harness_main(capsys, "run", "coop", "synth_fg", "5", "1")
+    assert code == 2 and no_launch == [] and "cannot be compared" in err
+
+
+def test_an_unknown_key_fails_before_any_skip(tmp_path, capsys, no_launch):
+    finished_seed(tmp_path / "output", data_root=tmp_path / "data")
+    code, _, err = harness_main(capsys, "run", "coop", "synth_fg", "5", "1", "--", "TRAINER.CFSG.TOPK", "3")
+    assert code == 2 and no_launch == []
+    one_message(err, "TRAINER.CFSG.TOPK")
+    assert "done already" not in err
+
+
+# ---------------------------------------------------------------- --dry-run
+def test_dry_run_prints_the_plan_and_trains_nothing(synth_root, tmp_path, capsys, no_launch, monkeypatch):
+    monkeypatch.setenv("DATA", synth_root)
+    code, out, err = harness_main(capsys, "run", "coop", "synth_fg", "5", "1", "--dry-run", "--", *SMALL_WORLD)
+    assert code == 0 and no_launch == [], err
+    assert "LECoOp/synth.yaml" in out and "synth-vit.pt (present)" in out
+    assert "train_x 60" in out and "test 240" in out  # 12 ID classes x 5 labels; 24 classes x 10
+    assert "estimated steps:" in out and "would run" in out
+    assert not os.path.exists(tmp_path / "output")
+
+
+def test_dry_run_and_a_run_name_every_missing_piece_at_once(tmp_path, capsys, no_launch, monkeypatch):
+    monkeypatch.setenv("LECLIP_CLIP_CACHE", str(tmp_path / "clip"))
+    code, _, err = harness_main(capsys, "run", "coop", "dogs", "5", "1", "--dry-run")
+    assert code == 2 and no_launch == []
+    one_message(err, "2 piece(s) of this run are missing", "data: Dataset folder not found",
+                "weights: CLIP weights for 'ViT-B/16' not found", str(tmp_path / "clip"))
+    code, _, err = train(capsys, "--config-file", catalogue.trainer_config("coop", "dogs"), "--root", tmp_path / "data",
+                         "--output-dir", tmp_path / "run", "--seed", 1, "--trainer", "LECoOp",
+                         "--dataset-config-file", catalogue.dataset_config("dogs"), "DATASET.NUM_LABELED", 5)
+    assert code == 2
+    one_message(err, "2 piece(s) of this run are missing", "Dataset folder not found", "CLIP weights")
