@@ -149,11 +149,12 @@ def reuse_finished(out, cfg, force, tag):
     if osp.isfile(saved):
         with open(saved) as f:
             changes = config_changes(f.read(), cfg)
-    else:
-        changes = [f"(no {CONFIG} beside it: its config cannot be compared)"]
+    else:  # as a resume: a folder of an older version, or written by hand
+        print(f"{tag} warning: no {CONFIG} beside {out}/{RESULTS}: its config cannot be compared")
+        changes = []
     if not changes:
         print(f"{tag} done already: {out}/{RESULTS} (--overwrite runs it again)")
-        return False if force else True
+        return True
     if force:
         moved = osp.join(osp.dirname(out), REPLACED + time.strftime("%Y%m%d-%H%M%S"), osp.basename(out))
         os.makedirs(osp.dirname(moved), exist_ok=True)

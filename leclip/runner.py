@@ -262,14 +262,15 @@ def run(cfg, eval_only=False, model_dir="", load_epoch=None, overwrite=False, fo
 @contextlib.contextmanager
 def _timed(folder, main):
     """Yields a clock of the run's whole time: this session's seconds plus those of the
-    sessions it resumes, which each session leaves in ELAPSED however it ends."""
+    sessions it resumes, each of which, stopped by a signal, left its time in ELAPSED."""
     earlier = earlier_seconds(folder) if main else 0.0
     start = time.time()
     try:
         yield lambda: earlier + time.time() - start
-    finally:
-        if main:  # results.json, written next, takes it over
+    except RunStopped:
+        if main:
             write_json_atomic(osp.join(folder, ELAPSED), {"seconds": round(earlier + time.time() - start, 1)})
+        raise
 
 
 def _results(cfg, trainer, processes, seconds, recipe):

@@ -1,13 +1,16 @@
 """The run/compare harness: keys, settings, configs, results, and end-to-end runs."""
 import json
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
 import zero_shot
 from conftest import SMALL_WORLD
-from test_bad_inputs import harness_main, no_launch, one_message, train  # noqa: F401 (no_launch: a fixture)
+from test_bad_inputs import (  # noqa: F401 (no_launch, run_copy, stopped_run: fixtures)
+    coop_args, harness_main, no_launch, one_message, run_copy, stopped_run, train,
+)
 
 from leclip import catalogue, harness, runner
 from leclip.dassl import build_dataset
@@ -195,11 +198,12 @@ def test_force_moves_the_finished_seed_aside_and_runs_it(tmp_path, capsys, no_la
     assert not os.path.exists(out_dir)
 
 
-def test_a_finished_seed_without_its_config_is_not_reused(tmp_path, capsys, no_launch):
+def test_a_finished_seed_without_its_config_is_skipped_with_a_warning(tmp_path, capsys, no_launch):
+    """As a resume without config.yaml: a folder of an older version or written by hand."""
     out_dir = finished_seed(tmp_path / "output", data_root=tmp_path / "data")
     os.remove(os.path.join(out_dir, runner.CONFIG))
-    code, _, err = harness_main(capsys, "run", "coop", "synth_fg", "5", "1")
-    assert code == 2 and no_launch == [] and "cannot be compared" in err
+    code, out, _ = harness_main(capsys, "run", "coop", "synth_fg", "5", "1")
+    assert code == 0 and no_launch == [] and "cannot be compared" in out and "done already" in out
 
 
 def test_an_unknown_key_fails_before_any_skip(tmp_path, capsys, no_launch):
@@ -232,3 +236,40 @@ def test_dry_run_and_a_run_name_every_missing_piece_at_once(tmp_path, capsys, no
                          "--dataset-config-file", catalogue.dataset_config("dogs"), "DATASET.NUM_LABELED", 5)
     assert code == 2
     one_message(err, "2 piece(s) of this run are missing", "Dataset folder not found", "CLIP weights")
+
+
+# ---------------------------------------------------------------- how a result was made
+def test_overrides_of_the_recipe_are_recorded_and_the_setting_is_not_one():
+    files = catalogue.trainer_configs("coop", "synth_fg")
+    recipe = catalogue.setup_cfg(files, catalogue.dataset_config("synth_fg"), [])
+    cfg = catalogue.setup_cfg(files, catalogue.dataset_config("synth_fg"),
+                              ["DATASET.NUM_LABELED", "5", "OPTIM.MAX_EPOCH", "2", "TRAIN.PRINT_FREQ", "3"])
+    assert runner.recipe_overrides(recipe, cfg) == {"OPTIM.MAX_EPOCH": 2}
+    assert runner.recipe_overrides(recipe, recipe) == {}
+
+
+def test_a_resumed_run_reports_its_whole_time_and_its_overrides(run_copy, synth_root, capsys):
+    runner.write_json_atomic(str(run_copy / runner.ELAPSED), {"seconds": 1000.0})  # a stopped session's time
+    code, _, err = train(capsys, *coop_args(synth_root, run_copy))
+    assert code == 0, err
+    results = json.loads((run_copy / runner.RESULTS).read_text())
+    assert results["seconds"] >= 1000.0 and not (run_copy / runner.ELAPSED).exists()
+    assert results["overrides"]["OPTIM.MAX_EPOCH"] == 1 and results["recipe_followed"] is False
+
+
+def test_the_stop_message_claims_a_checkpoint_only_once_one_exists(tmp_path, run_copy):
+    early = runner.stop_message(signal.SIGTERM, str(tmp_path))
+    assert "no checkpoint was written" in early and "starts the run over" in early and "kept" not in early
+    assert "the last epoch checkpoint in" in runner.stop_message(signal.SIGINT, str(run_copy))
+
+
+def test_tables_mark_the_rows_that_depart_from_their_recipe(tmp_path, capsys):
+    from leclip import report
+
+    setting = tmp_path / "synth_fg" / "5"
+    write_result(setting, "coop", 1, closed_accuracy=60.0, recipe_followed=False, overrides={"OPTIM.MAX_EPOCH": 1})
+    write_result(setting, "zsclip", 1, closed_accuracy=40.0, recipe_followed=True, overrides={})
+    _, rows = report.collect(str(setting))
+    assert [r.label for r in rows] == ["ZeroshotCLIP", "CoOp" + report.NOT_RECIPE]
+    report.setting_report(str(setting), papers=True)
+    assert report.NOT_RECIPE_NOTE in capsys.readouterr().out
