@@ -273,3 +273,21 @@ def test_tables_mark_the_rows_that_depart_from_their_recipe(tmp_path, capsys):
     assert [r.label for r in rows] == ["ZeroshotCLIP", "CoOp" + report.NOT_RECIPE]
     report.setting_report(str(setting), papers=True)
     assert report.NOT_RECIPE_NOTE in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- entry points a new user meets first
+def test_check_dataset_exits_2_on_a_missing_folder(tmp_path, capsys):
+    import runpy
+
+    check = runpy.run_path(os.path.join(REPO, "scripts", "check_dataset.py"))
+    assert check["main"](["cub", "--root", str(tmp_path)]) == 2
+    assert "Dataset folder not found" in capsys.readouterr().err
+
+
+def test_train_py_help_shows_le_clips_flags_and_its_example_line_by_line():
+    out = subprocess.run([sys.executable, "train.py", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0
+    assert "--trainer LECoOp \\\n        --dataset-config-file" in out.stdout  # the example keeps its lines
+    assert "--viz" in out.stdout and "--skip-bad-images" in out.stdout
+    for flag in ("--source-domains", "--target-domains", "--transforms", "--head"):
+        assert flag not in out.stdout
