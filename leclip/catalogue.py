@@ -96,10 +96,10 @@ def task_methods(task):
 
 def task_metrics(task):
     """A task's columns: its evaluator's metrics, then those its methods add."""
-    from .evaluators import EVALUATORS
+    from .evaluators import _TASK_EVALUATORS  # the evaluator of each label format (the one map of them)
     from .tasks import LABEL_FORMATS
 
-    columns = list(EVALUATORS[LABEL_FORMATS[task][0]].metrics)
+    columns = list(_TASK_EVALUATORS[LABEL_FORMATS[task][0]].metrics)
     for key in task_methods(task):
         columns += [m for m in methods()[key].metrics if m not in columns]
     return columns

@@ -25,7 +25,7 @@ def _cat(chunks):
 def for_task(task, cfg, lab2cname, engine_evaluator):
     """The evaluator of a dataset's task; a Dassl fork's own (closed-set) dataset keeps
     the engine's TEST.EVALUATOR."""
-    chosen = EVALUATORS.get(task)
+    chosen = {"ossl": OpenSetClassification, "multilabel": MultiLabelClassification}.get(task)
     if chosen is None:
         return engine_evaluator
     if cfg.TEST.EVALUATOR not in ("Classification", chosen.__name__):
@@ -125,5 +125,4 @@ class MultiLabelClassification(EvaluatorBase):
         return self.last_results
 
 
-# the evaluator of each dataset task (`dataset.task`); a Dassl fork's own "closed" one keeps the engine's
-EVALUATORS = {"ossl": OpenSetClassification, "multilabel": MultiLabelClassification}
+_TASK_EVALUATORS = {"ossl": OpenSetClassification, "multilabel": MultiLabelClassification}
