@@ -284,9 +284,14 @@ def trainer_configs(method_key, dataset_key):
 
 
 def trainer_config(method_key, dataset_key):
-    """configs/trainers/<Trainer>/synth.yaml on the embedded world, else vit_b16.yaml."""
+    """The method's recipe on the dataset: configs/trainers/<Trainer>/<dataset key>.yaml
+    when the benchmark has its own, else the shared synth.yaml (embedded world) or
+    vit_b16.yaml (real benchmarks)."""
     trainer = check_method(method_key)
     folder = osp.join(CONFIGS, "trainers", trainer)
+    own = osp.join(folder, f"{dataset_key}.yaml")
+    if osp.exists(own):
+        return own
     synthetic = dataset_key.startswith("synth_")
     name = "synth.yaml" if synthetic else "vit_b16.yaml"
     path = osp.join(folder, name)
@@ -299,7 +304,7 @@ def trainer_config(method_key, dataset_key):
     where = "the embedded world (synth_*)" if synthetic else "the real benchmarks"
     present = ", ".join(sorted(os.listdir(folder))) or "nothing"
     raise HarnessError(
-        f"Method {method_key!r} has no config for {where}: expected {path} ({folder}/ holds {present}). "
+        f"Method {method_key!r} has no config for {where}: expected {own} or {path} ({folder}/ holds {present}). "
         f"Write {name} (start from the file there), or run train.py with --config-file"
     )
 
