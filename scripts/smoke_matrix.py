@@ -126,9 +126,11 @@ def case_cfg(method, dataset, setting, data_root, output_dir, opts=()):
 
 
 def backbones(selected):
+    """The CLIP backbones of the cases' recipes (a case whose recipe is missing fails on its own)."""
     names = set()
     for method, dataset, _ in selected:
-        names.add(harness.setup_cfg(harness.trainer_configs(method, dataset)).MODEL.BACKBONE.NAME)
+        with contextlib.suppress(harness.HarnessError):
+            names.add(harness.setup_cfg(harness.trainer_configs(method, dataset)).MODEL.BACKBONE.NAME)
     return sorted(names)
 
 
