@@ -62,6 +62,12 @@ ARCHITECTURES = {
     "RN101": dict(image_resolution=224, vision_layers=(1, 1, 1, 1), vision_width=8, vision_patch_size=None),
     "RN50x64": dict(image_resolution=448, vision_layers=(1, 1, 1, 1), vision_width=8, vision_patch_size=None),
 }
+# --time: 200 multi-label images, so that a ratio of 0.2 fills a labeled batch of 32
+TIMING_REPLICAS = {
+    **REPLICAS,
+    "voc2007": lambda root, size: miniature.voc(root, "2007", ("trainval", "test"), size=size, images=200),
+    "coco": lambda root, size: miniature.coco(root, size=size, classes=80, images=200),
+}
 REAL_WIDTH = {
     "ViT-B/16": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=16,
                      context_length=77, transformer_width=512, transformer_heads=8, transformer_layers=12),
@@ -146,32 +152,33 @@ def run_case(method, dataset, setting, data_root, output_dir):
     return results, time.perf_counter() - start
 
 
-def build_replicas(root, datasets, sizes=miniature.REAL_SIZES):
+def build_replicas(root, datasets, replicas=REPLICAS):
     for dataset in datasets:
-        REPLICAS[dataset](root, sizes[dataset])
+        replicas[dataset](root, miniature.REAL_SIZES[dataset])
 
 
 def time_one_step(method, dataset, setting, work):
-    """(seconds of the second training step, peak resident MiB) at the real width."""
+    """([(wall, CPU) seconds of each training step], peak resident MiB) at the real width;
+    the CPU time is the step's own on a machine that others share."""
     from leclip.dassl import build_trainer
 
     os.environ["LECLIP_CLIP_CACHE"] = clip_cache(osp.join(work, "clip"), backbones([(method, dataset, setting)]),
                                                  REAL_WIDTH)
-    build_replicas(work, [dataset])
-    cfg = case_cfg(method, dataset, setting, work, osp.join(work, "out"), ["TRAIN.COUNT_ITER", "train_x"])
+    build_replicas(work, [dataset], TIMING_REPLICAS)
+    cfg = case_cfg(method, dataset, setting, work, osp.join(work, "out"),
+                   ["TRAIN.COUNT_ITER", "train_x", "OPTIM.MAX_EPOCH", "2"])  # one step an epoch: two steps
     with contextlib.redirect_stdout(io.StringIO()):
         trainer = build_trainer(cfg)
     times = []
     step = trainer.forward_backward
 
     def timed(*batches):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         out = step(*batches)
-        times.append(time.perf_counter() - start)
+        times.append((time.perf_counter() - start, time.process_time() - cpu))
         return out
 
     trainer.forward_backward = timed
-    trainer.max_epoch = 2
     with contextlib.redirect_stdout(io.StringIO()):
         trainer.train()
     return times, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -189,7 +196,8 @@ def main(argv=None):
         work = args.keep or tmp
         if args.time:
             times, memory = time_one_step(*args.time, work)
-            print(f"{' '.join(args.time)}: steps {', '.join(f'{t:.1f}' for t in times)} s; peak resident {memory:.0f} MiB")
+            steps = ", ".join(f"{wall:.1f} s ({cpu:.1f} s CPU)" for wall, cpu in times)
+            print(f"{' '.join(args.time)}: steps {steps}; peak resident {memory:.0f} MiB")
             return 0
         selected = cases(args.methods, args.datasets)
         os.environ["LECLIP_CLIP_CACHE"] = clip_cache(osp.join(work, "clip"), backbones(selected))

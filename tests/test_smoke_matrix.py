@@ -99,3 +99,19 @@ def test_one_step_and_an_evaluation(user_machine, method, dataset, setting):
         assert "batch [" not in text  # nothing trains
     else:
         assert "batch [1/" in text and glob.glob(osp.join(out, "*", "model.pth.tar-1"))
+
+
+def test_a_state_dict_under_the_official_name_loads_by_name_like_the_torchscript(user_machine, tmp_path, monkeypatch):
+    """The two formats a user's cache may hold (OpenAI's TorchScript download, or weights
+    saved with torch.save) give the same model by its usual name."""
+    import torch
+
+    from leclip.backbone import load_clip
+
+    official = load_clip("ViT-B/16")
+    torch.save(official.state_dict(), tmp_path / "ViT-B-16.pt")
+    monkeypatch.setenv("LECLIP_CLIP_CACHE", str(tmp_path))
+    from_state_dict = load_clip("ViT-B/16")
+    images, tokens = torch.randn(2, 3, 224, 224), torch.randint(0, 49408, (2, 77))
+    assert torch.equal(official.encode_image(images), from_state_dict.encode_image(images))
+    assert torch.equal(official.encode_text(tokens), from_state_dict.encode_text(tokens))
