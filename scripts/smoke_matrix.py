@@ -2,7 +2,7 @@
 at miniature scale: one epoch of training and one evaluation per case.
 
     python scripts/smoke_matrix.py [--methods coop csa ...] [--datasets voc2007 ...] [--keep DIR]
-    python scripts/smoke_matrix.py --time cfsg dogs 20    (one step at ViT-B/16's real width)
+    python scripts/smoke_matrix.py --time cfsg dogs 20 [--steps 2]   (steps at ViT-B/16's real width)
 
 Per case: the harness resolves the method's recipe on the benchmark (its config files,
 the setting's key); the benchmark is a miniature replica of its official on-disk layout
@@ -15,8 +15,8 @@ pseudo-labels from the first epoch, data loading in this process. Prints one lin
 case (its seconds and metrics) and a summary; exit status 1 when a case fails.
 
 `--time METHOD DATASET SETTING`: the recipe's batch sizes with a random CLIP of the real
-width (ViT-B/16: 768 wide, 12 blocks; text 512 wide), one training step timed and the
-peak resident memory of the process, in this process.
+width (ViT-B/16: 768 wide, 12 blocks; text 512 wide); each training step's wall and CPU
+time (one step an epoch) and the peak resident memory of the process.
 """
 import argparse
 import contextlib
@@ -157,7 +157,7 @@ def build_replicas(root, datasets, replicas=REPLICAS):
         replicas[dataset](root, miniature.REAL_SIZES[dataset])
 
 
-def time_one_step(method, dataset, setting, work):
+def time_steps(method, dataset, setting, work, steps=2):
     """([(wall, CPU) seconds of each training step], peak resident MiB) at the real width;
     the CPU time is the step's own on a machine that others share."""
     from leclip.dassl import build_trainer
@@ -166,7 +166,7 @@ def time_one_step(method, dataset, setting, work):
                                                  REAL_WIDTH)
     build_replicas(work, [dataset], TIMING_REPLICAS)
     cfg = case_cfg(method, dataset, setting, work, osp.join(work, "out"),
-                   ["TRAIN.COUNT_ITER", "train_x", "OPTIM.MAX_EPOCH", "2"])  # one step an epoch: two steps
+                   ["TRAIN.COUNT_ITER", "train_x", "OPTIM.MAX_EPOCH", str(steps)])  # one step an epoch
     with contextlib.redirect_stdout(io.StringIO()):
         trainer = build_trainer(cfg)
     times = []
@@ -190,12 +190,13 @@ def main(argv=None):
     parser.add_argument("--datasets", nargs="+", choices=list(REPLICAS))
     parser.add_argument("--keep", help="build the replicas and outputs here (kept) instead of a temporary folder")
     parser.add_argument("--time", nargs=3, metavar=("METHOD", "DATASET", "SETTING"))
+    parser.add_argument("--steps", type=int, default=2, help="--time: training steps (the first warms up)")
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or tmp
         if args.time:
-            times, memory = time_one_step(*args.time, work)
+            times, memory = time_steps(*args.time, work, args.steps)
             steps = ", ".join(f"{wall:.1f} s ({cpu:.1f} s CPU)" for wall, cpu in times)
             print(f"{' '.join(args.time)}: steps {steps}; peak resident {memory:.0f} MiB")
             return 0
