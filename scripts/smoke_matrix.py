@@ -16,7 +16,8 @@ case (its seconds and metrics) and a summary; exit status 1 when a case fails.
 
 `--time METHOD DATASET SETTING`: the recipe's batch sizes with a random CLIP of the real
 width (ViT-B/16: 768 wide, 12 blocks; text 512 wide); each training step's wall and CPU
-time (one step an epoch) and the peak resident memory of the process.
+time and floating-point operations (one step an epoch), and the peak resident memory of
+the process.
 """
 import argparse
 import contextlib
@@ -157,16 +158,18 @@ def build_replicas(root, datasets, replicas=REPLICAS):
         replicas[dataset](root, miniature.REAL_SIZES[dataset])
 
 
-def time_steps(method, dataset, setting, work, steps=2):
-    """([(wall, CPU) seconds of each training step], peak resident MiB) at the real width;
-    the CPU time is the step's own on a machine that others share."""
+def time_steps(method, dataset, setting, work, steps=2, opts=()):
+    """([(wall s, CPU s, FLOPs) of each training step], peak resident MiB) at the real
+    width; the CPU time is the step's own on a machine that others share."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     from leclip.dassl import build_trainer
 
     os.environ["LECLIP_CLIP_CACHE"] = clip_cache(osp.join(work, "clip"), backbones([(method, dataset, setting)]),
                                                  REAL_WIDTH)
     build_replicas(work, [dataset], TIMING_REPLICAS)
     cfg = case_cfg(method, dataset, setting, work, osp.join(work, "out"),
-                   ["TRAIN.COUNT_ITER", "train_x", "OPTIM.MAX_EPOCH", str(steps)])  # one step an epoch
+                   ["TRAIN.COUNT_ITER", "train_x", "OPTIM.MAX_EPOCH", str(steps), *opts])  # one step an epoch
     with contextlib.redirect_stdout(io.StringIO()):
         trainer = build_trainer(cfg)
     times = []
@@ -174,8 +177,9 @@ def time_steps(method, dataset, setting, work, steps=2):
 
     def timed(*batches):
         start, cpu = time.perf_counter(), time.process_time()
-        out = step(*batches)
-        times.append((time.perf_counter() - start, time.process_time() - cpu))
+        with FlopCounterMode(display=False) as flops:
+            out = step(*batches)
+        times.append((time.perf_counter() - start, time.process_time() - cpu, flops.get_total_flops()))
         return out
 
     trainer.forward_backward = timed
@@ -191,13 +195,14 @@ def main(argv=None):
     parser.add_argument("--keep", help="build the replicas and outputs here (kept) instead of a temporary folder")
     parser.add_argument("--time", nargs=3, metavar=("METHOD", "DATASET", "SETTING"))
     parser.add_argument("--steps", type=int, default=2, help="--time: training steps (the first warms up)")
+    parser.add_argument("--opts", nargs="+", default=[], help="--time: config overrides (KEY VALUE ...)")
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or tmp
         if args.time:
-            times, memory = time_steps(*args.time, work, args.steps)
-            steps = ", ".join(f"{wall:.1f} s ({cpu:.1f} s CPU)" for wall, cpu in times)
+            times, memory = time_steps(*args.time, work, args.steps, args.opts)
+            steps = ", ".join(f"{wall:.1f} s ({cpu:.1f} s CPU, {flops / 1e12:.2f} TFLOP)" for wall, cpu, flops in times)
             print(f"{' '.join(args.time)}: steps {steps}; peak resident {memory:.0f} MiB")
             return 0
         selected = cases(args.methods, args.datasets)
