@@ -2,7 +2,8 @@
 at miniature scale: one epoch of training and one evaluation per case.
 
     python scripts/smoke_matrix.py [--methods coop csa ...] [--datasets voc2007 ...] [--keep DIR]
-    python scripts/smoke_matrix.py --time cfsg dogs 20 [--steps 2]   (steps at ViT-B/16's real width)
+    python scripts/smoke_matrix.py --time cfsg dogs 20 [--steps 2] [--opts KEY VALUE ...]
+                                   (training steps at ViT-B/16's real width)
 
 Per case: the harness resolves the method's recipe on the benchmark (its config files,
 the setting's key); the benchmark is a miniature replica of its official on-disk layout
@@ -16,8 +17,10 @@ case (its seconds and metrics) and a summary; exit status 1 when a case fails.
 
 `--time METHOD DATASET SETTING`: the recipe's batch sizes with a random CLIP of the real
 width (ViT-B/16: 768 wide, 12 blocks; text 512 wide); each training step's wall and CPU
-time and floating-point operations (one step an epoch), and the peak resident memory of
-the process.
+time and floating-point operations (counted by torch's FlopCounterMode), and the peak
+resident memory of the process. `TRAIN.COUNT_ITER train_x`: an epoch is one labeled
+batch on the replicas (CSA's multi-label replicas have 200 images here, so that a ratio
+of 0.2 fills its labeled batch).
 """
 import argparse
 import contextlib
@@ -168,7 +171,8 @@ def time_steps(method, dataset, setting, work, steps=2, opts=()):
     os.environ["LECLIP_CLIP_CACHE"] = clip_cache(osp.join(work, "clip"), backbones([(method, dataset, setting)]),
                                                  REAL_WIDTH)
     build_replicas(work, [dataset], TIMING_REPLICAS)
-    cfg = case_cfg(method, dataset, setting, work, osp.join(work, "out"),
+    output = tempfile.mkdtemp(prefix="time-", dir=work)  # a fresh folder: never a resume
+    cfg = case_cfg(method, dataset, setting, work, output,
                    ["TRAIN.COUNT_ITER", "train_x", "OPTIM.MAX_EPOCH", str(steps), *opts])  # one step an epoch
     with contextlib.redirect_stdout(io.StringIO()):
         trainer = build_trainer(cfg)
