@@ -11,16 +11,16 @@ from scipy.io import loadmat, savemat
 
 import miniature
 import zero_shot
-from leclip import harness
+from leclip import catalogue, runner
 from leclip.data import splits
 from leclip.dassl import build_dataset
 
 
 def load(key, root, *opts, seed=1):
-    setting = {"semiaves": "in"}.get(key, "unsup" if harness.check_dataset(key)[1] == "BC" else "2")
-    cfg = harness.setup_cfg(
-        dataset_config_file=harness.dataset_config(key),
-        opts=harness.setting_opts(key, setting) + list(opts),
+    setting = {"semiaves": "in"}.get(key, "unsup" if catalogue.check_dataset(key).cls.task == "multilabel" else "2")
+    cfg = catalogue.setup_cfg(
+        dataset_config_file=catalogue.dataset_config(key),
+        opts=catalogue.setting_opts(key, setting) + list(opts),
         root=str(root),
         seed=seed,
     )
@@ -185,14 +185,14 @@ def test_check_dataset_lists_every_missing_file(tmp_path, capsys):
     miniature.cub(tmp_path)
     for i in (1, 2):
         os.remove(tmp_path / "CUB_200_2011" / "images" / "002.Laysan_Albatross" / f"Laysan_Albatross_{i}.jpg")
-    check = runpy.run_path(os.path.join(harness.REPO, "scripts", "check_dataset.py"))
+    check = runpy.run_path(os.path.join(catalogue.REPO, "scripts", "check_dataset.py"))
     assert check["main"](["cub", "--root", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "2 listed files are missing" in out and "Laysan_Albatross_2.jpg" in out
 
 
 def _check_script():
-    spec = importlib.util.spec_from_file_location("check_dataset", os.path.join(harness.REPO, "scripts", "check_dataset.py"))
+    spec = importlib.util.spec_from_file_location("check_dataset", os.path.join(catalogue.REPO, "scripts", "check_dataset.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -201,11 +201,12 @@ def _check_script():
 def test_check_dataset_counts_nuswide_images_missing_on_disk(tmp_path, capsys, monkeypatch):
     check = _check_script()
     miniature.nuswide(tmp_path, missing=2)
-    monkeypatch.setitem(check.OFFICIAL, "nuswide", (3, 6, 0, 3))  # the replica's own numbers
+    nuswide = catalogue.check_dataset("nuswide").cls
+    monkeypatch.setattr(nuswide, "official", {"classes": 3, "train": 6, "val": 0, "test": 3})  # the replica's own
     assert check.main(["nuswide", "--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "Train images listed but missing on disk (skipped): 2" in out and "copy matches" in out
-    monkeypatch.setitem(check.OFFICIAL, "nuswide", (81, 6, 0, 3))
+    monkeypatch.setattr(nuswide, "official", {"classes": 81, "train": 6, "val": 0, "test": 3})
     assert check.main(["nuswide", "--root", str(tmp_path)]) == 1
     assert "classes:       3  (official 81)  DIFFERS" in capsys.readouterr().out
 
@@ -215,7 +216,7 @@ def test_dassl_api_registers_the_nine_benchmarks():
 
     names = ["LEStanfordDogs", "LEStanfordCars", "LECUB", "LEFGVCAircraft", "LESemiAves",
              "LEVOC2007", "LEVOC2012", "LECOCO", "LENUSWIDE"]
-    harness.setup_cfg(dataset_config_file=harness.dataset_config("dogs"), opts=[], root=".", seed=1)
+    catalogue.setup_cfg(dataset_config_file=catalogue.dataset_config("dogs"), opts=[], root=".", seed=1)
     assert all(name in dassl.DATASET_REGISTRY.registered_names() for name in names)
 
 
@@ -333,10 +334,10 @@ def test_zero_shot_runs_on_every_replica(tmp_path, key, setting, metric):
     """What `scripts/run.sh zsclip <key> <setting>` does, with the embedded small CLIP."""
     builder = {"voc2007": miniature.voc, "voc2012": lambda root: miniature.voc(root, "2012", ("train", "val"))}
     (builder.get(key) or getattr(miniature, key))(tmp_path)
-    cfg = harness.setup_cfg(
-        harness.trainer_config("zsclip", key),
-        harness.dataset_config(key),
-        harness.setting_opts(key, setting) + ["MODEL.BACKBONE.NAME", "synth-vit", "INPUT.SIZE", "(64, 64)"],
+    cfg = catalogue.setup_cfg(
+        catalogue.trainer_config("zsclip", key),
+        catalogue.dataset_config(key),
+        catalogue.setting_opts(key, setting) + ["MODEL.BACKBONE.NAME", "synth-vit", "INPUT.SIZE", "(64, 64)"],
         root=str(tmp_path),
         output_dir=str(tmp_path / "out"),
         seed=1,
@@ -344,7 +345,7 @@ def test_zero_shot_runs_on_every_replica(tmp_path, key, setting, metric):
     )
     stdout = sys.stdout
     try:
-        results = harness.run(cfg)
+        results = runner.run(cfg)
     finally:
         sys.stdout = stdout
     sims, labels = zero_shot.similarities(build_dataset(cfg), cfg.DATASET.PROMPT_TEMPLATE)
@@ -412,7 +413,8 @@ def test_semiaves_class_names_file_of_the_annotation_archive(tmp_path):
 def test_check_dataset_takes_the_setting(tmp_path, capsys, monkeypatch):
     check = _check_script()
     miniature.cub(tmp_path)
-    monkeypatch.setitem(check.OFFICIAL, "cub", (4, 32, 0, 8))  # the replica's own numbers
+    cub = catalogue.check_dataset("cub").cls
+    monkeypatch.setattr(cub, "official", {"classes": 4, "train": 32, "val": 0, "test": 8})  # the replica's own numbers
     assert check.main(["cub", "3", "--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "setting 3 on cub is not one the papers report (5, 20)" in out and "copy matches" in out

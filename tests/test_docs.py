@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from leclip import harness
+from leclip import catalogue
 
-REPO = harness.REPO
+REPO = catalogue.REPO
 SKIP_DIRS = {".git", ".venv", "data", "output", "__pycache__", ".pytest_cache", "build", "dist"}
 TOP_ONLY = {"data", "output"}
 TEXT_EXTENSIONS = (".md", ".py", ".sh", ".yaml", ".txt", ".cfg", ".toml")
