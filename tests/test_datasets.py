@@ -7,6 +7,7 @@ import random
 import sys
 
 import pytest
+import torch
 from scipy.io import loadmat, savemat
 
 import miniature
@@ -352,6 +353,40 @@ def test_zero_shot_runs_on_every_replica(tmp_path, key, setting, metric):
     expected = zero_shot.closed_accuracy(sims, labels) if metric == "closed_accuracy" else zero_shot.mean_ap(sims, labels)
     assert results[metric] == pytest.approx(expected, abs=1e-6)
     assert json.loads((tmp_path / "out" / "results.json").read_text())[metric] == results[metric]
+
+
+# ---------------------------------------------------------------- loading in worker processes
+def loader_batches(root, workers):
+    """Two epochs of CFSG-CLIP's labeled and unlabeled (weak + strong) batches on Cars."""
+    from leclip.data.datamanager import DataManager
+
+    cfg = catalogue.setup_cfg(
+        catalogue.trainer_config("cfsg", "cars"), catalogue.dataset_config("cars"),
+        catalogue.setting_opts("cars", "5") + ["INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", str(workers),
+                                              "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "DATALOADER.TRAIN_U.BATCH_SIZE", "4"],
+        root=str(root), seed=1, trainer="CFSG",
+    )
+    dm = DataManager(cfg, build_dataset(cfg))
+    batches = []
+    for epoch in (0, 1):
+        dm.set_epoch(epoch)
+        batches += list(dm.train_loader_x) + list(dm.train_loader_u)
+    return batches
+
+
+def test_real_benchmarks_load_in_worker_processes_with_the_same_batches(tmp_path):
+    for key in catalogue.datasets():
+        if not key.startswith("synth_"):
+            assert catalogue.setup_cfg(dataset_config_file=catalogue.dataset_config(key)).DATALOADER.NUM_WORKERS > 0, key
+    miniature.cars(tmp_path, size=(120, 90))
+    in_process, in_workers = loader_batches(tmp_path, 0), loader_batches(tmp_path, 2)
+    assert len(in_process) == len(in_workers) == 2 * (2 + 5)  # 10 labeled, 22 unlabeled an epoch, whole batches of 4
+    for one, other in zip(in_process, in_workers):
+        assert one.keys() == other.keys()
+        for key, value in one.items():
+            assert torch.equal(value, other[key]) if isinstance(value, torch.Tensor) else value == other[key], key
+    assert "img_strong" in in_process[2]  # RandAugment's draws too
+    assert not torch.equal(in_process[0]["img"], in_process[7]["img"])  # the second epoch draws anew
 
 
 # ---------------------------------------------------------------- the split cache and the layouts as distributed
