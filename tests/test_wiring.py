@@ -475,3 +475,60 @@ def test_zero_shot_multilabel_positives_are_the_top_k(backbone, tmp_path):
     top2 = scores.topk(2, dim=-1).indices
     assert positives.dtype == torch.bool and positives.sum(dim=-1).tolist() == [2] * len(x)
     assert all(positives[i, top2[i]].all() for i in range(len(x)))
+
+
+# ---------------------------------------------------------------- the shared step around compute_loss
+@pytest.mark.parametrize("last_batch", [False, True])
+def test_forward_backward_steps_on_the_sum_of_the_terms(backbone, tmp_path, last_batch):
+    """One step = SGD (no momentum, no decay) on loss_x + loss_u; the summary reports each term
+    and their sum; the learning rate moves after the epoch's last batch only."""
+    conf = median_confidence(backbone, tmp_path, "LECoOp")
+    opts = ["TRAINER.SSL.MODE", "fixmatch", "TRAINER.SSL.CONF_THRESH", str(conf), "TRAINER.SSL.OOD_QUANTILE", "0.25",
+            "OPTIM.MOMENTUM", "0.0", "OPTIM.WEIGHT_DECAY", "0.0", "OPTIM.WARMUP_EPOCH", "0"]
+    trainer = build(backbone, tmp_path, "LECoOp", opts)
+    trainer.before_train()
+    perturb_(trainer.model)
+    batch_x = labeled_batch(trainer)
+    batch_u = unlabeled_batch(trainer, batch_x)
+    twin = fixmatch_trainer(backbone, tmp_path, "LECoOp", 1.0, conf)  # the same state, for the hand gradient
+    losses = twin.compute_loss(batch_x, batch_u)
+    ctx = twin.model.prompt_learner.ctx
+    grad, = torch.autograd.grad(losses["loss_x"] + losses["loss_u"], ctx)
+    lr = trainer.get_current_lr()
+    assert lr == trainer.cfg.OPTIM.LR
+    trainer.batch_idx, trainer.num_batches = (1, 2) if last_batch else (0, 2)
+    summary = trainer.forward_backward(batch_x, batch_u)
+    assert set(summary) == {"loss_x", "loss_u", "loss"}
+    assert summary["loss_x"] == pytest.approx(losses["loss_x"].item(), rel=1e-5)
+    assert summary["loss_u"] == pytest.approx(losses["loss_u"].item(), rel=1e-5)
+    assert summary["loss"] == pytest.approx(summary["loss_x"] + summary["loss_u"], rel=1e-6)
+    assert torch.allclose(trainer.model.prompt_learner.ctx, ctx - lr * grad, atol=1e-6)
+    assert (trainer.get_current_lr() != lr) == last_batch
+
+
+def same(a, b):
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if torch.is_tensor(a):
+        return torch.is_tensor(b) and torch.equal(a, b)
+    return a == b
+
+
+def test_the_filter_threshold_survives_in_the_trainer_state(backbone, tmp_path):
+    """A step moves the filter's threshold; a trainer loaded with that state holds it."""
+    conf = median_confidence(backbone, tmp_path, "LECoOp")
+    first, resumed = (fixmatch_trainer(backbone, tmp_path, "LECoOp", 1.0, conf) for _ in range(2))
+    untrained = first.trainer_state()
+    batch_x = labeled_batch(first)
+    first.compute_loss(batch_x, unlabeled_batch(first, batch_x))
+    assert not same(first.trainer_state(), untrained)
+    resumed.load_trainer_state(first.trainer_state())
+    assert same(resumed.trainer_state(), first.trainer_state())
+
+
+def test_model_inference_is_predicts_probabilities(backbone, tmp_path):
+    trainer = build(backbone, tmp_path, "LECoOp")
+    trainer.set_model_mode("eval")
+    x = images(trainer, 14)
+    with torch.no_grad():
+        assert torch.allclose(trainer.model_inference(x), hand_logits(trainer, "LECoOp", x)["logits"].softmax(-1), **TOL)
