@@ -532,3 +532,36 @@ def test_model_inference_is_predicts_probabilities(backbone, tmp_path):
     x = images(trainer, 14)
     with torch.no_grad():
         assert torch.allclose(trainer.model_inference(x), hand_logits(trainer, "LECoOp", x)["logits"].softmax(-1), **TOL)
+
+
+# ---------------------------------------------------------------- each key's bad values, one at a time
+@pytest.mark.parametrize(
+    "name,opts,message",
+    [
+        ("LEZeroshotCLIP", ["OPTIM.MAX_EPOCH", "1"], "learns nothing"),
+        ("LEZeroshotCLIP", ["OPTIM.MAX_EPOCH", "0", "TRAINER.SSL.MODE", "fixmatch"], "learns nothing"),
+        ("LEZeroshotCLIP", ["OPTIM.MAX_EPOCH", "0", "TRAINER.ZSCLIP.TOPK_POSITIVES", "0"], "TOPK_POSITIVES=0"),
+        ("LECLIPAdapter", ["TRAINER.CLIP_ADAPTER.RATIO", "1.5"], "RATIO=1.5"),
+        ("LECLIPAdapter", ["TRAINER.CLIP_ADAPTER.RATIO", "-0.1"], "RATIO=-0.1"),
+        ("LECLIPAdapter", ["TRAINER.CLIP_ADAPTER.REDUCTION", "0"], "REDUCTION=0"),
+        ("LEPLOT", ["TRAINER.PLOT.N", "0"], "N=0"),
+        ("LEPLOT", ["TRAINER.PLOT.MAX_ITER", "0"], "MAX_ITER=0"),
+        ("LEPLOT", ["TRAINER.PLOT.EPS", "0.0"], "EPS=0.0"),
+        ("LEPLOT", ["TRAINER.PLOT.CTX_INIT", "a photo of a"], "never diverge"),
+        ("LELoCoOp", ["TRAINER.LOCOOP.LOCAL_FEATURES", "cls"], "LOCAL_FEATURES='cls'"),
+        ("LELoCoOp", ["TRAINER.LOCOOP.TOPK", "5"], "TOPK=5 with 5 ID classes"),
+        ("LECLIPLoRA", ["TRAINER.CLIP_LORA.TEMPLATE", "a photo"], "TEMPLATE='a photo' has no"),
+        ("LEMaPLe", ["TRAINER.MAPLE.PROMPT_DEPTH", "0"], "PROMPT_DEPTH=0"),
+    ],
+)
+def test_a_bad_key_is_named(backbone, tmp_path, name, opts, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        build(backbone, tmp_path, name, opts)
+
+
+@pytest.mark.parametrize("name,opts", [("LEPLOT", ["TRAINER.PLOT.CTX_INIT", "a photo of a", "TRAINER.PLOT.N", "1"]),
+                                       ("LECLIPAdapter", ["TRAINER.CLIP_ADAPTER.RATIO", "1.0"]),
+                                       ("LECLIPAdapter", ["TRAINER.CLIP_ADAPTER.RATIO", "0.0", "TRAINER.CLIP_ADAPTER.REDUCTION", "1"]),
+                                       ("LEPLOT", ["TRAINER.PLOT.N", "1", "TRAINER.PLOT.MAX_ITER", "1"])])
+def test_the_edge_values_are_accepted(backbone, tmp_path, name, opts):
+    build(backbone, tmp_path, name, opts)
