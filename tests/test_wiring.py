@@ -334,18 +334,21 @@ def test_coop_ctx_init_and_csc_from_init(backbone, tmp_path):
     assert torch.equal(trainer.model.prompt_learner.ctx, reference.ctx)
 
 
-def test_plot_keys_reach_the_transport(backbone, tmp_path):
-    """N, EPS, MAX_ITER: a coarse transport (EPS 0.5, 2 iterations) is not the default one."""
-    opts = ["TRAINER.PLOT.N", "3", "TRAINER.PLOT.EPS", "0.5", "TRAINER.PLOT.MAX_ITER", "2"]
+@pytest.mark.parametrize("eps,max_iter", [(0.05, 1), (0.5, 100)])
+def test_plot_keys_reach_the_transport(backbone, tmp_path, eps, max_iter):
+    """N, EPS, MAX_ITER: the logits are those of this transport and differ from the
+    transport with the other iteration cap and with the default EPS."""
+    opts = ["TRAINER.PLOT.N", "3", "TRAINER.PLOT.EPS", str(eps), "TRAINER.PLOT.MAX_ITER", str(max_iter)]
     trainer = build(backbone, tmp_path, "LEPLOT", opts)
     perturb_(trainer.model)
     assert trainer.model.prompt_learner.ctx.shape[0] == 3
     x = images(trainer, 4)
     got = trainer.model(x, trainer.encode_classes())["logits"]
     assert torch.allclose(got, hand_logits(trainer, "LEPLOT", x)["logits"], **TOL)
-    prompts = trainer.encode_classes()
-    default = SCALE * ot_similarity(ImageEncoder(trainer.clip_model)(x)[1], prompts)
-    assert not torch.allclose(got, default, atol=1e-3)
+    patches, prompts = ImageEncoder(trainer.clip_model)(x)[1], trainer.encode_classes()
+    other_cap = 100 if max_iter == 1 else 1
+    for other in (ot_similarity(patches, prompts, eps, other_cap), ot_similarity(patches, prompts, 0.1, max_iter)):
+        assert not torch.allclose(got, SCALE * other, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("n_ctx,ctx_init,depth", [(2, "a photo of a", 2), (3, "a photo", 1), (2, "", 9)])
@@ -562,6 +565,7 @@ def test_a_bad_key_is_named(backbone, tmp_path, name, opts, message):
 @pytest.mark.parametrize("name,opts", [("LEPLOT", ["TRAINER.PLOT.CTX_INIT", "a photo of a", "TRAINER.PLOT.N", "1"]),
                                        ("LECLIPAdapter", ["TRAINER.CLIP_ADAPTER.RATIO", "1.0"]),
                                        ("LECLIPAdapter", ["TRAINER.CLIP_ADAPTER.RATIO", "0.0", "TRAINER.CLIP_ADAPTER.REDUCTION", "1"]),
-                                       ("LEPLOT", ["TRAINER.PLOT.N", "1", "TRAINER.PLOT.MAX_ITER", "1"])])
+                                       ("LEPLOT", ["TRAINER.PLOT.N", "1", "TRAINER.PLOT.MAX_ITER", "1"]),
+                                       ("LEZeroshotCLIP", ["OPTIM.MAX_EPOCH", "0", "TRAINER.ZSCLIP.TOPK_POSITIVES", "1"])])
 def test_the_edge_values_are_accepted(backbone, tmp_path, name, opts):
     build(backbone, tmp_path, name, opts)
