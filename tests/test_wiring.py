@@ -550,7 +550,7 @@ def test_model_inference_is_predicts_probabilities(backbone, tmp_path):
         ("LEPLOT", ["TRAINER.PLOT.N", "0"], "N=0"),
         ("LEPLOT", ["TRAINER.PLOT.MAX_ITER", "0"], "MAX_ITER=0"),
         ("LEPLOT", ["TRAINER.PLOT.EPS", "0.0"], "EPS=0.0"),
-        ("LEPLOT", ["TRAINER.PLOT.CTX_INIT", "a photo of a"], "never diverge"),
+        ("LEPLOT", ["TRAINER.PLOT.CTX_INIT", "a photo of a", "TRAINER.PLOT.N", "2"], "never diverge"),
         ("LELoCoOp", ["TRAINER.LOCOOP.LOCAL_FEATURES", "cls"], "LOCAL_FEATURES='cls'"),
         ("LELoCoOp", ["TRAINER.LOCOOP.TOPK", "5"], "TOPK=5 with 5 ID classes"),
         ("LECLIPLoRA", ["TRAINER.CLIP_LORA.TEMPLATE", "a photo"], "TEMPLATE='a photo' has no"),
