@@ -327,11 +327,21 @@ def test_coop_style_prompt_keys_of_locoop_and_plot(backbone, tmp_path, name, nod
     assert torch.allclose(trainer.model.prompt_learner()[0], reference()[0])
 
 
-def test_coop_ctx_init_and_csc_from_init(backbone, tmp_path):
-    opts = ["TRAINER.COOP.CTX_INIT", "a photo of a", "TRAINER.COOP.CSC", "True", "TRAINER.COOP.CSC_FROM_INIT", "True"]
-    trainer = build(backbone, tmp_path, "LECoOp", opts)
-    reference = PromptLearner(fresh_clip(backbone), CLASSES, ctx_init="a photo of a", csc=True, csc_from_init=True)
+@pytest.mark.parametrize("name,node", [("LECoOp", "COOP"), ("LELoCoOp", "LOCOOP"), ("LEPLOT", "PLOT")])
+@pytest.mark.parametrize("csc_from_init", [False, True])
+def test_ctx_init_and_csc_from_init_reach_the_prompt_learner(backbone, tmp_path, name, node, csc_from_init):
+    opts = [f"TRAINER.{node}.CTX_INIT", "a photo of a", f"TRAINER.{node}.CSC", "True",
+            f"TRAINER.{node}.CSC_FROM_INIT", str(csc_from_init)] + (["TRAINER.PLOT.N", "1"] if name == "LEPLOT" else [])
+    trainer = build(backbone, tmp_path, name, opts)
+    reference = PromptLearner(fresh_clip(backbone), CLASSES, ctx_init="a photo of a", csc=True, csc_from_init=csc_from_init)
     assert torch.equal(trainer.model.prompt_learner.ctx, reference.ctx)
+
+
+@pytest.mark.parametrize("name,registered", [("LECoOp", "prompt_learner"), ("LELoCoOp", "prompt_learner"), ("LEPLOT", "prompt_learner"),
+                                             ("LEMaPLe", "multimodal_prompts"), ("LECLIPAdapter", "adapter"), ("LECLIPLoRA", "lora")])
+def test_the_learnable_module_is_registered_under_its_checkpoint_name(backbone, tmp_path, name, registered):
+    """The name is the checkpoint folder (output/<name>/model.pth.tar-N) that --eval-only --model-dir reads."""
+    assert build(backbone, tmp_path, name).get_model_names() == [registered]
 
 
 @pytest.mark.parametrize("eps,max_iter", [(0.05, 1), (0.5, 100)])
