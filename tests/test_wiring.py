@@ -579,3 +579,12 @@ def test_a_bad_key_is_named(backbone, tmp_path, name, opts, message):
                                        ("LEZeroshotCLIP", ["OPTIM.MAX_EPOCH", "0", "TRAINER.ZSCLIP.TOPK_POSITIVES", "1"])])
 def test_the_edge_values_are_accepted(backbone, tmp_path, name, opts):
     build(backbone, tmp_path, name, opts)
+
+
+@pytest.mark.parametrize("task,evaluator", [("ossl", "OpenSetClassification"), ("closed", "Classification"),
+                                            ("multilabel", "MultiLabelClassification")])
+def test_the_evaluator_follows_the_task(backbone, tmp_path, task, evaluator):
+    trainer = build(backbone, tmp_path, "LEZeroshotCLIP", ["OPTIM.MAX_EPOCH", "0"], task=task)
+    assert type(trainer.evaluator).__name__ == evaluator
+    if task == "ossl":  # the open-set metrics count the ID classes from the class names
+        assert trainer.evaluator.num_id == len(CLASSES)
