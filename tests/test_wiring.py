@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from leclip import harness, ssl
+from leclip import catalogue, ssl
 from leclip.adapters import ResidualAdapter
 from leclip.backbone import DeepTokens, ImageEncoder, ReplaceAt, TextEncoder, class_text_features, random_clip
 from leclip.backbone.loader import load_clip
@@ -58,8 +58,8 @@ def build(backbone, tmp_path, name, opts=(), task="ossl"):
             self.train_loader_x = self.train_loader_u = self.val_loader = self.test_loader = None
 
     opts = ["MODEL.BACKBONE.PATH", backbone, "INPUT.SIZE", "(32, 32)", "TRAINER.LOGIT_SCALE", str(SCALE)] + list(opts)
-    cfg = harness.setup_cfg(
-        f"{harness.REPO}/configs/trainers/{name}/synth.yaml", harness.dataset_config("synth_fg"), opts,
+    cfg = catalogue.setup_cfg(
+        f"{catalogue.REPO}/configs/trainers/{name}/synth.yaml", catalogue.dataset_config("synth_fg"), opts,
         output_dir=str(tmp_path / f"{name}-{len(list(tmp_path.iterdir()))}"), seed=1,
     )
     trainer = NoData(cfg)
