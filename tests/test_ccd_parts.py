@@ -241,9 +241,7 @@ def test_label_estimator_initialisation():
 
 @pytest.fixture(scope="module")
 def resnet18_classifier():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return CAMClassifier(5, "resnet18", cam_coeff=3.0)
+    return CAMClassifier(5, "resnet18", weights_path="random", cam_coeff=3.0)
 
 
 def test_cam_classifier_shapes_and_cam_coeff(resnet18_classifier):
@@ -261,16 +259,39 @@ def test_cam_classifier_shapes_and_cam_coeff(resnet18_classifier):
     assert groups[1]["params"][0] is model.head.weight
 
 
-def test_cam_classifier_warns_without_weights_and_loads_a_state_dict(tmp_path):
-    with pytest.warns(UserWarning, match="random weights"):
-        CAMClassifier(3, "squeezenet1_1")
+def test_cam_classifier_starts_random_only_when_asked_and_loads_a_state_dict(tmp_path):
+    with pytest.raises(ValueError, match="TRAINER.CCD.WEIGHTS is empty: .*IMAGENET1K_V1.*or 'random'"):
+        CAMClassifier(3, "squeezenet1_1", weights_path="")
+    assert CAMClassifier(3, "squeezenet1_1", weights_path="random").weights_source == "random"
     state = torchvision.models.squeezenet1_1(weights=None).state_dict()
     path = tmp_path / "squeezenet.pth"
     torch.save(state, path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no warning when weights are given
-        model = CAMClassifier(3, "squeezenet1_1", weights_path=str(path))
+    model = CAMClassifier(3, "squeezenet1_1", weights_path=str(path))
     assert torch.equal(model.backbone[0].weight, state["features.0.weight"])
+
+
+def test_cam_classifier_loads_torchvision_weights_by_name_through_its_cache(tmp_path, monkeypatch):
+    import urllib.error
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    weights = torchvision.models.SqueezeNet1_1_Weights.IMAGENET1K_V1
+    file = tmp_path / "torch" / "hub" / "checkpoints" / weights.url.rsplit("/", 1)[1]
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(FileNotFoundError, match=rf"squeezenet1_1 IMAGENET1K_V1 weights \({file.name}\) are not in its cache "
+                       rf"{file.parent}.*Download {weights.url} .* copy it to {file.parent}"):
+        CAMClassifier(3, "squeezenet1_1", weights_path="IMAGENET1K_V1")
+    state = torchvision.models.squeezenet1_1(weights=None).state_dict()
+    file.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, file)  # what the download would have put there
+    model = CAMClassifier(3, "squeezenet1_1", weights_path="IMAGENET1K_V1")
+    assert model.weights_source == "torchvision IMAGENET1K_V1"
+    assert torch.equal(model.backbone[0].weight, state["features.0.weight"])
+    with pytest.raises(ValueError, match="'IMAGENET1K_V3' is not a torchvision weights name of 'squeezenet1_1'"):
+        CAMClassifier(3, "squeezenet1_1", weights_path="IMAGENET1K_V3")
 
 
 def test_cam_classifier_errors(tmp_path):
@@ -278,7 +299,7 @@ def test_cam_classifier_errors(tmp_path):
         CAMClassifier(3, "resnet5o")
     with pytest.raises(ValueError, match="not of a CNN family"):
         CAMClassifier(3, "vit_b_16")
-    with pytest.raises(FileNotFoundError, match="ImageNet state dict"):
+    with pytest.raises(FileNotFoundError, match="missing.pth.* do not exist: set TRAINER.CCD.WEIGHTS"):
         CAMClassifier(3, "squeezenet1_1", weights_path=str(tmp_path / "missing.pth"))
     garbage = tmp_path / "garbage.pth"
     garbage.write_text("not a checkpoint")
