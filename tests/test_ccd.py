@@ -6,6 +6,7 @@ import torch
 from leclip import harness
 from leclip.dassl import build_trainer
 from leclip.multilabel import clip_labels
+from leclip.trainers import ccd
 
 CONFIG = "configs/trainers/CCD/synth.yaml"
 TINY = [
@@ -31,27 +32,27 @@ def test_clip_labels_are_cached_under_their_key(tmp_path, synth_root, monkeypatc
     cache = str(tmp_path / "cache")
     trainer = make_trainer(tmp_path, synth_root, "TRAINER.CCD.CACHE_DIR", cache)
     calls = []
-    compute = trainer.compute_clip_labels
-    monkeypatch.setattr(trainer, "compute_clip_labels", lambda kind: calls.append(kind) or compute(kind))
-    first = trainer.cached_clip_labels("global")
-    again = trainer.cached_clip_labels("global")
-    assert calls == ["global"] and torch.equal(first, again)  # computed once, then read back
+    compute = trainer.score_pass
+    monkeypatch.setattr(trainer, "score_pass", lambda loader, fn, desc: calls.append(desc) or compute(loader, fn, desc))
+    first = trainer.clip_labels("global")
+    again = trainer.clip_labels("global")
+    assert calls == ["CLIP global labels"] and torch.equal(first, again)  # computed once, then read back
     # they are CLIP's softmax(100 cos) over the classes of every training image
     assert first.shape == (len(trainer.dm.dataset.train_u), trainer.num_classes)
     assert torch.allclose(first.sum(dim=1), torch.ones(len(first)), atol=1e-5)
     trainer.cfg.defrost()
     trainer.cfg.DATASET.PROMPT_TEMPLATE = "a picture of the {}."  # another template: another key
-    trainer.cached_clip_labels("global")
-    assert calls == ["global", "global"]
+    trainer.clip_labels("global")
+    assert len(calls) == 2
 
 
 def test_initial_targets_are_the_debiased_clip_labels(tmp_path, synth_root):
     trainer = make_trainer(tmp_path, synth_root, "TRAINER.CCD.CACHE_DIR", str(tmp_path / "cache"))
-    targets, weights = trainer.initial_targets()
-    probs = trainer.cached_clip_labels("global")
+    targets, weights, source_bias = ccd.LABEL_SOURCES["clip"](trainer)
+    probs = trainer.clip_labels("global")
     reliable = ~clip_labels.unreliable(probs, 2.0)
     bias = clip_labels.class_bias(probs, reliable)
-    assert torch.allclose(trainer.bias, bias)
+    assert torch.allclose(source_bias, bias)
     assert torch.allclose(targets, (probs.clamp_min(1 / 20) / bias).clamp(0, 1))
     assert torch.equal(weights, torch.ones(len(probs)))
 
@@ -85,14 +86,13 @@ def test_ccd_refuses_a_labeled_ratio(tmp_path, synth_root):
 
 def test_the_second_view_jitters_colour_as_configured(synth_root, tmp_path):
     import torchvision.transforms as T
-    from leclip.trainers import ccd
 
     def jitter_of(*opts):
         cfg = harness.setup_cfg(
             harness.trainer_config("ccd", "synth_ml"), harness.dataset_config("synth_ml"),
             ["DATASET.SETTING", "unsup"] + list(opts), root=synth_root, output_dir=str(tmp_path), seed=1, trainer="CCD",
         )
-        (op,) = [t for t in ccd._classifier_view(cfg, train=True, jitter=True).transforms if isinstance(t, T.ColorJitter)]
+        (op,) = [t for t in ccd._view(cfg, train=True, jitter=True).transforms if isinstance(t, T.ColorJitter)]
         return op.brightness, op.hue
 
     assert jitter_of() == ((0.5, 1.5), (-0.5, 0.5))  # as released

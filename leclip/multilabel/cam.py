@@ -228,3 +228,31 @@ def calibrate_threshold(scores, bound=4, start=0.05, step=0.001):
             stacklevel=2,
         )
     return start + step * k, float(mean_count[k])
+
+
+CALIBRATIONS = ("all", "walk")
+
+
+def calibrate_threshold_walk(scores, bound=4, start=0.05, step=0.001, window=100, generator=None):
+    """(threshold, mean count of the window that fixed it): the released walk. The images
+    in a random order (`generator`); one threshold t from `start`; each image adds its
+    number of classes with score >= t, divided by `window`; after the first window + 1
+    images, then after every further `window` images, that sum is checked: inside
+    (bound, bound + 2) it stops, otherwise t rises by `step` and the sum restarts. Images
+    left after the last check are not read; running out keeps the last t (so t is at most
+    start + step * (N - 1) // window: 0.107 on VOC2012's 5717 training images)."""
+    order = torch.randperm(scores.shape[0], generator=generator)
+    ordered = scores.detach().float().cpu()[order]
+    threshold, begin, checks = start, 0, (scores.shape[0] - 1) // window
+    for k in range(checks):
+        end = (k + 1) * window + 1  # the release checks at image index 100, 200, ...
+        mean_count = float((ordered[begin:end] >= threshold).sum()) / window
+        if bound < mean_count < bound + 2:
+            return threshold, mean_count
+        threshold, begin = start + step * (k + 1), end
+    warnings.warn(
+        f"calibrate_threshold_walk: {scores.shape[0]} images gave {checks} windows of {window} and none landed in "
+        f"({bound}, {bound + 2}) classes per image; keeping the walk's last threshold {threshold:.3f} (as released)",
+        stacklevel=2,
+    )
+    return threshold, float((ordered >= threshold).sum()) / max(scores.shape[0], 1)
