@@ -109,3 +109,86 @@ def test_the_rule_may_pick_only_epochs_on_updated_labels_when_asked(tmp_path, sy
         ])
     ]
     assert first == [2, 5, 2]  # released; two epochs after the update (epoch index 3); no update
+
+
+# ---- wiring: compute_loss is the hand composition of the tested parts ---------------------
+
+def one_step(tmp_path, synth_root, *opts, epoch=None):
+    """(trainer, batch, compute_loss's terms) of one training batch at `epoch` (default:
+    the first epoch of the update, where the consistency term is on)."""
+    from leclip.multilabel import losses  # noqa: F401 (the parts the hand composition uses)
+
+    trainer = make_trainer(tmp_path, synth_root, "TRAINER.CCD.CACHE_DIR", str(tmp_path.parent / "cache"), *opts)
+    trainer.before_train()
+    trainer.epoch = trainer.cfg.TRAINER.CCD.WARMUP_EPOCHS if epoch is None else epoch
+    trainer.before_epoch()  # a no-op update at epoch 0 ... WARMUP_EPOCHS - 1; the update at WARMUP_EPOCHS
+    trainer.set_model_mode("train")
+    batch = next(iter(trainer.train_loader_u))
+    torch.manual_seed(0)
+    terms = trainer.compute_loss(batch)
+    return trainer, batch, terms
+
+
+def hand_logits(trainer, batch, view):
+    return trainer.classifier(batch[f"img_{view}"]).float()
+
+
+def test_compute_loss_is_bce_on_the_tables_rows_plus_the_weighted_consistency(tmp_path, synth_root):
+    from leclip.multilabel import losses
+
+    opts = ["TRAINER.CCD.CONSISTENCY_WEIGHT", "2.5", "TRAINER.CCD.UNRELIABLE_WEIGHT", "0.25",
+            "TRAINER.CCD.MAX_ENTROPY", "1.0", "TRAINER.CCD.UPDATE", "False"]
+    trainer, batch, terms = one_step(tmp_path / "a", synth_root, *opts)
+    index = batch["index"]
+    weights = trainer.table.weights[index]
+    assert set(weights.tolist()) == {0.25, 1.0}  # reliable and unreliable images in the batch
+    one, two = hand_logits(trainer, batch, "ccd_train"), hand_logits(trainer, batch, "ccd_jitter")
+    assert not torch.allclose(one, two)  # two views, not one view twice
+    assert set(terms) == {"loss_bce", "loss_consistency"}
+    assert torch.allclose(terms["loss_bce"], losses.soft_bce(one, trainer.table.targets[index], weights))
+    assert torch.allclose(terms["loss_consistency"], 2.5 * losses.consistency_loss(one, two))
+    # each weight scales its own term only
+    _, _, plain = one_step(tmp_path / "b", synth_root, "TRAINER.CCD.UPDATE", "False", "TRAINER.CCD.MAX_ENTROPY", "1.0")
+    assert torch.allclose(terms["loss_consistency"], 2.5 * plain["loss_consistency"])
+    assert not torch.allclose(terms["loss_bce"], plain["loss_bce"])
+    _, _, consistency_only = one_step(tmp_path / "c", synth_root, "TRAINER.CCD.CONSISTENCY_WEIGHT", "2.5",
+                                      "TRAINER.CCD.UPDATE", "False", "TRAINER.CCD.MAX_ENTROPY", "1.0")
+    assert torch.allclose(consistency_only["loss_bce"], plain["loss_bce"])
+    # before the update's epoch: no consistency term
+    _, _, warmup = one_step(tmp_path / "d", synth_root, *opts, epoch=0)
+    assert set(warmup) == {"loss_bce"}
+
+
+@pytest.mark.parametrize("loss, opts", [
+    ("an", []), ("an_ls", ["TRAINER.CCD.AN_SMOOTHING", "0.3"]), ("role", ["TRAINER.CCD.ROLE_EXPECTED_POSITIVES", "3.0"])])
+def test_single_positive_losses_read_clips_top1_class(tmp_path, synth_root, loss, opts):
+    from leclip.multilabel import losses
+
+    base = ["TRAINER.CCD.LABELS", "top1", "TRAINER.CCD.LOSS", loss, "TRAINER.CCD.UPDATE", "False",
+            "TRAINER.CCD.DEBIAS", "False", "TRAINER.CCD.CONSISTENCY", "False"]
+    trainer, batch, terms = one_step(tmp_path, synth_root, *base, *opts)
+    index = batch["index"]
+    positives = clip_labels.single_positive(trainer.clip_labels("global"))[index]
+    assert torch.equal(trainer.table.targets[index], positives)
+    logits = hand_logits(trainer, batch, "ccd_train")
+    expected = {
+        "an": lambda: losses.assume_negative_loss(logits, positives),
+        "an_ls": lambda: losses.assume_negative_ls_loss(logits, positives, 0.3),
+        "role": lambda: losses.role_loss(logits, trainer.estimator(index), positives, 3.0),
+    }[loss]()
+    assert set(terms) == {f"loss_{loss}"} and torch.allclose(terms[f"loss_{loss}"], expected)
+
+
+def test_predict_is_the_classifiers_sigmoid_at_one_half(tmp_path, synth_root):
+    trainer = make_trainer(tmp_path, synth_root)
+    trainer.set_model_mode("eval")
+    images = torch.randn(3, 3, 32, 32)
+    scores, positives = trainer.predict(images, trainer.encode_classes())
+    assert torch.allclose(scores, trainer.classifier(images).sigmoid()) and torch.equal(positives, scores >= 0.5)
+
+
+def test_no_reliable_image_names_the_setting_to_change(tmp_path, synth_root):
+    trainer = make_trainer(tmp_path, synth_root, "TRAINER.CCD.MAX_ENTROPY", "0.0", "TRAINER.CCD.CACHE_DIR",
+                           str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="MAX_ENTROPY=0: raise it or set TRAINER.CCD.DEBIAS False"):
+        ccd.LABEL_SOURCES["clip"](trainer)

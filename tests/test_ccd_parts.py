@@ -476,3 +476,72 @@ def test_clip_probs_normalise_each_class_text_and_class_bias_needs_an_image():
     assert torch.allclose(clip_probs(image, text, logit_scale=3.0)[0], expected / expected.sum())
     with pytest.raises(ValueError, match=r"class_bias: no \(reliable\) image to estimate CLIP's class bias from"):
         class_bias(torch.tensor([[0.6, 0.4]]), torch.tensor([False]))
+
+
+# ---- the release's geometry and calibration (keys CALIBRATION, CROPS, CLIP_SIZE) -----------
+
+def test_the_released_walk_checks_every_100_images_the_first_window_holding_101():
+    from leclip.multilabel.cam import calibrate_threshold_walk
+
+    # class j scores 0.0505 + 0.001 j: at t = 0.05 + 0.001 k exactly 10 - k classes pass
+    scores = (0.0505 + 0.001 * torch.arange(10.0)).expand(601, 10)
+    # windows k = 0, 1, ...: 10.1 (101 images / 100), 9, 8, 7, 6, 5 -> lands at k = 5
+    threshold, mean = calibrate_threshold_walk(scores, bound=4, generator=torch.Generator().manual_seed(0))
+    assert threshold == pytest.approx(0.055) and mean == 5
+    # 10.1 lands only because the first window holds 101 images (100 would give 10.0)
+    assert calibrate_threshold_walk(scores, bound=10.05)[0] == 0.05
+    # 401 images: 4 windows, none lands: the walk's last threshold (0.054), with a warning
+    with pytest.warns(UserWarning, match="4 windows of 100"):
+        assert calibrate_threshold_walk(scores[:401], bound=4)[0] == pytest.approx(0.054)
+
+
+def test_the_walk_reads_the_images_in_the_generators_random_order():
+    from leclip.multilabel.cam import calibrate_threshold_walk
+
+    # 200 images pass 5 classes at any t <= 0.06, 101 pass none: the first window decides
+    scores = torch.cat([torch.full((200, 5), 0.06), torch.zeros(101, 5)])
+    for seed in (3, 4):
+        order = torch.randperm(301, generator=torch.Generator().manual_seed(seed))
+        first = 5 * int((order[:101] < 200).sum()) / 100  # the first window's mean count
+        threshold, mean = calibrate_threshold_walk(scores, bound=first - 0.5, generator=torch.Generator().manual_seed(seed))
+        assert (threshold, mean) == (0.05, pytest.approx(first))
+
+
+def test_aspect_crops_keep_the_boxes_shape_at_the_long_side():
+    from leclip.multilabel.label_update import aspect_sizes, cut_crops
+
+    boxes = torch.tensor([[0.0, 0.0, 100.0, 50.0], [10.0, 20.0, 40.0, 110.0]])
+    assert aspect_sizes(boxes, 640).tolist() == [[320, 640], [640, 213]]  # (h, w), truncated as released
+    images = torch.randn(1, 3, 120, 120)
+    crops, index = cut_crops(images, boxes, torch.tensor([0, 0]), long_side=64)
+    assert [tuple(c.shape) for c in crops] == [(3, 32, 64), (3, 64, 21)] and index.tolist() == [0, 0]
+    # each crop is the box read by roi_align at its own size
+    assert torch.allclose(crops[1], crop_resize(images, boxes[1:], torch.tensor([0]), (64, 21))[0])
+
+
+@pytest.mark.parametrize("layers", [2, (1, 1, 1, 1)])
+def test_clip_encodes_any_size_with_bilinearly_resampled_positions(layers):
+    import copy
+
+    from leclip.backbone.loader import random_clip
+    from leclip.multilabel.any_size import encode_any_size, resample_positions
+
+    torch.manual_seed(0)
+    model = random_clip(image_resolution=64, vision_layers=layers, vision_width=64, vision_patch_size=16).eval()
+    native = torch.randn(2, 3, 64, 64)
+    assert torch.equal(encode_any_size(model, native), model.encode_image(native))
+    wide = torch.randn(2, 3, 64, 96)  # a 4 x 6 patch grid (ViT) or a 2 x 3 feature map (ResNet)
+    grid = (4, 6) if layers == 2 else (2, 3)
+    name = "positional_embedding" if layers == 2 else "attnpool.positional_embedding"
+    resized = copy.deepcopy(model)
+    old = resized.visual.get_parameter(name)
+    new = resample_positions(old.detach(), grid)
+    # the first row (class / mean token) is kept; the grid is resized bilinearly
+    side = round((old.shape[0] - 1) ** 0.5)
+    square = old.detach()[1:].t().reshape(1, -1, side, side)
+    by_hand = F.interpolate(square, size=grid, mode="bilinear", align_corners=False).reshape(old.shape[1], -1).t()
+    assert torch.equal(new[0], old[0]) and torch.allclose(new[1:], by_hand)
+    module, _, attr = ("visual." + name).rpartition(".")
+    setattr(resized.get_submodule(module), attr, nn.Parameter(new))
+    assert torch.allclose(encode_any_size(model, wide), resized.encode_image(wide), atol=1e-5)
+    assert torch.equal(model.visual.get_parameter(name), old)  # the model itself is unchanged

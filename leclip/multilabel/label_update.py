@@ -85,7 +85,7 @@ def cam_candidates(classifier, classifier_images, box_size, cam_threshold=0.95, 
 def aspect_sizes(boxes, long_side):
     """[K, 2] (h, w) of crops of `boxes` [K, 4] resized to a long side of `long_side` px at
     their own aspect, truncated to whole pixels as released."""
-    sides = (boxes[:, 2:] - boxes[:, :2]).float().clamp_min(1.0)  # (w, h)
+    sides = (boxes[:, 2:] - boxes[:, :2]).double().clamp_min(1.0)  # (w, h), in float64 as the release's Python floats
     scale = long_side / sides.amax(dim=1, keepdim=True)
     return (sides.flip(1) * scale).long().clamp_min(1)
 
