@@ -192,3 +192,57 @@ def test_no_reliable_image_names_the_setting_to_change(tmp_path, synth_root):
                            str(tmp_path / "cache"))
     with pytest.raises(ValueError, match="MAX_ENTROPY=0: raise it or set TRAINER.CCD.DEBIAS False"):
         ccd.LABEL_SOURCES["clip"](trainer)
+
+
+RELEASED = {  # the release's pipeline (github.com/k0u-id/CCD, its VOC2012 script and code)
+    "MODEL.BACKBONE.NAME": "RN50x64", "TRAINER.CCD.CLIP_VIEW": "squash", "TRAINER.CCD.CLIP_SIZE": 640,
+    "TRAINER.CCD.CLIP_NORM": "imagenet", "TRAINER.CCD.CLIP_SCALE": 100.0, "TRAINER.CCD.BOX_RULE": "released",
+    "TRAINER.CCD.CALIBRATION": "walk", "TRAINER.CCD.CROPS": "aspect", "TRAINER.CCD.CROP_LONG_SIDE": 640,
+    "TRAINER.CCD.LABEL_PASS_SIZE": 640, "TRAINER.CCD.BACKBONE": "resnet50", "TRAINER.CCD.WEIGHTS": "IMAGENET1K_V1",
+    "TRAINER.CCD.TEMPLATE": "a photo of the {}", "OPTIM.NAME": "adam", "OPTIM.LR": 1e-5,
+    "TRAINER.CCD.HEAD_LR_MULT": 10.0, "OPTIM.WEIGHT_DECAY": 0.0, "DATALOADER.TRAIN_U.BATCH_SIZE": 16,
+    "OPTIM.MAX_EPOCH": 10, "TRAINER.CCD.INPUT_SIZE": 448, "TRAINER.CCD.BOUND": 4, "TRAINER.CCD.LS_COEFF": 20.0,
+    "TRAINER.CCD.MAX_ENTROPY": 2.0, "TRAINER.CCD.BOX_GROW": 80.0, "TRAINER.CCD.WARMUP_EPOCHS": 2,
+}
+
+
+@pytest.mark.parametrize("dataset", ["voc2007", "voc2012", "coco", "nuswide"])
+def test_the_real_recipes_are_the_released_pipeline_at_a_constant_lr(dataset, tmp_path):
+    import os.path as osp
+
+    from leclip.dassl import build_lr_scheduler
+
+    path = osp.join(harness.REPO, "configs", "trainers", "CCD", f"{dataset}.yaml")
+    cfg = harness.setup_cfg(path, harness.dataset_config(dataset), harness.setting_opts(dataset, "unsup"),
+                            root=str(tmp_path), output_dir=str(tmp_path / "o"), seed=1, trainer="CCD")
+    for dotted, value in RELEASED.items():
+        node = cfg
+        for part in dotted.split("."):
+            node = node[part]
+        assert node == value, dotted
+    optim = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=cfg.OPTIM.LR)
+    sched = build_lr_scheduler(optim, cfg.OPTIM)
+    for _ in range(cfg.OPTIM.MAX_EPOCH):
+        optim.step()
+        sched.step()
+    assert optim.param_groups[0]["lr"] == 1e-5  # constant, as released
+
+
+def test_the_released_geometry_runs_end_to_end_on_the_embedded_world(run_trainer, monkeypatch):
+    """Every released key at once, at the world's scale (640 / 448 x its 64 px: 91 px), with
+    the update in the first epoch: CLIP at 91 px, aspect crops, the walk."""
+    from leclip.multilabel import any_size, cam
+
+    sizes, walks = [], []
+    encode = any_size.encode_any_size
+    monkeypatch.setattr(ccd, "encode_any_size", lambda m, x: sizes.append(tuple(x.shape[-2:])) or encode(m, x))
+    walk = cam.calibrate_threshold_walk
+    monkeypatch.setattr(cam, "calibrate_threshold_walk", lambda *a, **k: walks.append(1) or walk(*a, **k))
+    released = ["TRAINER.CCD.CLIP_VIEW", "squash", "TRAINER.CCD.CLIP_SIZE", "91", "TRAINER.CCD.CLIP_NORM", "imagenet",
+                "TRAINER.CCD.LABEL_PASS_SIZE", "91", "TRAINER.CCD.CALIBRATION", "walk", "TRAINER.CCD.CROPS", "aspect",
+                "TRAINER.CCD.CROP_LONG_SIDE", "91", "TRAINER.CCD.BOX_RULE", "released",
+                "TRAINER.CCD.TEMPLATE", "a photo of the {}", "TRAINER.CCD.WARMUP_EPOCHS", "0"]
+    results = run_trainer("CCD", CONFIG, TINY + released + ["TRAINER.CCD.INPUT_SIZE", "64"], dataset="synth_ml",
+                          setting="unsup")
+    assert (91, 91) in sizes and any(max(s) == 91 and min(s) < 91 for s in sizes)  # the squash; an aspect crop
+    assert walks and results["labels_final_mAP"] != results["labels_initial_mAP"]
