@@ -125,7 +125,7 @@ def one_step(tmp_path, synth_root, *opts, epoch=None):
     trainer.set_model_mode("train")
     batch = next(iter(trainer.train_loader_u))
     torch.manual_seed(0)
-    terms = trainer.compute_loss(batch)
+    terms = trainer.compute_loss(None, batch)
     return trainer, batch, terms
 
 

@@ -173,7 +173,7 @@ CLIP_LABEL_PASSES = {  # kind -> (trainer, images) -> CLIP's labels of the batch
 @TRAINER_REGISTRY.register()
 class CCD(CLIPTrainer):
     tasks = ("multilabel",)
-    use_unlabeled = True  # the training images, whose labels the classifier never reads
+    use_unlabeled = True  # the training images, whose labels the classifier never reads (the label table's)
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
@@ -224,7 +224,6 @@ class CCD(CLIPTrainer):
         optim = build_optimizer(self.classifier, self.cfg.OPTIM, param_groups=self.classifier.param_groups(
             self.cfg.OPTIM.LR, ccd.HEAD_LR_MULT))
         self.register_model("classifier", self.classifier, optim, build_lr_scheduler(optim, self.cfg.OPTIM))
-        self.scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
         print(f"CCD: {ccd.BACKBONE} classifier ({classifier.weights_source} weights) at {ccd.INPUT_SIZE} px learning "
               f"from {ccd.LABELS} labels ({ccd.LOSS} loss); CLIP {self.cfg.MODEL.BACKBONE.NAME} with {template!r}")
 
@@ -253,7 +252,7 @@ class CCD(CLIPTrainer):
         loader = self.dm.make_loader(self.dm.dataset.train_u, views=view)
         fn = CLIP_LABEL_PASSES[kind]
         return label_cache.cached(folder, key, lambda: self.score_pass(
-            loader, lambda batch: fn(self, self.to_device(batch, f"img_{view}")).float(), f"CLIP {kind} labels"))
+            loader, lambda batch: fn(self, batch[f"img_{view}"]), f"CLIP {kind} labels"))
 
     # ---------------------------------------------------------------- the update
     def cam_candidates(self, images, return_maps=False):
@@ -265,12 +264,7 @@ class CCD(CLIPTrainer):
     def cam_selection(self, loader, what):
         """The update's first pass over `loader` (every training image): (scores [N, C], boxes
         [N, C, 4], selected [N, C]: the classes passing the calibrated threshold)."""
-        def candidates(batch):
-            scores, boxes = self.cam_candidates(self.to_device(batch, "img_ccd_label"))
-            return torch.cat([scores[..., None], boxes], dim=-1).float()
-
-        out = self.score_pass(loader, candidates, "CCD CAM boxes")
-        scores, boxes = out[..., 0], out[..., 1:]
+        scores, boxes = self.score_pass(loader, lambda b: self.cam_candidates(b["img_ccd_label"]), "CCD CAM boxes")
         if self.ccd.CALIBRATION == "walk":
             generator = torch.Generator().manual_seed(self.seed)
             threshold, mean_count = cam.calibrate_threshold_walk(scores, self.ccd.BOUND, generator=generator)
@@ -288,14 +282,14 @@ class CCD(CLIPTrainer):
         long_side = ccd.CROP_LONG_SIDE if ccd.CROPS == "aspect" else None
 
         def crops(batch):
-            rows = batch["index"]  # this rank's images
+            rows = batch["index"].cpu()  # this rank's images
             image_index, class_index = selected[rows].nonzero(as_tuple=True)
             return label_update.crops_update(
-                self.to_device(batch, "img_ccd_crops"), boxes[rows][image_index, class_index].to(self.device),
+                batch["img_ccd_crops"], boxes[rows][image_index, class_index].to(self.device),
                 image_index.to(self.device), self.encode, self.text_features, self.table.targets[rows].to(self.device),
                 self.table.bias.to(self.device), ccd.RATIO, ccd.LS_COEFF, ccd.CLAMP_LOCAL, ccd.CROPS_PER_CLASS,
                 ccd.CROP_JITTER, generator, crop_size=tuple(self.cfg.INPUT.SIZE), logit_scale=ccd.CLIP_SCALE,
-                long_side=long_side).labels.float()
+                long_side=long_side).labels
 
         self.table.targets = self.score_pass(loader, crops, "CCD crops through CLIP")
 
@@ -305,22 +299,21 @@ class CCD(CLIPTrainer):
         (ours) two epochs after the update, so all three mAPs it compares are on updated labels."""
         return self.ccd.WARMUP_EPOCHS + 2 if self.ccd.SELECT_AFTER_UPDATE and self.ccd.UPDATE else 2
 
-    def before_train(self):
-        self.table = LabelTable(*LABEL_SOURCES[self.ccd.LABELS](self), self.first_selectable())
+    def build_unlabeled(self):
+        """The label table (the unlabeled-data strategy, saved in every epoch checkpoint) from
+        LABELS' source; for ROLE also its learned label estimates (a registered model)."""
+        table = LabelTable(self, *LABEL_SOURCES[self.ccd.LABELS](self), self.first_selectable())
         if self.ccd.LOSS == "role":
-            self.estimator = losses.LabelEstimator(self.table.targets, seed=self.seed).to(self.device)
+            self.estimator = losses.LabelEstimator(table.targets, seed=self.seed).to(self.device)
             groups = [{"params": list(self.estimator.parameters()), "lr": self.cfg.OPTIM.LR * self.ccd.ROLE_LR_MULT}]
             optim = build_optimizer(self.estimator, self.cfg.OPTIM, param_groups=groups)
             self.register_model("label_estimator", self.estimator, optim, build_lr_scheduler(optim, self.cfg.OPTIM))
-        super().before_train()  # resumes the registered models and the label table (trainer_state)
+        return table
+
+    def before_train(self):
+        super().before_train()  # builds the table, then resumes the models and the table
+        self.table = self.unlabeled
         self.report_labels("initial" if self.start_epoch == 0 else "resumed")
-
-    def trainer_state(self):
-        return {**super().trainer_state(), "ccd_label_table": self.table.state()}
-
-    def load_trainer_state(self, state):
-        super().load_trainer_state(state)
-        self.table.load_state(state["ccd_label_table"])
 
     def report_labels(self, what):
         if self.hidden_labels.sum() > 0:
@@ -335,8 +328,8 @@ class CCD(CLIPTrainer):
             self.report_labels("after the CAM-guided update")
         self.epoch_scores, self.epoch_index = [], []
 
-    def compute_loss(self, batch_x, batch_u=None):
-        batch = batch_u if batch_u is not None else batch_x
+    def compute_loss(self, batch_x, batch_u):
+        batch = batch_u  # no labeled data: every batch is of the training images
         index = batch["index"]
         logits = self.classifier(self.to_device(batch, "img_ccd_train")).float()
         self.epoch_scores.append(logits.detach().sigmoid().cpu())  # the label-free rule's training scores
@@ -407,23 +400,3 @@ class CCD(CLIPTrainer):
         viz.ccd_cam_figures(folder, batch["img_ccd_crops"], clip_normalisation(self.cfg), self.classnames,
                             scores, boxes, maps, crops, probs, image_index, class_index, hidden)
 
-    # TEMPORARY until h-loop's LOOP API is merged: the single run_epoch and score_pass of the base
-    def score_pass(self, loader, fn, desc):
-        from leclip.progress import progress
-
-        outputs = []
-        with torch.no_grad():
-            for batch in progress(loader, desc):
-                with self.autocast():
-                    outputs.append(fn(batch).float().cpu())
-        return distributed.gather_shards(torch.cat(outputs))
-
-    def run_epoch(self):
-        self.set_model_mode("train")
-        loader = self.train_loader_u
-        self.num_batches = len(loader)
-        for self.batch_idx, batch in enumerate(loader):
-            summary = self.forward_backward(batch)
-            if (self.batch_idx + 1) % max(self.cfg.TRAIN.PRINT_FREQ, 1) == 0 or self.batch_idx + 1 == self.num_batches:
-                shown = " ".join(f"{k} {v:.4f}" for k, v in summary.items())
-                print(f"epoch [{self.epoch + 1}/{self.max_epoch}] batch [{self.batch_idx + 1}/{self.num_batches}] {shown}")

@@ -4,16 +4,20 @@ It holds what the classifier learns from and what the label-free model selection
 the pseudo-labels of every training image (`targets`, rewritten by the CAM-guided update),
 their per-image loss weights, CLIP's class bias, the labels before any update, the
 per-epoch training mAP against the pseudo-labels (`history`) and the selected epoch.
-`state()` / `load_state()` carry what changes during training into the epoch checkpoint,
-so a resumed run continues with the labels and history of the weights it resumes.
+It is the trainer's unlabeled-data strategy (`leclip.ssl.Unlabeled`): every epoch reads
+the training images, and `state()` / `load_state()` carry what changes during training
+into the epoch checkpoint, so a resumed run continues with the labels and history of the
+weights it resumes.
 """
 import torch
 
+from ..ssl import Unlabeled
 from .selection import pseudo_label_map, select_epoch
 
 
-class LabelTable:
-    def __init__(self, targets, weights, bias=None, first_selectable=2):
+class LabelTable(Unlabeled):
+    def __init__(self, trainer, targets, weights, bias=None, first_selectable=2):
+        super().__init__(trainer)
         self.targets = targets.float()
         self.weights = weights.float()
         self.bias = bias
@@ -24,6 +28,9 @@ class LabelTable:
 
     def __len__(self):
         return len(self.targets)
+
+    def reads_unlabeled(self, epoch):
+        return True  # the training images, whose labels the classifier never reads
 
     def rows(self, index, device):
         """(targets [B, C], weights [B]) of the images `index`, on `device`."""
