@@ -246,3 +246,21 @@ def test_the_released_geometry_runs_end_to_end_on_the_embedded_world(run_trainer
                           setting="unsup")
     assert (91, 91) in sizes and any(max(s) == 91 and min(s) < 91 for s in sizes)  # the squash; an aspect crop
     assert walks and results["labels_final_mAP"] != results["labels_initial_mAP"]
+
+
+# ---- kill and resume: the label table travels inside the epoch checkpoint ----------------
+
+@pytest.mark.parametrize("engine", ["builtin", "dassl"])
+def test_ccd_resumes_exactly_after_a_kill(tmp_path, synth_root, engine):
+    """Update at epoch 2, checkpoints every 2 epochs: killed after epoch 2's update (before
+    any checkpoint), after epoch 3 (its labels and history newer than the epoch-2
+    checkpoint: the old side file's bug), and in the middle of epoch 4; each resumed run
+    ends as the uninterrupted one (weights, label table, selection, results)."""
+    from kill_resume import check_kill_resume
+
+    opts = TINY[:-2] + ["OPTIM.MAX_EPOCH", "4", "TRAINER.CCD.WARMUP_EPOCHS", "1", "TRAIN.CHECKPOINT_FREQ", "2",
+                        "TRAINER.CCD.SELECT_AFTER_UPDATE", "False", "TRAINER.CCD.CACHE_DIR", str(tmp_path / "cache")]
+    models, results = check_kill_resume(tmp_path, synth_root, engine, "CCD", CONFIG, opts, "synth_ml", "unsup",
+                                        kills=[(2, "start"), (3, "end"), (4, 2)])
+    table = models["classifier"][2]["unlabeled"]
+    assert len(table["history"]) == 4 and results["labels_final_mAP"] != results["labels_initial_mAP"]
