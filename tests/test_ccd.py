@@ -116,8 +116,6 @@ def test_the_rule_may_pick_only_epochs_on_updated_labels_when_asked(tmp_path, sy
 def one_step(tmp_path, synth_root, *opts, epoch=None):
     """(trainer, batch, compute_loss's terms) of one training batch at `epoch` (default:
     the first epoch of the update, where the consistency term is on)."""
-    from leclip.multilabel import losses  # noqa: F401 (the parts the hand composition uses)
-
     trainer = make_trainer(tmp_path, synth_root, "TRAINER.CCD.CACHE_DIR", str(tmp_path.parent / "cache"), *opts)
     trainer.before_train()
     trainer.epoch = trainer.cfg.TRAINER.CCD.WARMUP_EPOCHS if epoch is None else epoch
