@@ -17,20 +17,21 @@ COOP = "configs/trainers/LECoOp/synth.yaml"
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_cfsg_with_fixmatch_resumes_exactly(tmp_path, synth_root, engine):
-    """FixMatch's running thresholds live in the checkpoint: epoch 2 is saved, 3 is not;
-    kills after epoch 3 and in the middle of epoch 4 both resume from epoch 2."""
-    opts = TINY + ["OPTIM.MAX_EPOCH", "4", "TRAIN.CHECKPOINT_FREQ", "2"]
+    """FixMatch's running thresholds live in the checkpoint. With TRAIN.CHECKPOINT_FREQ 2
+    epoch 1 ends unsaved: a kill there restarts from scratch, with nothing of epoch 1
+    left over; a kill in the middle of epoch 3 resumes from epoch 2's checkpoint."""
+    opts = TINY + ["OPTIM.MAX_EPOCH", "3", "TRAIN.CHECKPOINT_FREQ", "2"]
     models, _ = check_kill_resume(tmp_path, synth_root, engine, "CFSG", CFSG, opts, "synth_fg", "5",
-                                  kills=[(3, "end"), (4, 2)])
+                                  kills=[(1, "end"), (3, 2)])
     thresholds = models["cfsg"][2]["unlabeled"]["thresholds"]
     assert set(thresholds) == {"coarse", "fine"} and all(t > float("-inf") for t in thresholds.values())
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_coop_resumes_exactly(tmp_path, synth_root, engine):
+    """Killed between epochs 2 and 3, after epoch 2's checkpoint (TRAIN.CHECKPOINT_FREQ 1)."""
     opts = TINY + ["OPTIM.MAX_EPOCH", "3", "TRAIN.CHECKPOINT_FREQ", "1"]
-    check_kill_resume(tmp_path, synth_root, engine, "LECoOp", COOP, opts, "synth_fg", "5",
-                      kills=[(2, 2), (2, "end")])
+    check_kill_resume(tmp_path, synth_root, engine, "LECoOp", COOP, opts, "synth_fg", "5", kills=[(3, "start")])
 
 
 @pytest.mark.parametrize("keep_every", [False, True])

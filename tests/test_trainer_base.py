@@ -4,6 +4,7 @@ strong view and the labeled threshold, the open-set threshold taken from the lab
 training images (never the test set), the evaluator chosen by the dataset's task, and
 the config checks."""
 import contextlib
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -154,3 +155,13 @@ def test_an_epoch_reads_the_unlabeled_loader_only_when_the_strategy_does():
     assert [CLIPTrainer.epoch_length(trainer, epoch) for epoch in (0, 1)] == [2, 5]
     trainer.cfg.TRAIN.COUNT_ITER = "smaller_one"
     assert CLIPTrainer.epoch_length(trainer, 1) == 2
+
+
+def test_zero_shot_logs_no_training_and_every_run_names_one_evaluator(run_trainer, tmp_path):
+    opts = ["DATASET.SYNTH.POOL_PER_CLASS", "8", "DATASET.SYNTH.TEST_PER_CLASS", "4"]
+    run_trainer("LEZeroshotCLIP", "configs/trainers/LEZeroshotCLIP/synth.yaml", opts, output_dir=str(tmp_path / "zs"))
+    log = (tmp_path / "zs" / "log.txt").read_text()
+    assert "train from scratch" not in log and "Finish training" not in log and "Deploy" not in log
+    assert "LEZeroshotCLIP learns nothing: evaluating" in log and "* closed_accuracy:" in log
+    assert re.findall(r"(?:Loading evaluator|Evaluator of).*", log) == ["Loading evaluator: OpenSetClassification"]
+    assert "Evaluating on test: 1 batch in " in log  # the pass's one line (no bar in a log)
