@@ -197,7 +197,7 @@ RELEASED = {  # the release's pipeline (github.com/k0u-id/CCD, its VOC2012 scrip
     "TRAINER.CCD.CLIP_NORM": "imagenet", "TRAINER.CCD.CLIP_SCALE": 100.0, "TRAINER.CCD.BOX_RULE": "released",
     "TRAINER.CCD.CALIBRATION": "walk", "TRAINER.CCD.CROPS": "aspect", "TRAINER.CCD.CROP_LONG_SIDE": 640,
     "TRAINER.CCD.LABEL_PASS_SIZE": 640, "TRAINER.CCD.BACKBONE": "resnet50", "TRAINER.CCD.WEIGHTS": "IMAGENET1K_V1",
-    "TRAINER.CCD.TEMPLATE": "a photo of the {}", "OPTIM.NAME": "adam", "OPTIM.LR": 1e-5,
+    "TRAINER.CCD.TEMPLATE_PERIOD": False, "OPTIM.NAME": "adam", "OPTIM.LR": 1e-5,
     "TRAINER.CCD.HEAD_LR_MULT": 10.0, "OPTIM.WEIGHT_DECAY": 0.0, "DATALOADER.TRAIN_U.BATCH_SIZE": 16,
     "OPTIM.MAX_EPOCH": 10, "TRAINER.CCD.INPUT_SIZE": 448, "TRAINER.CCD.BOUND": 4, "TRAINER.CCD.LS_COEFF": 20.0,
     "TRAINER.CCD.MAX_ENTROPY": 2.0, "TRAINER.CCD.BOX_GROW": 80.0, "TRAINER.CCD.WARMUP_EPOCHS": 2,
@@ -239,7 +239,7 @@ def test_the_released_geometry_runs_end_to_end_on_the_embedded_world(run_trainer
     released = ["TRAINER.CCD.CLIP_VIEW", "squash", "TRAINER.CCD.CLIP_SIZE", "91", "TRAINER.CCD.CLIP_NORM", "imagenet",
                 "TRAINER.CCD.LABEL_PASS_SIZE", "91", "TRAINER.CCD.CALIBRATION", "walk", "TRAINER.CCD.CROPS", "aspect",
                 "TRAINER.CCD.CROP_LONG_SIDE", "91", "TRAINER.CCD.BOX_RULE", "released",
-                "TRAINER.CCD.TEMPLATE", "a photo of the {}", "TRAINER.CCD.WARMUP_EPOCHS", "0"]
+                "TRAINER.CCD.TEMPLATE_PERIOD", "False", "TRAINER.CCD.WARMUP_EPOCHS", "0"]
     results = run_trainer("CCD", CONFIG, TINY + released + ["TRAINER.CCD.INPUT_SIZE", "64"], dataset="synth_ml",
                           setting="unsup")
     assert (91, 91) in sizes and any(max(s) == 91 and min(s) < 91 for s in sizes)  # the squash; an aspect crop
@@ -262,3 +262,14 @@ def test_ccd_resumes_exactly_after_a_kill(tmp_path, synth_root, engine):
                                         kills=[(2, "start"), (3, "end"), (4, 2)])
     table = models["classifier"][2]["unlabeled"]
     assert len(table["history"]) == 4 and results["labels_final_mAP"] != results["labels_initial_mAP"]
+
+
+def test_the_template_keeps_its_period_unless_asked_as_released(tmp_path, synth_root):
+    kept = make_trainer(tmp_path / "a", synth_root)
+    assert kept.template() == kept.cfg.DATASET.PROMPT_TEMPLATE == "a photo of a {}."  # the world's template
+    trainer = make_trainer(tmp_path / "b", synth_root, "TRAINER.CCD.TEMPLATE_PERIOD", "False")
+    assert trainer.template() == "a photo of a {}"
+    from leclip.backbone import class_text_features
+
+    expected = class_text_features(trainer.clip_model, trainer.classnames, "a photo of a {}", trainer.device)
+    assert torch.equal(trainer.text_features, expected)

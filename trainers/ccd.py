@@ -51,9 +51,9 @@ add_defaults(
         "TRAINER.CCD.LABELS": "clip",
         "TRAINER.CCD.LOSS": "bce",  # bce (soft targets) | an | an_ls | role (single-positive losses)
         "TRAINER.CCD.CLIP_SCALE": 100.0,  # softmax(100 cos), as released (not the model's logit scale)
-        # (ours) empty: DATASET.PROMPT_TEMPLATE ("a photo of the {}.", with its period);
-        # as released "a photo of the {}"
-        "TRAINER.CCD.TEMPLATE": "",
+        # (ours) True: DATASET.PROMPT_TEMPLATE as it is ("a photo of the {}."); False, as
+        # released: without its trailing period ("a photo of the {}")
+        "TRAINER.CCD.TEMPLATE_PERIOD": True,
         # (ours) CLIP's input: "test" = its own preprocessing; "squash" = the whole image squashed
         # to CLIP_SIZE (the released geometry)
         "TRAINER.CCD.CLIP_VIEW": "test",
@@ -217,7 +217,7 @@ class CCD(CLIPTrainer):
         self.ccd = ccd = self.cfg.TRAINER.CCD
         self.clip_model = self.load_clip().to(self.device)
         self.encode = partial(encode_any_size, self.clip_model)  # CLIP at any input size (the released crops)
-        template = ccd.TEMPLATE or self.cfg.DATASET.PROMPT_TEMPLATE
+        template = self.template()
         self.text_features = class_text_features(self.clip_model, self.classnames, template, self.device)
         classifier = cam.CAMClassifier(self.num_classes, ccd.BACKBONE, ccd.WEIGHTS, ccd.CAM_COEFF).to(self.device)
         self.classifier = distributed.global_batch_norm(classifier)  # N processes normalise as one batch
@@ -226,6 +226,10 @@ class CCD(CLIPTrainer):
         self.register_model("classifier", self.classifier, optim, build_lr_scheduler(optim, self.cfg.OPTIM))
         print(f"CCD: {ccd.BACKBONE} classifier ({classifier.weights_source} weights) at {ccd.INPUT_SIZE} px learning "
               f"from {ccd.LABELS} labels ({ccd.LOSS} loss); CLIP {self.cfg.MODEL.BACKBONE.NAME} with {template!r}")
+
+    def template(self):
+        template = self.cfg.DATASET.PROMPT_TEMPLATE
+        return template if self.ccd.TEMPLATE_PERIOD else template.rstrip(".")
 
     def predict(self, images, classes):
         """(sigmoid scores [B, C], positives = scores >= 0.5): per-class decisions."""
@@ -245,7 +249,7 @@ class CCD(CLIPTrainer):
         name = kind if kind == "global" else f"cdul-grid{ccd.CDUL_GRID}-zeta{ccd.CDUL_ZETA:g}"
         key = label_cache.key(
             name, resolve_checkpoint(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH), self.classnames,
-            ccd.TEMPLATE or cfg.DATASET.PROMPT_TEMPLATE, osp.abspath(cfg.DATASET.ROOT or "."),
+            self.template(), osp.abspath(cfg.DATASET.ROOT or "."),
             [d.impath for d in self.dm.dataset.train_u],
             [ccd.CLIP_VIEW, size, cfg.INPUT.INTERPOLATION, *map(list, clip_normalisation(cfg))], ccd.CLIP_SCALE)
         folder = ccd.CACHE_DIR or osp.join(osp.abspath(cfg.DATASET.ROOT or "."), "leclip_cache", "ccd")
