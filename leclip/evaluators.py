@@ -61,6 +61,8 @@ def _check(task, cfg, chosen):
 
 @EVALUATOR_REGISTRY.register()
 class OpenSetClassification(EvaluatorBase):
+    metrics = ("closed_accuracy", "balanced_accuracy", "auroc")  # its last_results, in order
+
     def __init__(self, cfg, lab2cname=None, **kwargs):
         super().__init__(cfg)
         self.num_id = len(lab2cname) if lab2cname else None
@@ -113,6 +115,8 @@ class OpenSetClassification(EvaluatorBase):
 
 @EVALUATOR_REGISTRY.register()
 class MultiLabelClassification(EvaluatorBase):
+    metrics = ("mAP", "CF1", "OF1")  # its last_results, in order
+
     def __init__(self, cfg, lab2cname=None, **kwargs):
         super().__init__(cfg)
         self.last_results = OrderedDict()

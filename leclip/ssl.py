@@ -2,7 +2,9 @@
 and the one FixMatch step built from them.
 
 `FixMatchStep` is used by every baseline's `TRAINER.SSL.MODE fixmatch` and by both
-branches of CFSG-CLIP, so the table compares methods, not training recipes.
+branches of CFSG-CLIP, so the table compares methods, not training recipes. The
+unlabeled-data strategies (`Unlabeled`, `FixMatch`; `STRATEGIES` by TRAINER.SSL.MODE) are
+the components `CLIPTrainer` builds (`build_unlabeled`) and carries in its checkpoints.
 """
 import torch
 import torch.nn.functional as F

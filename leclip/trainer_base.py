@@ -62,9 +62,7 @@ from .dassl import ENGINE, TrainerXU, build_dataset, build_lr_scheduler, build_o
 from .engine.checkpoint import epoch_files
 from .loop import TrainingLoop
 from .progress import progress
-
-# the dataset tasks (`dataset.task`; "closed" for a Dassl fork's own datasets)
-SINGLE_LABEL = ("ossl", "closed")
+from .tasks import describe, task_of
 
 config.add_defaults(
     {
@@ -88,8 +86,8 @@ class MethodState:
 class CLIPTrainer(TrainingLoop, TrainerXU, MethodState):
     # Trainers with nothing to learn (zero-shot) set this to False.
     learns = True
-    # the dataset tasks this method serves
-    tasks = SINGLE_LABEL
+    # the tasks this method serves (leclip/tasks.py: A, B, C)
+    tasks = ("A",)
     supports_distributed = True
 
     def __init__(self, cfg):
@@ -114,10 +112,11 @@ class CLIPTrainer(TrainingLoop, TrainerXU, MethodState):
         # rank 0 prepares the data files (rendering, split caches) before the others read them
         DataManager(self.cfg, distributed.in_turn(lambda: build_dataset(self.cfg))).attach(self)
         self.task = getattr(self.dm.dataset, "task", "closed")
-        if self.task not in self.tasks:
+        task = task_of(self.task, self.cfg.DATASET.SETTING)
+        if task not in self.tasks:
             raise ValueError(
-                f"{type(self).__name__} does not serve {self.cfg.DATASET.NAME}'s task ({self.task}); "
-                f"it serves {', '.join(self.tasks)} datasets (see the README's method table)"
+                f"{type(self).__name__} does not serve {self.cfg.DATASET.NAME}'s task ({describe(task)}); it serves "
+                f"task {describe(self.tasks)} (see the README's method table)"
             )
         if self.uses_fixmatch and self.task == "multilabel":
             raise ValueError(

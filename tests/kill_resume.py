@@ -61,20 +61,20 @@ def _install_kill(epoch, where):
 def _main(spec):
     """One run in this process (the subprocess side)."""
     torch.set_num_threads(1)
-    from leclip import harness
+    from leclip import catalogue, runner
 
     if spec["kill"] is not None:
         _install_kill(*spec["kill"])
-    cfg = harness.setup_cfg(
+    cfg = catalogue.setup_cfg(
         osp.join(REPO, spec["config"]),
-        harness.dataset_config(spec["dataset"]),
-        harness.setting_opts(spec["dataset"], spec["setting"]) + spec["opts"],
+        catalogue.dataset_config(spec["dataset"]),
+        catalogue.setting_opts(spec["dataset"], spec["setting"]) + spec["opts"],
         root=spec["root"],
         output_dir=spec["output_dir"],
         seed=spec["seed"],
         trainer=spec["trainer"],
     )
-    harness.run(cfg)
+    runner.run(cfg)
 
 
 def run(output_dir, data_root, engine, trainer, config, opts, dataset, setting, kill=None, seed=1):
