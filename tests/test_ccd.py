@@ -80,7 +80,7 @@ def test_ccd_refuses_a_labeled_ratio(tmp_path, synth_root):
         CONFIG and catalogue.trainer_config("ccd", "synth_ml"), catalogue.dataset_config("synth_ml"),
         ["DATASET.LABELED_RATIO", "0.1"] + TINY, root=synth_root, output_dir=str(tmp_path / "o"), seed=1, trainer="CCD",
     )
-    with pytest.raises(ValueError, match="CCD is unsupervised"):
+    with pytest.raises(ValueError, match=r"CCD does not serve SynthML's task \(C .*it serves task B"):
         build_trainer(cfg)
 
 
@@ -210,8 +210,9 @@ def test_the_real_recipes_are_the_released_pipeline_at_a_constant_lr(dataset, tm
 
     from leclip.dassl import build_lr_scheduler
 
-    path = osp.join(harness.REPO, "configs", "trainers", "CCD", f"{dataset}.yaml")
-    cfg = harness.setup_cfg(path, harness.dataset_config(dataset), harness.setting_opts(dataset, "unsup"),
+    path = osp.join(catalogue.CONFIGS, "trainers", "CCD", f"{dataset}.yaml")
+    assert catalogue.trainer_config("ccd", dataset) == path  # the harness takes it
+    cfg = catalogue.setup_cfg(path, catalogue.dataset_config(dataset), catalogue.setting_opts(dataset, "unsup"),
                             root=str(tmp_path), output_dir=str(tmp_path / "o"), seed=1, trainer="CCD")
     for dotted, value in RELEASED.items():
         node = cfg

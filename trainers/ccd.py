@@ -222,11 +222,7 @@ class CCD(CLIPTrainer):
                              f"views, set {list(TRAIN_VIEWS)}")
 
     def build_data_loader(self):
-        super().build_data_loader()
-        if self.dm.dataset.train_x:
-            raise ValueError(
-                f"CCD is unsupervised (task B), but {self.cfg.DATASET.NAME} has labeled images in this setting: "
-                "use DATASET.SETTING unsup (for a labeled ratio, task C, use csa)")
+        super().build_data_loader()  # refuses a setting with labeled images: it is not task B
         self.test_loader = self.dm.make_loader(self.dm.dataset.test, views="ccd_eval", stream="test")
         self.hidden_labels = torch.tensor([d.label for d in self.dm.dataset.train_u], dtype=torch.float32)
 
