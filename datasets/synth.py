@@ -10,7 +10,7 @@ import os.path as osp
 from leclip.config import add_defaults
 from leclip.dassl import DATASET_REGISTRY
 from leclip.data import MultiLabelDataset, OpenSetDataset
-from leclip.world import cache, synth_fg, synth_ml
+from leclip.world import cache, synth_fg, synth_ml, trunk  # noqa: F401 (trunk: CCD's WEIGHTS "embedded")
 
 add_defaults(
     {

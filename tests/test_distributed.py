@@ -41,7 +41,7 @@ RUNS = {  # name: (trainer, method key, dataset, setting, overrides)
     "cfsg": ("CFSG", "cfsg", "synth_fg", "5", SMALL_WORLD + ["OPTIM.MAX_EPOCH", "1"]),  # FixMatch: its recipe
     "ccd": ("CCD", "ccd", "synth_ml", "unsup", [
         "DATASET.SYNTH.POOL_PER_CLASS", "2", "DATASET.SYNTH.TEST_PER_CLASS", "1", "TRAINER.CCD.INPUT_SIZE", "32",
-        "TRAINER.CCD.BACKBONE", "squeezenet1_1", "TRAINER.CCD.WEIGHTS", "",  # random init: no weights ship for it
+        "TRAINER.CCD.BACKBONE", "squeezenet1_1", "TRAINER.CCD.WEIGHTS", "random",  # no weights ship for it
         "OPTIM.MAX_EPOCH", "2", "TRAINER.CCD.WARMUP_EPOCHS", "1"]),
     "csa": ("CSA", "csa", "synth_ml", "0.1", [
         "DATASET.SYNTH.POOL_PER_CLASS", "8", "DATASET.SYNTH.TEST_PER_CLASS", "2", "OPTIM.MAX_EPOCH", "2",

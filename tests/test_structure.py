@@ -163,3 +163,14 @@ def test_the_atomic_writes_import_no_leclip_module():
 
 def test_the_root_package_imports_nothing():
     assert imported_names("leclip", leclip.__file__, True) == set()
+
+
+def test_only_the_world_its_datasets_and_the_entry_points_import_the_world():
+    """The method parts and trainers never import the embedded world (it registers what
+    they may use, e.g. CCD's classifier weights "embedded")."""
+    allowed = ("leclip.world", "leclip.datasets", "leclip.harness", "leclip.report")
+    importers = sorted(
+        source for source, targets in import_graph().items()
+        if any(t == "leclip.world" or t.startswith("leclip.world.") for t in targets) and not source.startswith(allowed)
+    )
+    assert importers == []
