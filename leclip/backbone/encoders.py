@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from clip import clip as clip_api
 
+from . import shared_prefix
 from .model import causal_length
 
 
@@ -69,6 +70,8 @@ class TextEncoder(nn.Module):
     CoOp prompt of ~20 tokens costs 20 positions, not the context length (77). Hooks on the
     text side may only replace tokens before the EOT (MaPLe's deep prompts at 1..n_ctx):
     the causal mask and the EOT position assume the sequence length is unchanged.
+    Embeddings a prompt learner marked as sharing a prefix (`shared_prefix.mark`) run
+    that prefix once (see shared_prefix.py); the features are the same.
     """
 
     def __init__(self, clip_model):
@@ -98,11 +101,17 @@ class TextEncoder(nn.Module):
 
     def forward(self, prompt_embeds, tokenized, token_hook=None):
         length = causal_length(tokenized)
-        x = prompt_embeds[:, :length] + self.positional_embedding[:length].to(prompt_embeds.dtype)
-        x = run_blocks(self.transformer.resblocks, x, token_hook)
-        x = self.ln_final(x)
         eot = tokenized.argmax(dim=-1)  # the EOT token has the largest id
-        return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
+        blocks = self.transformer.resblocks
+        x = prompt_embeds[:, :length] + self.positional_embedding[:length].to(prompt_embeds.dtype)
+        shared = shared_prefix.plan(prompt_embeds, eot, blocks, token_hook)
+        if shared is None:
+            x = run_blocks(blocks, x, token_hook)
+        else:  # the prefix once per block of rows, then each prompt's suffix
+            x = shared_prefix.run_shared(blocks, x, shared, token_hook)
+            eot = eot - shared.length
+        # ln_final is per token: pooling the EOT first changes nothing
+        return self.ln_final(x[torch.arange(x.shape[0], device=x.device), eot]) @ self.text_projection
 
 
 class ImageEncoder(nn.Module):
@@ -220,6 +229,11 @@ class ReplaceAt:
     def __init__(self, per_block, start=1):
         self.per_block = per_block
         self.start = start
+
+    def writes_shared_tokens_before(self, length):
+        """Whether every write is one set of tokens for all prompts, inside positions
+        0..length-1 (then a shared prefix of that length stays shared)."""
+        return all(t.dim() == 2 and self.start + t.shape[0] <= length for t in self.per_block.values())
 
     def __call__(self, index, x):
         tokens = block_tokens(self.per_block, index, x)

@@ -1,0 +1,112 @@
+"""Shared-prefix text encoding: the class-independent start of the prompts runs once.
+
+With the causal text mask a token's hidden state depends only on the tokens before it.
+When every prompt of a block of rows starts with the same tokens (SOS, a shared learned
+context, fixed words such as MaPLe's "of a"), their hidden states are the same at every
+layer: the prefix runs once per block (a batch of one for CoOp, one per set for PLOT),
+its keys and values are kept per layer, and only each class's suffix (the class name,
+the period, EOT) runs, attending to them. The same numbers up to float rounding (the
+matrix shapes differ); gradients reach the context through the one prefix, summed over
+the classes as the full encoder's `expand` sums them.
+
+A prompt learner says which rows share which prefix by marking the embeddings tensor it
+returns (`mark`); any operation on that tensor (cat, clone, .to()) gives a new tensor
+without the mark, which the text encoder then runs in full. So the mark can only be
+wrong if the marked tensor is edited in place.
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ATTRIBUTE = "_leclip_shared_prefix"
+
+
+@dataclass(frozen=True)
+class SharedPrefix:
+    """Rows come in consecutive blocks of `rows`; within a block, positions 0..length-1
+    are the same embeddings for every row (taken from the block's first row)."""
+
+    length: int
+    rows: int
+
+
+def mark(prompt_embeds, length, rows):
+    """Marks prompt embeddings [G * rows, L, W] as sharing their first `length` positions
+    within each block of `rows` rows; returns the tensor. A length below 2 (SOS only)
+    saves nothing: no mark."""
+    if length >= 2:
+        setattr(prompt_embeds, ATTRIBUTE, SharedPrefix(int(length), int(rows)))
+    return prompt_embeds
+
+
+def concat(*prompts):
+    """(embeds, tokens) of several prompt learners -> one (embeds, tokens) for one text
+    pass, keeping the shared prefix (the shortest one) when every part has one with the
+    same block size."""
+    embeds = torch.cat([e for e, _ in prompts])
+    tokens = torch.cat([t for _, t in prompts])
+    marks = [getattr(e, ATTRIBUTE, None) for e, _ in prompts]
+    if all(m is not None for m in marks) and len({m.rows for m in marks}) == 1:
+        mark(embeds, min(m.length for m in marks), marks[0].rows)
+    return embeds, tokens
+
+
+def plan(prompt_embeds, eot, blocks, token_hook):
+    """The SharedPrefix to use for this call, or None (run the full encoder): the mark is
+    there, every EOT falls after the prefix, the blocks are plain causal CLIP blocks, and
+    the hook (if any) only writes shared tokens inside the prefix."""
+    shared = getattr(prompt_embeds, ATTRIBUTE, None)
+    if shared is None or prompt_embeds.shape[0] % shared.rows:
+        return None
+    if int(eot.min()) < shared.length:
+        return None
+    if not all(type(b.attn) is nn.MultiheadAttention and getattr(b, "causal", False) for b in blocks):
+        return None  # e.g. LoRA-wrapped attention: its own projections
+    if token_hook is not None and not getattr(token_hook, "writes_shared_tokens_before", lambda n: False)(
+        shared.length
+    ):
+        return None
+    return shared
+
+
+def heads_first(t, heads):
+    """[B, L, W] -> [B, heads, L, W / heads]."""
+    return t.view(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)
+
+
+def block_after(block, x, past=None):
+    """One causal CLIP block on batch-first x [B, L, W] whose positions follow `past`
+    (keys, values) [B, P, W] of earlier positions (None: x starts the sequence).
+    Returns (output [B, L, W], (keys, values) of x)."""
+    attn = block.attn
+    q, k, v = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    length = x.shape[1]
+    allowed = torch.ones(length, length, dtype=torch.bool, device=x.device).tril_()
+    keys, values = k, v
+    if past is not None:
+        keys, values = torch.cat([past[0], k], dim=1), torch.cat([past[1], v], dim=1)
+        allowed = torch.cat([allowed.new_ones(length, past[0].shape[1]), allowed], dim=1)
+    heads = attn.num_heads
+    out = F.scaled_dot_product_attention(
+        heads_first(q, heads), heads_first(keys, heads), heads_first(values, heads), attn_mask=allowed
+    )
+    x = x + attn.out_proj(out.transpose(1, 2).reshape(x.shape))
+    return x + block.mlp(block.ln_2(x)), (k, v)
+
+
+def run_shared(blocks, x, shared, token_hook=None):
+    """x [G * rows, L, W] (positional embedding added) -> the suffix's outputs
+    [G * rows, L - length, W] of the last block; the prefix runs once per block of rows
+    (its rows are x[::rows]) and the hook sees only the prefix."""
+    n = x.shape[0]
+    groups = n // shared.rows
+    prefix, suffix = x[:: shared.rows, : shared.length], x[:, shared.length :]
+    for index, block in enumerate(blocks):
+        if token_hook is not None:
+            prefix = token_hook(index, prefix)
+        prefix, (k, v) = block_after(block, prefix)
+        past = tuple(t.unsqueeze(1).expand(groups, shared.rows, *t.shape[1:]).reshape(n, *t.shape[1:]) for t in (k, v))
+        suffix, _ = block_after(block, suffix, past)
+    return suffix
