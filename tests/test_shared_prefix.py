@@ -23,9 +23,9 @@ def shared_runs(monkeypatch):
     runs = []
     run = shared_prefix.run_shared
 
-    def spy(blocks, x, shared, token_hook=None):
+    def spy(blocks, x, eot, shared, token_hook=None):
         runs.append(shared)
-        return run(blocks, x, shared, token_hook)
+        return run(blocks, x, eot, shared, token_hook)
 
     monkeypatch.setattr(shared_prefix, "run_shared", spy)
     return runs

@@ -62,6 +62,25 @@ def value_path(block, x):
     return v + block.mlp(block.ln_2(v))
 
 
+def class_token_output(block, x):
+    """The block's output at the class token only, [B, W] (all a global feature reads):
+    keys and values of every token, but the query, out_proj and MLP of one token.
+    x is batch-first [B, L, W]; the block's attention is unmasked (image side)."""
+    attn = block.attn
+    width = x.shape[-1]
+    h = block.ln_1(x)
+    q = F.linear(h[:, :1], attn.in_proj_weight[:width], attn.in_proj_bias[:width])
+    k, v = F.linear(h, attn.in_proj_weight[width:], attn.in_proj_bias[width:]).chunk(2, dim=-1)
+    heads = attn.num_heads
+
+    def split(t):
+        return t.view(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)
+
+    out = F.scaled_dot_product_attention(split(q), split(k), split(v)).transpose(1, 2).reshape(-1, width)
+    y = x[:, 0] + attn.out_proj(out)
+    return y + block.mlp(block.ln_2(y))
+
+
 class TextEncoder(nn.Module):
     """Prompt embeddings [C, L, W] -> text features [C, D] (not normalised).
 
@@ -106,12 +125,11 @@ class TextEncoder(nn.Module):
         x = prompt_embeds[:, :length] + self.positional_embedding[:length].to(prompt_embeds.dtype)
         shared = shared_prefix.plan(prompt_embeds, eot, blocks, token_hook)
         if shared is None:
-            x = run_blocks(blocks, x, token_hook)
+            x = run_blocks(blocks, x, token_hook)[torch.arange(x.shape[0], device=x.device), eot]
         else:  # the prefix once per block of rows, then each prompt's suffix
-            x = shared_prefix.run_shared(blocks, x, shared, token_hook)
-            eot = eot - shared.length
+            x = shared_prefix.run_shared(blocks, x, eot, shared, token_hook)
         # ln_final is per token: pooling the EOT first changes nothing
-        return self.ln_final(x[torch.arange(x.shape[0], device=x.device), eot]) @ self.text_projection
+        return self.ln_final(x) @ self.text_projection
 
 
 class ImageEncoder(nn.Module):
@@ -175,6 +193,8 @@ class ImageEncoder(nn.Module):
         x = run_blocks(blocks[:-1], self.embed(images, token_hook), token_hook)
         if token_hook is not None:
             x = token_hook(len(blocks) - 1, x)
+        if not patches and type(blocks[-1].attn) is nn.MultiheadAttention:  # not LoRA-wrapped
+            return self.visual.ln_post(class_token_output(blocks[-1], x)) @ self.visual.proj, None
         last_input = x
         x = run_blocks(blocks[-1:], x)
         n = 1 + self.num_patches  # hook tokens sit after the patches and are never patches

@@ -7,7 +7,8 @@ layer: the prefix runs once per block (a batch of one for CoOp, one per set for 
 its keys and values are kept per layer, and only each class's suffix (the class name,
 the period, EOT) runs, attending to them. The same numbers up to float rounding (the
 matrix shapes differ); gradients reach the context through the one prefix, summed over
-the classes as the full encoder's `expand` sums them.
+the classes as the full encoder's `expand` sums them. Suffixes of the same length run as
+one batch, each only up to its EOT, so no padding position runs either.
 
 A prompt learner says which rows share which prefix by marking the embeddings tensor it
 returns (`mark`); any operation on that tensor (cat, clone, .to()) gives a new tensor
@@ -96,17 +97,21 @@ def block_after(block, x, past=None):
     return x + block.mlp(block.ln_2(x)), (k, v)
 
 
-def run_shared(blocks, x, shared, token_hook=None):
-    """x [G * rows, L, W] (positional embedding added) -> the suffix's outputs
-    [G * rows, L - length, W] of the last block; the prefix runs once per block of rows
-    (its rows are x[::rows]) and the hook sees only the prefix."""
-    n = x.shape[0]
-    groups = n // shared.rows
-    prefix, suffix = x[:: shared.rows, : shared.length], x[:, shared.length :]
+def run_shared(blocks, x, eot, shared, token_hook=None):
+    """x [G * rows, L, W] (positional embedding added) -> each row's last-block state at
+    its EOT, [G * rows, W]. The prefix runs once per block of rows (its rows are
+    x[::rows]) and the hook sees only the prefix; the suffixes run in buckets of equal
+    length, each up to its own EOT (no padding position runs)."""
+    n, start = x.shape[0], shared.length
+    group = torch.arange(n, device=x.device) // shared.rows
+    ends = eot - start + 1  # suffix positions each row needs
+    buckets = [(ends == e).nonzero().squeeze(1) for e in ends.unique().tolist()]
+    prefix = x[:: shared.rows, :start]
+    suffixes = [x[rows, start : start + int(ends[rows[0]])] for rows in buckets]
     for index, block in enumerate(blocks):
         if token_hook is not None:
             prefix = token_hook(index, prefix)
         prefix, (k, v) = block_after(block, prefix)
-        past = tuple(t.unsqueeze(1).expand(groups, shared.rows, *t.shape[1:]).reshape(n, *t.shape[1:]) for t in (k, v))
-        suffix, _ = block_after(block, suffix, past)
-    return suffix
+        suffixes = [block_after(block, s, (k[group[rows]], v[group[rows]]))[0] for rows, s in zip(buckets, suffixes)]
+    # back to the rows' order
+    return torch.cat([s[:, -1] for s in suffixes])[torch.cat(buckets).argsort()]
