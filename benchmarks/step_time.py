@@ -64,19 +64,23 @@ def rows_of(method):
     return "synth_fg", "5", SSL_BOTH
 
 
-def build_trainer(method, model_path, resolution, batch, mode_opts, data_root, output_dir):
+def build_trainer(method, model_path, resolution, batch, mode_opts, data_root, output_dir, config_files=None):
+    """The method's trainer on its embedded world at `resolution`; `config_files` (default:
+    its synth recipe) and `batch` (None: the recipe's train and test batches)."""
     from leclip.dassl import build_trainer as build
 
     dataset, setting, _ = rows_of(method)
+    batches = [] if batch is None else [
+        "DATALOADER.TRAIN_X.BATCH_SIZE", str(batch),
+        "DATALOADER.TRAIN_U.BATCH_SIZE", str(batch),
+        "DATALOADER.TEST.BATCH_SIZE", str(batch),
+    ]
     cfg = harness.setup_cfg(
-        harness.trainer_configs(method, dataset),
+        config_files or harness.trainer_configs(method, dataset),
         harness.dataset_config(dataset),
-        harness.setting_opts(dataset, setting) + WORLDS[dataset] + [
+        harness.setting_opts(dataset, setting) + WORLDS[dataset] + batches + [
             "MODEL.BACKBONE.PATH", model_path,
             "INPUT.SIZE", f"({resolution}, {resolution})",
-            "DATALOADER.TRAIN_X.BATCH_SIZE", str(batch),
-            "DATALOADER.TRAIN_U.BATCH_SIZE", str(batch),
-            "DATALOADER.TEST.BATCH_SIZE", str(batch),
             "TRAINER.CCD.CACHE_DIR", os.path.join(output_dir, "cache"),
             "VERBOSE", "False",
         ] + mode_opts,
@@ -103,11 +107,22 @@ def first_batches(trainer):
     return (batch_x,) if batch_u is None else (batch_x, batch_u)
 
 
-def measure(trainer, steps, eval_images):
+def count_flops(trainer, batches):
+    """FLOPs of one training step (forward, backward; matrix products and convolutions)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        trainer.forward_backward(*batches)
+    return counter.get_total_flops()
+
+
+def measure(trainer, steps, eval_images, flops=False):
+    """{step: median seconds, eval: images/s, memory: peak MiB} and, with `flops`,
+    {flops: of one step, step_images: the images one step reads}."""
     device = trainer.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    step_times = []
+    step_times, extra = [], {}
     if trainer.learns:
         trainer.before_train()
         trainer.epoch = 0
@@ -128,6 +143,9 @@ def measure(trainer, steps, eval_images):
             sync(device)
             if step:
                 step_times.append(time.perf_counter() - start)
+        if flops:
+            extra = {"flops": count_flops(trainer, batches),
+                     "step_images": sum(len(b["img"]) for b in batches if b is not None)}
     trainer.set_model_mode("eval")
     batch = next(iter(trainer.test_loader))
     images = batch["img"].to(device)
@@ -145,7 +163,8 @@ def measure(trainer, steps, eval_images):
         memory = torch.cuda.max_memory_allocated() / 2**20
     else:
         memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"step": statistics.median(step_times) if step_times else None, "eval": throughput, "memory": memory}
+    return {"step": statistics.median(step_times) if step_times else None, "eval": throughput, "memory": memory,
+            **extra}
 
 
 def run_row(spec):

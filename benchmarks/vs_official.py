@@ -383,16 +383,18 @@ def main(argv=None):
     print(f"ViT-B/16-shaped random CLIP | {args.steps} timed steps (median, after a warm-up) | fp32")
     print(f"{'method':<8}{'batch':>6}{'classes':>8}{'official (s)':>13}{'ours (s)':>10}{'ours/official':>15}"
           f"{'logits':>10}{'loss':>10}{'grads':>10}  shims")
+    methods = []
     for method in METHODS:
         path = getattr(args, method)
         if not path:
             print(f"{method:<8}skipped: no --{method} PATH given")
-            continue
-        if not osp.isdir(path):
+        elif not osp.isdir(path):
             print(f"{method:<8}skipped: {path} is not a folder")
-            continue
-        for classes in args.classes:
-            for batch in args.batch:
+        else:
+            methods.append((method, path))
+    for classes in args.classes:  # one shape for every method, then the next
+        for batch in args.batch:
+            for method, path in methods:
                 run_child(args, method, path, batch, classes)
     return 0
 

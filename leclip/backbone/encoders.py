@@ -193,16 +193,22 @@ class ImageEncoder(nn.Module):
         x = run_blocks(blocks[:-1], self.embed(images, token_hook), token_hook)
         if token_hook is not None:
             x = token_hook(len(blocks) - 1, x)
-        if not patches and type(blocks[-1].attn) is nn.MultiheadAttention:  # not LoRA-wrapped
-            return self.visual.ln_post(class_token_output(blocks[-1], x)) @ self.visual.proj, None
-        last_input = x
-        x = run_blocks(blocks[-1:], x)
         n = 1 + self.num_patches  # hook tokens sit after the patches and are never patches
-        global_feature = self.visual.ln_post(x[:, 0]) @ self.visual.proj
-        if not patches:
-            return global_feature, None
-        source = x if local == "tokens" else value_path(blocks[-1], last_input)
-        return global_feature, self.visual.ln_post(source[:, 1:n]) @ self.visual.proj
+        last = blocks[-1]
+        # without the last block's patch tokens, it runs for the class token alone
+        # (a LoRA-wrapped attention has its own projections: the full block)
+        if type(last.attn) is nn.MultiheadAttention and (not patches or local == "value"):
+            global_feature = self.visual.ln_post(class_token_output(last, x)) @ self.visual.proj
+            if not patches:
+                return global_feature, None
+            source = value_path(last, x[:, 1:n])  # per token: the patches alone
+        else:
+            source = run_blocks(blocks[-1:], x)
+            global_feature = self.visual.ln_post(source[:, 0]) @ self.visual.proj
+            if not patches:
+                return global_feature, None
+            source = (source if local == "tokens" else value_path(last, x))[:, 1:n]
+        return global_feature, self.visual.ln_post(source) @ self.visual.proj
 
 
 def block_tokens(per_block, index, x):
