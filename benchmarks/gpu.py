@@ -15,7 +15,7 @@ of ViT-B/16's shape, benchmarks/step_time.py's `vitb16`), in this one process:
   torch.utils.flop_counter) / step time / the card's dense fp16 tensor peak (a table of
   known cards, or --peak-tflops); "-" where no peak is known (the CPU);
 - eval throughput: one class encode, then --eval-images images in test batches, as an
-  evaluation runs; and its ratio to zero-shot CLIP's.
+  evaluation runs, the best of 3; and its ratio to zero-shot CLIP's.
 The table is printed and the same rows are written as JSON (--json). `--toy`: the
 embedded model's shape (64 px), batch 2, one step, for the test suite on a CPU.
 """

@@ -15,11 +15,12 @@ on its pseudo-labels; zero-shot CLIP only evaluates.
 
 Per row it prints the median step time (forward, backward and update of one step, the
 first step not counted), its ratio to CoOp's in the same run, the evaluation throughput
-(one class encode, then `--eval-images` images in batches, as an evaluation does) and
-its ratio to zero-shot CLIP's, and the peak memory: CUDA's peak allocation, or on the CPU
-the peak resident size of the process, which is why every row runs in a process of its
-own (`--in-process`: one process, faster, but the memory column is then the running
-maximum). CUDA is used where available (with the recipes' AMP), else the CPU.
+(one class encode, then `--eval-images` images in batches, as an evaluation does; the
+best of 3, as load on a shared machine only slows) and its ratio to zero-shot CLIP's,
+and the peak memory: CUDA's peak allocation, or on the CPU the peak resident size of the
+process, which is why every row runs in a process of its own (`--in-process`: one
+process, faster, but the memory column is then the running maximum). CUDA is used where
+available (with the recipes' AMP), else the CPU.
 """
 import argparse
 import json
@@ -146,25 +147,34 @@ def measure(trainer, steps, eval_images, flops=False):
         if flops:
             extra = {"flops": count_flops(trainer, batches),
                      "step_images": sum(len(b["img"]) for b in batches if b is not None)}
-    trainer.set_model_mode("eval")
-    batch = next(iter(trainer.test_loader))
-    images = batch["img"].to(device)
-    rounds = max(1, eval_images // len(images))
-    with torch.no_grad(), trainer.autocast():
-        trainer.predict(images, trainer.encode_classes())  # warm-up
-        sync(device)
-        start = time.perf_counter()
-        classes = trainer.encode_classes()  # once per evaluation, as test() does
-        for _ in range(rounds):
-            trainer.predict(images, classes)
-        sync(device)
-    throughput = rounds * len(images) / (time.perf_counter() - start)
+    throughput = eval_throughput(trainer, eval_images)
     if device.type == "cuda":
         memory = torch.cuda.max_memory_allocated() / 2**20
     else:
         memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"step": statistics.median(step_times) if step_times else None, "eval": throughput, "memory": memory,
             **extra}
+
+
+def eval_throughput(trainer, eval_images, repeats=3):
+    """Images/s of an evaluation (one class encode, then `eval_images` images in test
+    batches): the best of `repeats` evaluations, as a shared machine's load only slows."""
+    device = trainer.device
+    trainer.set_model_mode("eval")
+    images = next(iter(trainer.test_loader))["img"].to(device)
+    rounds = max(1, eval_images // len(images))
+    best = 0.0
+    with torch.no_grad(), trainer.autocast():
+        trainer.predict(images, trainer.encode_classes())  # warm-up
+        for _ in range(repeats):
+            sync(device)
+            start = time.perf_counter()
+            classes = trainer.encode_classes()  # once per evaluation, as test() does
+            for _ in range(rounds):
+                trainer.predict(images, classes)
+            sync(device)
+            best = max(best, rounds * len(images) / (time.perf_counter() - start))
+    return best
 
 
 def run_row(spec):

@@ -155,3 +155,14 @@ def test_block_after_is_the_clip_block_and_continues_a_sequence(clip_model):
     head, past = shared_prefix.block_after(block, x[:, :4])
     tail, _ = shared_prefix.block_after(block, x[:, 4:], past)
     assert close(torch.cat([head, tail], dim=1), whole)
+
+
+def test_runs_under_autocast_as_the_full_encoder_does(clip_model, shared_runs):
+    # bf16 autocast on the CPU stands in for CUDA's AMP: mixed dtypes meet in the attention
+    pl = learner(clip_model)
+    encoder = TextEncoder(clip_model)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        shared = encoder(*pl())
+        reference = encoder(full(pl()[0]), pl.tokenized_prompts)
+    assert shared_runs and shared.dtype == reference.dtype
+    assert close(shared.float(), reference.float(), tol=3e-2)
