@@ -155,6 +155,11 @@ def test_block_after_is_the_clip_block_and_continues_a_sequence(clip_model):
     head, past = shared_prefix.block_after(block, x[:, :4])
     tail, _ = shared_prefix.block_after(block, x[:, 4:], past)
     assert close(torch.cat([head, tail], dim=1), whole)
+    # the last positions alone, and the keys and values alone
+    end, _ = shared_prefix.block_after(block, x[:, 4:], past, last=2)
+    assert end.shape == (3, 2, x.shape[-1]) and close(end, whole[:, -2:])
+    none, (k, v) = shared_prefix.block_after(block, x[:, :4], last=0)
+    assert none is None and torch.equal(k, past[0]) and torch.equal(v, past[1])
 
 
 def test_runs_under_autocast_as_the_full_encoder_does(clip_model, shared_runs):

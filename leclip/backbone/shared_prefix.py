@@ -77,18 +77,25 @@ def heads_first(t, heads):
     return t.view(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)
 
 
-def block_after(block, x, past=None):
+def block_after(block, x, past=None, last=None):
     """One causal CLIP block on batch-first x [B, L, W] whose positions follow `past`
     (keys, values) [B, P, W] of earlier positions (None: x starts the sequence).
-    Returns (output [B, L, W], (keys, values) of x)."""
+    Returns (output, (keys, values) of x): the output [B, L, W], or with `last` only that
+    of the last `last` positions (their queries, out_proj and MLP; 0: no output)."""
     attn = block.attn
-    q, k, v = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-    length = x.shape[1]
-    allowed = torch.ones(length, length, dtype=torch.bool, device=x.device).tril_()
+    width, length = x.shape[-1], x.shape[1]
+    h = block.ln_1(x)
+    k, v = F.linear(h, attn.in_proj_weight[width:], attn.in_proj_bias[width:]).chunk(2, dim=-1)
+    if last == 0:
+        return None, (k, v)
+    rows = length if last is None else last
+    x, h = x[:, length - rows :], h[:, length - rows :]
+    q = F.linear(h, attn.in_proj_weight[:width], attn.in_proj_bias[:width])
+    allowed = torch.ones(length, length, dtype=torch.bool, device=x.device).tril_()[length - rows :]
     keys, values = k, v
     if past is not None:
         keys, values = torch.cat([past[0], k], dim=1), torch.cat([past[1], v], dim=1)
-        allowed = torch.cat([allowed.new_ones(length, past[0].shape[1]), allowed], dim=1)
+        allowed = torch.cat([allowed.new_ones(rows, past[0].shape[1]), allowed], dim=1)
     heads = attn.num_heads
     out = F.scaled_dot_product_attention(
         heads_first(q, heads), heads_first(keys, heads), heads_first(values, heads), attn_mask=allowed
@@ -101,17 +108,22 @@ def run_shared(blocks, x, eot, shared, token_hook=None):
     """x [G * rows, L, W] (positional embedding added) -> each row's last-block state at
     its EOT, [G * rows, W]. The prefix runs once per block of rows (its rows are
     x[::rows]) and the hook sees only the prefix; the suffixes run in buckets of equal
-    length, each up to its own EOT (no padding position runs)."""
+    length, each up to its own EOT (no padding position runs). In the last block only the
+    keys and values of the prefix and the EOT's output are needed."""
     n, start = x.shape[0], shared.length
     group = torch.arange(n, device=x.device) // shared.rows
     ends = eot - start + 1  # suffix positions each row needs
     buckets = [(ends == e).nonzero().squeeze(1) for e in ends.unique().tolist()]
     prefix = x[:: shared.rows, :start]
     suffixes = [x[rows, start : start + int(ends[rows[0]])] for rows in buckets]
+    final = len(blocks) - 1
     for index, block in enumerate(blocks):
         if token_hook is not None:
             prefix = token_hook(index, prefix)
-        prefix, (k, v) = block_after(block, prefix)
-        suffixes = [block_after(block, s, (k[group[rows]], v[group[rows]]))[0] for rows, s in zip(buckets, suffixes)]
+        prefix, (k, v) = block_after(block, prefix, last=0 if index == final else None)
+        suffixes = [
+            block_after(block, s, (k[group[rows]], v[group[rows]]), last=1 if index == final else None)[0]
+            for rows, s in zip(buckets, suffixes)
+        ]
     # back to the rows' order
     return torch.cat([s[:, -1] for s in suffixes])[torch.cat(buckets).argsort()]
