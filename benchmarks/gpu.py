@@ -3,9 +3,10 @@
     python benchmarks/gpu.py [--methods coop cfsg ...] [--steps 5] [--eval-images 500]
                              [--json gpu_benchmark.json] [--peak-tflops N] [--data ./data] [--toy]
 
-Per method (its recipe: configs/trainers/<Trainer>/vit_b16.yaml where there is one, else
-its synth.yaml; the embedded world's images resized to the recipe's input; a random CLIP
-of ViT-B/16's shape, benchmarks/step_time.py's `vitb16`), in this one process:
+Per method (its recipe on a real benchmark of its task, CUB or COCO, e.g.
+configs/trainers/LECoOp/vit_b16.yaml, else its synth.yaml (CCD today); the embedded
+world's images resized to the recipe's input; a random CLIP of ViT-B/16's shape,
+benchmarks/step_time.py's `vitb16`), in this one process:
 - step time: median of `--steps` training steps (forward, backward, update) after a
   warm-up, with the recipe's train batch and TRAINER.PREC (AMP on CUDA);
 - images/s: the images one step reads (labeled and unlabeled) / the step time;
@@ -33,7 +34,7 @@ sys.path.insert(0, HERE)
 
 import step_time  # noqa: E402
 
-from leclip import harness  # noqa: E402
+from leclip import catalogue  # noqa: E402
 from leclip.files import write_text_atomic  # noqa: E402
 
 # dense fp16/bf16 tensor-core peaks (TFLOP/s, no sparsity), the vendors' data sheets;
@@ -57,24 +58,32 @@ def device_peak(device, override):
     return name, table_peak(name) if device.type == "cuda" else None
 
 
+# a real benchmark of each task, whose ViT-B/16 recipe the GPU rows take
+REAL = {"A": "cub", "B": "coco", "C": "coco"}
+
+
 def recipe(method, toy):
-    """The method's config files: its ViT-B/16 recipe, or its synth one (and for --toy)."""
-    trainer = harness.METHODS[method].trainer
-    vit = os.path.join(harness.REPO, "configs", "trainers", trainer, "vit_b16.yaml")
-    if not toy and os.path.isfile(vit):
-        return [vit]
-    return harness.trainer_configs(method, step_time.rows_of(method)[0])
+    """The method's config files: its recipe on a real benchmark of its task (ViT-B/16),
+    or where it has none, and for --toy, its embedded-world recipe."""
+    dataset = step_time.rows_of(method)[0]
+    if not toy:
+        try:
+            return [catalogue.trainer_config(method, REAL[catalogue.methods()[method].tasks[0]])]
+        except catalogue.HarnessError:
+            pass
+    return catalogue.trainer_configs(method, dataset)
 
 
 def run_method(method, model_path, args, tmp):
     resolution = step_time.SHAPES["small" if args.toy else "vitb16"]["image_resolution"]
     mode_opts = next(iter(step_time.rows_of(method)[2].values()))  # SSL off / the method's only mode
+    files = recipe(method, args.toy)
     trainer = step_time.build_trainer(
         method, model_path, resolution, 2 if args.toy else None, mode_opts, args.data,
-        os.path.join(tmp, "out", method), config_files=recipe(method, args.toy),
+        os.path.join(tmp, "out", method), config_files=files,
     )
     result = step_time.measure(trainer, args.steps, args.eval_images, flops=trainer.learns)
-    result.update(method=method, batch=trainer.cfg.DATALOADER.TRAIN_X.BATCH_SIZE, prec=trainer.cfg.TRAINER.PREC,
+    result.update(method=method, recipe=os.path.relpath(files[0], catalogue.REPO), batch=trainer.cfg.DATALOADER.TRAIN_X.BATCH_SIZE, prec=trainer.cfg.TRAINER.PREC,
                   amp=trainer.device.type == "cuda" and trainer.cfg.TRAINER.PREC in ("amp", "fp16"))
     del trainer
     if torch.cuda.is_available():
@@ -104,7 +113,8 @@ def print_row(row):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=[m for m in harness.METHODS if harness.METHODS[m].variant is None])
+    parser.add_argument("--methods", nargs="+",
+                        default=[m for m, method in catalogue.methods().items() if method.variant is None])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--eval-images", type=int, default=500)
     parser.add_argument("--json", default="gpu_benchmark.json", help="where the rows are written")
@@ -114,9 +124,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.toy:
         args.steps = 1
-    unknown = [m for m in args.methods if m not in harness.METHODS]
+    unknown = [m for m in args.methods if m not in catalogue.methods()]
     if unknown:
-        parser.error(f"unknown methods {unknown}: use names from {list(harness.METHODS)}")
+        parser.error(f"unknown methods {unknown}: use names from {list(catalogue.methods())}")
     methods = sorted(args.methods, key=lambda m: m != "zsclip")  # the reference of the last column first
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name, peak = device_peak(device, args.peak_tflops)

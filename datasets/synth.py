@@ -58,6 +58,9 @@ def items(folder, manifest, split, label=lambda value: value):
 class SynthFG(OpenSetDataset):
     """Fine-grained open-set classes; the first DATASET.ID_RATIO of them are ID."""
 
+    key = "synth_fg"  # the harness's name (configs/datasets/synth_fg.yaml)
+    table_column = 0  # its place among its task's columns in the whole-paper tables
+    embedded = True  # rendered on first use: always present, no official counts
     dataset_dir = "synth_fg"
 
     def __init__(self, cfg):
@@ -76,6 +79,9 @@ class SynthFG(OpenSetDataset):
 class SynthML(MultiLabelDataset):
     """Multi-object scenes; DATASET.SETTING unsup (task B) or DATASET.LABELED_RATIO > 0 (task C)."""
 
+    key = "synth_ml"  # the harness's name (configs/datasets/synth_ml.yaml)
+    table_column = 6  # its place among its task's columns in the whole-paper tables
+    embedded = True  # rendered on first use: always present, no official counts
     dataset_dir = "synth_ml"
 
     def __init__(self, cfg):

@@ -43,6 +43,8 @@ def for_task(task, cfg, lab2cname, engine_evaluator):
 
 @EVALUATOR_REGISTRY.register()
 class OpenSetClassification(EvaluatorBase):
+    metrics = ("closed_accuracy", "balanced_accuracy", "auroc")  # its last_results, in order
+
     def __init__(self, cfg, lab2cname=None, **kwargs):
         super().__init__(cfg)
         self.num_id = len(lab2cname) if lab2cname else None
@@ -95,6 +97,8 @@ class OpenSetClassification(EvaluatorBase):
 
 @EVALUATOR_REGISTRY.register()
 class MultiLabelClassification(EvaluatorBase):
+    metrics = ("mAP", "CF1", "OF1")  # its last_results, in order
+
     def __init__(self, cfg, lab2cname=None, **kwargs):
         super().__init__(cfg)
         self.last_results = OrderedDict()
@@ -121,3 +125,6 @@ class MultiLabelClassification(EvaluatorBase):
             f"* mAP: {mean_ap:.2f}%\n* CF1: {cf1:.2f}%\n* OF1: {of1:.2f}%"
         )
         return self.last_results
+
+
+_TASK_EVALUATORS = {"ossl": OpenSetClassification, "multilabel": MultiLabelClassification}

@@ -32,16 +32,14 @@ from .data import DataManager
 from .data.seeding import epoch_seed
 from .dassl import ENGINE, TrainerX, TrainerXU, build_dataset, build_lr_scheduler, build_optimizer, set_random_seed
 from .progress import progress
-
-# the dataset tasks (`dataset.task`; "closed" for a Dassl fork's own datasets)
-SINGLE_LABEL = ("ossl", "closed")
+from .tasks import describe, task_of
 
 
 class CLIPTrainer(TrainerXU):
     # Trainers with nothing to learn (zero-shot) set this to False.
     learns = True
-    # the dataset tasks this method serves
-    tasks = SINGLE_LABEL
+    # the tasks this method serves (leclip/tasks.py: A, B, C)
+    tasks = ("A",)
     supports_distributed = True
 
     def __init__(self, cfg):
@@ -66,10 +64,11 @@ class CLIPTrainer(TrainerXU):
         # rank 0 prepares the data files (rendering, split caches) before the others read them
         DataManager(self.cfg, distributed.in_turn(lambda: build_dataset(self.cfg))).attach(self)
         self.task = getattr(self.dm.dataset, "task", "closed")
-        if self.task not in self.tasks:
+        task = task_of(self.task, self.cfg.DATASET.SETTING)
+        if task not in self.tasks:
             raise ValueError(
-                f"{type(self).__name__} does not serve {self.cfg.DATASET.NAME}'s task ({self.task}); "
-                f"it serves {', '.join(self.tasks)} datasets (see the README's method table)"
+                f"{type(self).__name__} does not serve {self.cfg.DATASET.NAME}'s task ({describe(task)}); it serves "
+                f"task {describe(self.tasks)} (see the README's method table)"
             )
         if self.uses_fixmatch and self.task == "multilabel":
             raise ValueError(

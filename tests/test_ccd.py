@@ -3,7 +3,7 @@ label update's wiring, the baselines' switches, and the bad-input messages."""
 import pytest
 import torch
 
-from leclip import harness
+from leclip import catalogue
 from leclip.dassl import build_trainer
 from leclip.multilabel import clip_labels
 
@@ -15,9 +15,9 @@ TINY = [
 
 
 def make_trainer(tmp_path, synth_root, *opts):
-    cfg = harness.setup_cfg(
-        harness.trainer_config("ccd", "synth_ml"),
-        harness.dataset_config("synth_ml"),
+    cfg = catalogue.setup_cfg(
+        catalogue.trainer_config("ccd", "synth_ml"),
+        catalogue.dataset_config("synth_ml"),
         ["DATASET.SETTING", "unsup"] + TINY + list(opts),
         root=synth_root,
         output_dir=str(tmp_path / "out"),
@@ -75,8 +75,8 @@ def test_bad_ccd_input_is_one_message(tmp_path, synth_root, opts, message):
 
 
 def test_ccd_refuses_a_labeled_ratio(tmp_path, synth_root):
-    cfg = harness.setup_cfg(
-        CONFIG and harness.trainer_config("ccd", "synth_ml"), harness.dataset_config("synth_ml"),
+    cfg = catalogue.setup_cfg(
+        CONFIG and catalogue.trainer_config("ccd", "synth_ml"), catalogue.dataset_config("synth_ml"),
         ["DATASET.LABELED_RATIO", "0.1"] + TINY, root=synth_root, output_dir=str(tmp_path / "o"), seed=1, trainer="CCD",
     )
     with pytest.raises(ValueError, match="CCD is unsupervised"):
@@ -88,8 +88,8 @@ def test_the_second_view_jitters_colour_as_configured(synth_root, tmp_path):
     from leclip.trainers import ccd
 
     def jitter_of(*opts):
-        cfg = harness.setup_cfg(
-            harness.trainer_config("ccd", "synth_ml"), harness.dataset_config("synth_ml"),
+        cfg = catalogue.setup_cfg(
+            catalogue.trainer_config("ccd", "synth_ml"), catalogue.dataset_config("synth_ml"),
             ["DATASET.SETTING", "unsup"] + list(opts), root=synth_root, output_dir=str(tmp_path), seed=1, trainer="CCD",
         )
         (op,) = [t for t in ccd._classifier_view(cfg, train=True, jitter=True).transforms if isinstance(t, T.ColorJitter)]

@@ -30,7 +30,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from leclip import distributed, harness
+from leclip import catalogue, distributed, harness, runner
 from leclip.data.datamanager import SeededSampler
 from conftest import SMALL_WORLD
 
@@ -51,17 +51,17 @@ MODELS = {"coop": "prompt_learner", "cfsg": "cfsg", "ccd": "classifier", "csa": 
 
 def config(name, root, output_dir):
     trainer, method, dataset, setting, opts = RUNS[name]
-    opts = harness.setting_opts(dataset, setting) + opts
+    opts = catalogue.setting_opts(dataset, setting) + opts
     if name == "ccd":
         opts += ["TRAINER.CCD.CACHE_DIR", osp.join(output_dir, "cache")]  # computed by each run, not shared
-    return harness.setup_cfg(harness.trainer_configs(method, dataset), harness.dataset_config(dataset), opts,
+    return catalogue.setup_cfg(catalogue.trainer_configs(method, dataset), catalogue.dataset_config(dataset), opts,
                              root=root, output_dir=output_dir, seed=1, trainer=trainer)
 
 
 def run_quietly(cfg):
     stdout = sys.stdout
     try:
-        return harness.run(cfg)
+        return runner.run(cfg)
     finally:
         sys.stdout.flush()
         sys.stdout = stdout
@@ -192,7 +192,7 @@ def learned(folder, model):
 
 
 def metrics(results):
-    return {k: v for k, v in results.items() if k in harness.SETTING_RESULTS}
+    return {k: v for k, v in results.items() if k not in runner.RUN_FIELDS}
 
 
 # ---------------------------------------------------------------- tests
@@ -267,5 +267,5 @@ def test_gpus_n_launches_torchrun_with_n_processes():
     assert harness.launcher(4)[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
     assert harness.processes_from_env(None) == harness.processes_from_env("") == 1
     assert harness.processes_from_env("2") == 2
-    with pytest.raises(harness.HarnessError, match="GPUS='two'"):
+    with pytest.raises(catalogue.HarnessError, match="GPUS='two'"):
         harness.processes_from_env("two")

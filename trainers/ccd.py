@@ -144,7 +144,23 @@ def file_digest(path, chunk=1 << 20):
 
 @TRAINER_REGISTRY.register()
 class CCD(CLIPTrainer):
-    tasks = ("multilabel",)
+    # the harness's method keys of this trainer and their names in the tables, its own last; the others
+    # are variants: configs/trainers/CCD/variants/<key>.yaml over the recipe
+    methods = {
+        "bce_full": "BCE (true labels)",
+        "an": "AN (CLIP top-1)",
+        "an_ls": "AN-LS (CLIP top-1)",
+        "role": "ROLE (CLIP top-1)",
+        "cdul": "CDUL",
+        "ccd": "CCD",
+    }
+    table_row = 8  # its place in each task's table: baselines first, the papers' methods last
+    tasks = ("B",)
+    # methods that learn from the true training labels: the upper bound of their task, first in its table and marked
+    upper_bounds = ("bce_full",)
+    # its metric in the tables beside the evaluator's mAP, CF1 and OF1: the last epoch's model (results.json
+    # keeps all it reports: final_CF1, final_OF1, selected_epoch, labels_initial_mAP, labels_final_mAP too)
+    metrics = ("final_mAP",)
 
     @property
     def use_unlabeled(self):

@@ -174,6 +174,9 @@ class CFSGModel(nn.Module):
 
 @TRAINER_REGISTRY.register()
 class CFSG(CLIPTrainer):
+    # the harness's method key of this trainer and its name in the tables
+    methods = {"cfsg": "CFSG-CLIP"}
+    table_row = 7  # its place in each task's table: baselines first, the papers' methods last
     def build_model(self):
         self.clip_model = self.load_clip()
         self.model = CFSGModel(self.clip_model, self.classnames, self.cfg.TRAINER.CFSG, self.logit_scale)

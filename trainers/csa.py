@@ -124,7 +124,15 @@ class CSAModel(nn.Module):
 
 @TRAINER_REGISTRY.register()
 class CSA(CLIPTrainer):
-    tasks = ("multilabel",)
+    # the harness's method keys of this trainer and their names in the tables, its own last; the others
+    # are variants: configs/trainers/CSA/variants/<key>.yaml over the recipe
+    methods = {
+        "dualcoop": "DualCoOp",
+        "dualcoop_pl": "DualCoOp + pseudo-labels",
+        "csa": "CSA",
+    }
+    table_row = 9  # its place in each task's table: baselines first, the papers' methods last
+    tasks = ("C",)
 
     @property
     def use_unlabeled(self):
