@@ -142,7 +142,12 @@ def main(argv=None):
 
         save_clip(random_clip(**step_time.SHAPES[shape]), model_path)
         for method in methods:
-            row = run_method(method, model_path, args, tmp)
+            try:
+                row = run_method(method, model_path, args, tmp)
+            except Exception as error:  # one method's failure does not cost the others' rows
+                rows.append({"method": method, "error": f"{type(error).__name__}: {error}"})
+                print(f"{method:<14}failed: {rows[-1]['error']}", flush=True)
+                continue
             zero_shot = row["eval"] if method == "zsclip" else zero_shot
             rows.append(finish({"flops": None, "step_images": 0, **row}, peak, zero_shot))
             print_row(rows[-1])

@@ -51,3 +51,20 @@ def test_the_command_runs_at_toy_size_and_writes_its_table_as_json(synth_root, t
     assert coop["eval_vs_zero_shot"] == pytest.approx(coop["eval"] / zero_shot["eval"])
     table = capsys.readouterr().out
     assert "coop" in table and str(out) in table
+
+
+def test_a_method_that_fails_gets_its_error_row_and_the_others_still_run(synth_root, tmp_path, monkeypatch, capsys):
+    run = gpu.run_method
+
+    def failing(method, *args):
+        if method == "coop":
+            raise ValueError("no reliable image")
+        return run(method, *args)
+
+    monkeypatch.setattr(gpu, "run_method", failing)
+    out = tmp_path / "gpu.json"
+    gpu.main(["--toy", "--methods", "coop", "zsclip", "--eval-images", "2", "--data", synth_root, "--json", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert rows[1] == {"method": "coop", "error": "ValueError: no reliable image"}
+    assert rows[0]["method"] == "zsclip" and rows[0]["eval"] > 0
+    assert "coop          failed: ValueError: no reliable image" in capsys.readouterr().out
