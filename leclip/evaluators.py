@@ -22,12 +22,33 @@ def _cat(chunks):
     return torch.cat(chunks).numpy()
 
 
-def for_task(task, cfg, lab2cname, engine_evaluator):
-    """The evaluator of a dataset's task; a Dassl fork's own (closed-set) dataset keeps
-    the engine's TEST.EVALUATOR."""
-    chosen = {"ossl": OpenSetClassification, "multilabel": MultiLabelClassification}.get(task)
+def name_in_cfg(task, cfg):
+    """Name the evaluator of a dataset's task in TEST.EVALUATOR (checked as `for_task`
+    does), so that the engine builds that one and its log names one evaluator."""
+    chosen = _TASK_EVALUATORS.get(task)
     if chosen is None:
+        return
+    _check(task, cfg, chosen)
+    if cfg.TEST.EVALUATOR == chosen.__name__:
+        return
+    frozen = cfg.is_frozen()
+    cfg.defrost()
+    cfg.TEST.EVALUATOR = chosen.__name__
+    if frozen:
+        cfg.freeze()
+
+
+def for_task(task, cfg, lab2cname, engine_evaluator):
+    """The evaluator of a dataset's task (the engine's when it is already that one); a
+    Dassl fork's own (closed-set) dataset keeps the engine's TEST.EVALUATOR."""
+    chosen = _TASK_EVALUATORS.get(task)
+    if chosen is None or isinstance(engine_evaluator, chosen):
         return engine_evaluator
+    _check(task, cfg, chosen)
+    return chosen(cfg, lab2cname=lab2cname)
+
+
+def _check(task, cfg, chosen):
     if cfg.TEST.EVALUATOR not in ("Classification", chosen.__name__):
         raise ValueError(
             f"TEST.EVALUATOR={cfg.TEST.EVALUATOR!r}: LE-CLIP trainers evaluate a {task} dataset with "
@@ -36,9 +57,6 @@ def for_task(task, cfg, lab2cname, engine_evaluator):
     for key in ("PER_CLASS_RESULT", "COMPUTE_CMAT"):
         if cfg.TEST[key]:
             raise ValueError(f"TEST.{key} is an option of Dassl's Classification evaluator, not of {chosen.__name__}: remove it")
-    if cfg.VERBOSE:
-        print(f"Evaluator of the {task} task: {chosen.__name__}")
-    return chosen(cfg, lab2cname=lab2cname)
 
 
 @EVALUATOR_REGISTRY.register()

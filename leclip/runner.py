@@ -31,7 +31,7 @@ ELAPSED = "elapsed.json"  # the seconds of the sessions before a resume; gone on
 # config keys that do not change what a run computes: a resume (and a finished seed's skip) may change them
 RESUME_MAY_CHANGE = (
     "OUTPUT_DIR", "RESUME", "DATASET.ROOT", "VERBOSE", "TRAIN.PRINT_FREQ", "TRAIN.CHECKPOINT_FREQ",
-    "DATALOADER.NUM_WORKERS", "TRAINER.VIZ_IMAGES",
+    "DATALOADER.NUM_WORKERS", "TRAINER.VIZ_IMAGES", "TRAIN.KEEP_EVERY_CHECKPOINT",
 )
 # what results.json says of a run beside the metrics its trainer reports
 RUN_FIELDS = ("trainer", "dataset", "seed", "ssl_mode", "backbone", "engine", "device", "processes", "seconds",

@@ -270,7 +270,7 @@ QUICK = ["OPTIM.MAX_EPOCH", "2", "DATALOADER.TEST.BATCH_SIZE", "128"]
 
 
 def test_resumed_run_equals_an_uninterrupted_one_and_logs_each_branch(run_trainer, tmp_path):
-    opts = QUICK + ["TRAIN.CHECKPOINT_FREQ", "1"]
+    opts = QUICK + ["TRAIN.CHECKPOINT_FREQ", "1", "TRAIN.KEEP_EVERY_CHECKPOINT", "True"]  # epoch 1 is copied below
     full = run_trainer("CFSG", SYNTH_YAML, opts, output_dir=str(tmp_path / "full"))
     # a run killed after epoch 1 left only that checkpoint behind
     part = tmp_path / "part" / "cfsg"

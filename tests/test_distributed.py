@@ -36,7 +36,8 @@ from conftest import SMALL_WORLD
 
 WORLD = 2
 RUNS = {  # name: (trainer, method key, dataset, setting, overrides)
-    "coop": ("LECoOp", "coop", "synth_fg", "5", SMALL_WORLD + ["OPTIM.MAX_EPOCH", "2", "TRAIN.CHECKPOINT_FREQ", "1"]),
+    "coop": ("LECoOp", "coop", "synth_fg", "5",
+             SMALL_WORLD + ["OPTIM.MAX_EPOCH", "2", "TRAIN.CHECKPOINT_FREQ", "1", "TRAIN.KEEP_EVERY_CHECKPOINT", "True"]),
     "cfsg": ("CFSG", "cfsg", "synth_fg", "5", SMALL_WORLD + ["OPTIM.MAX_EPOCH", "1"]),  # FixMatch: its recipe
     "ccd": ("CCD", "ccd", "synth_ml", "unsup", [
         "DATASET.SYNTH.POOL_PER_CLASS", "2", "DATASET.SYNTH.TEST_PER_CLASS", "1", "TRAINER.CCD.INPUT_SIZE", "32",
