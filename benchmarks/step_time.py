@@ -60,7 +60,7 @@ def rows_of(method):
     if method == "ccd":
         # a random CLIP's labels are near uniform: with the released entropy limit every
         # image is unreliable and CLIP's class bias has nothing to be estimated from
-        return "synth_ml", "unsup", {"-": ["TRAINER.CCD.MAX_ENTROPY", "100"]}
+        return "synth_ml", "unsup", {"-": ["TRAINER.CCD.MAX_ENTROPY", "100.0"]}
     if method == "csa":
         return "synth_ml", "0.1", {"none": ["TRAINER.CSA.PSEUDO_LABELS", "False", "TRAINER.CSA.CONTEXT", "True"],
                                    "pseudo": ["TRAINER.CSA.PSEUDO_LABELS", "True", "TRAINER.CSA.PL_START_EPOCH", "0"]}
