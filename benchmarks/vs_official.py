@@ -1,7 +1,7 @@
 """LE-CLIP's training step against the official code's, side by side, on the same weights.
 
     python benchmarks/vs_official.py --coop PATH --maple PATH --locoop PATH --plot PATH
-                                     [--dassl PATH] [--batch 8] [--classes 16] [--steps 3]
+                                     [--dassl PATH] [--batch 8 32] [--classes 50 100] [--steps 3]
                                      [--threads N]
 
 PATH is your own clone of the official repository (github.com/KaiyangZhou/CoOp,
@@ -10,15 +10,18 @@ trainers import Dassl.pytorch, so it must be installed or cloned (--dassl). Noth
 theirs ships with LE-CLIP: this script imports their modules from PATH. A method whose
 PATH is not given is skipped with a message.
 
-Per method, in one child process (each repository vendors its own `clip` package):
+Every method at every batch size and class count given runs in this one command, so the
+ratios of a table were measured under the same conditions. Per method and shape, in one
+child process (each repository vendors its own `clip` package):
 one random CLIP of ViT-B/16's shape (224 px, patch 16, width 768, 12 blocks; text width
 512, 77 tokens; weights exactly representable in fp16, because the official loader
 round-trips them through fp16) is loaded by the official `clip.build_model` and by
 LE-CLIP's loader; both models get the same learnable initial values, the same images
 (randn) and labels; then the official trainer's `forward_backward` (run on a stand-in
 trainer whose update is zero_grad + backward, no optimizer step) and LE-CLIP's step
-(encode_classes, forward, the method's loss, backward) are each timed `--steps` times
-after a warm-up, in fp32 on the CPU (or CUDA when present). It prints the medians,
+(encode_classes, forward, the method's loss, backward) are timed `--steps` times each,
+alternately, after a warm-up of each, in fp32 on the CPU (or CUDA when present); each
+side's fastest step counts (load on a shared machine only slows). It prints them,
 their ratio (ours / official) and how far the outputs are apart: the logits, the loss
 and the gradient of every learnable tensor (max absolute difference).
 
@@ -266,20 +269,25 @@ def build_ours(method, clip_file, classnames, theirs):
     return ours, cross_entropy, pairs
 
 
-def median_time(fn, steps):
+def alternate_times(official_fn, our_fn, steps):
+    """(official, ours) seconds per step: after a warm-up of each, the steps alternate
+    between the two, and each side's fastest step counts. A shared machine's load only
+    slows a step, so the fastest is the least disturbed, and alternating exposes both
+    sides to the same load."""
     import torch
 
-    fn()  # warm-up
-    times = []
-    for _ in range(steps):
+    def timed(fn):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         start = time.perf_counter()
         fn()
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        return time.perf_counter() - start
+
+    official_fn(), our_fn()  # warm-up
+    pairs = [(timed(official_fn), timed(our_fn)) for _ in range(steps)]
+    return min(p[0] for p in pairs), min(p[1] for p in pairs)
 
 
 def compare_one(method, path, dassl, batch, classes, steps, threads):
@@ -324,8 +332,7 @@ def compare_one(method, path, dassl, batch, classes, steps, threads):
                 loss.backward()
                 return loss
 
-            official_s = median_time(lambda: step(trainer, data), steps)
-            ours_s = median_time(our_step, steps)
+            official_s, ours_s = alternate_times(lambda: step(trainer, data), our_step, steps)
             # the outputs, side by side: one more step each, gradients kept
             step(trainer, data)
             official_loss = trainer_loss(method, official, theirs, images, labels, trainer)
@@ -367,42 +374,52 @@ def main(argv=None):
     for method in METHODS:
         parser.add_argument(f"--{method}", metavar="PATH", help=f"your clone of the official {method} repository")
     parser.add_argument("--dassl", metavar="PATH", help="a Dassl.pytorch clone, if Dassl is not installed")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--classes", type=int, default=16)
+    parser.add_argument("--batch", type=int, nargs="+", default=[8])
+    parser.add_argument("--classes", type=int, nargs="+", default=[16])
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: the child of one method
     args = parser.parse_args(argv)
     if args.one:
-        result = compare_one(args.one, getattr(args, args.one), args.dassl, args.batch, args.classes, args.steps,
-                             args.threads)
+        result = compare_one(args.one, getattr(args, args.one), args.dassl, args.batch[0], args.classes[0],
+                             args.steps, args.threads)
         print("RESULT " + json.dumps(result))
         return 0
-    print(f"ViT-B/16-shaped random CLIP | batch {args.batch} | {args.classes} classes | {args.steps} timed steps "
-          "(median, after a warm-up) | fp32")
-    print(f"{'method':<8}{'official (s)':>13}{'ours (s)':>10}{'ours/official':>15}{'logits':>10}{'loss':>10}"
-          f"{'grads':>10}  shims")
+    print(f"ViT-B/16-shaped random CLIP | {args.steps} timed steps each, alternating (fastest, after a warm-up) "
+          "| fp32")
+    print(f"{'method':<8}{'batch':>6}{'classes':>8}{'official (s)':>13}{'ours (s)':>10}{'ours/official':>15}"
+          f"{'logits':>10}{'loss':>10}{'grads':>10}  shims")
+    methods = []
     for method in METHODS:
         path = getattr(args, method)
         if not path:
             print(f"{method:<8}skipped: no --{method} PATH given")
-            continue
-        if not osp.isdir(path):
+        elif not osp.isdir(path):
             print(f"{method:<8}skipped: {path} is not a folder")
-            continue
-        command = [sys.executable, __file__, "--one", method, f"--{method}", path, "--batch", str(args.batch),
-                   "--classes", str(args.classes), "--steps", str(args.steps), "--threads", str(args.threads)]
-        if args.dassl:
-            command += ["--dassl", args.dassl]
-        done = subprocess.run(command, capture_output=True, text=True, cwd=HERE)
-        found = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-        if done.returncode != 0 or not found:
-            print(f"{method:<8}failed:\n{done.stderr[-2500:]}")
-            continue
-        r = json.loads(found[-1][len("RESULT "):])
-        print(f"{method:<8}{r['official_s']:>13.3f}{r['ours_s']:>10.3f}{r['ratio']:>14.2f}x{r['logits_diff']:>10.1e}"
-              f"{r['loss_diff']:>10.1e}{r['grad_diff']:>10.1e}  {', '.join(r['shims'])}", flush=True)
+        else:
+            methods.append((method, path))
+    for classes in args.classes:  # one shape for every method, then the next
+        for batch in args.batch:
+            for method, path in methods:
+                run_child(args, method, path, batch, classes)
     return 0
+
+
+def run_child(args, method, path, batch, classes):
+    """One method at one shape in a child process; prints its row."""
+    command = [sys.executable, __file__, "--one", method, f"--{method}", path, "--batch", str(batch),
+               "--classes", str(classes), "--steps", str(args.steps), "--threads", str(args.threads)]
+    if args.dassl:
+        command += ["--dassl", args.dassl]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=HERE)
+    found = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not found:
+        print(f"{method:<8}{batch:>6}{classes:>8}  failed:\n{done.stderr[-2500:]}")
+        return
+    r = json.loads(found[-1][len("RESULT "):])
+    print(f"{method:<8}{batch:>6}{classes:>8}{r['official_s']:>13.3f}{r['ours_s']:>10.3f}{r['ratio']:>14.2f}x"
+          f"{r['logits_diff']:>10.1e}{r['loss_diff']:>10.1e}{r['grad_diff']:>10.1e}  {', '.join(r['shims'])}",
+          flush=True)
 
 
 if __name__ == "__main__":

@@ -72,6 +72,22 @@ def test_image_encoder_matches_clip_and_projects_patches(clip_model):
     assert torch.allclose(patches[:, 4], visual.ln_post(x[:, 5]) @ visual.proj, atol=1e-6)
 
 
+def test_global_feature_alone_runs_the_last_block_for_the_class_token_only(clip_model, monkeypatch):
+    encoder = ImageEncoder(clip_model)
+    images = torch.randn(3, 3, 32, 32)
+    global_feature, patches = encoder(images, patches=False)
+    assert patches is None
+    assert torch.allclose(global_feature, clip_model.encode_image(images), atol=1e-6)
+    # with prompt tokens appended by a hook, the class token still attends to them
+    hook = DeepTokens({-1: torch.randn(2, 64), 2: torch.randn(2, 64)})
+    assert torch.allclose(encoder(images, token_hook=hook, patches=False)[0], encoder(images, token_hook=hook)[0],
+                          atol=1e-6)
+    calls = []
+    monkeypatch.setattr(clip_model.visual.transformer.resblocks[-1], "forward", lambda x: calls.append(x) or x)
+    encoder(images, patches=False)
+    assert calls == []  # the full last block never ran
+
+
 def test_text_encoder_matches_clip(clip_model):
     encoder = TextEncoder(clip_model)
     tokens = encoder.tokenize(["a crimson striped disc", "navy ring"])

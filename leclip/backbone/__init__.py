@@ -17,3 +17,4 @@ from .loader import (  # noqa: E402
     save_clip,
 )
 from .prompts import PromptLearner, class_text_features, clean_name  # noqa: E402
+from .shared_prefix import concat as concat_prompts  # noqa: E402

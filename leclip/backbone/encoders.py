@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from clip import clip as clip_api
 
+from . import shared_prefix
 from .model import causal_length
 
 
@@ -61,6 +62,25 @@ def value_path(block, x):
     return v + block.mlp(block.ln_2(v))
 
 
+def class_token_output(block, x):
+    """The block's output at the class token only, [B, W] (all a global feature reads):
+    keys and values of every token, but the query, out_proj and MLP of one token.
+    x is batch-first [B, L, W]; the block's attention is unmasked (image side)."""
+    attn = block.attn
+    width = x.shape[-1]
+    h = block.ln_1(x)
+    q = F.linear(h[:, :1], attn.in_proj_weight[:width], attn.in_proj_bias[:width])
+    k, v = F.linear(h, attn.in_proj_weight[width:], attn.in_proj_bias[width:]).chunk(2, dim=-1)
+    heads = attn.num_heads
+
+    def split(t):
+        return t.view(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)
+
+    out = F.scaled_dot_product_attention(split(q), split(k), split(v)).transpose(1, 2).reshape(-1, width)
+    y = x[:, 0] + attn.out_proj(out)
+    return y + block.mlp(block.ln_2(y))
+
+
 class TextEncoder(nn.Module):
     """Prompt embeddings [C, L, W] -> text features [C, D] (not normalised).
 
@@ -69,6 +89,8 @@ class TextEncoder(nn.Module):
     CoOp prompt of ~20 tokens costs 20 positions, not the context length (77). Hooks on the
     text side may only replace tokens before the EOT (MaPLe's deep prompts at 1..n_ctx):
     the causal mask and the EOT position assume the sequence length is unchanged.
+    Embeddings a prompt learner marked as sharing a prefix (`shared_prefix.mark`) run
+    that prefix once (see shared_prefix.py); the features are the same.
     """
 
     def __init__(self, clip_model):
@@ -98,11 +120,16 @@ class TextEncoder(nn.Module):
 
     def forward(self, prompt_embeds, tokenized, token_hook=None):
         length = causal_length(tokenized)
-        x = prompt_embeds[:, :length] + self.positional_embedding[:length].to(prompt_embeds.dtype)
-        x = run_blocks(self.transformer.resblocks, x, token_hook)
-        x = self.ln_final(x)
         eot = tokenized.argmax(dim=-1)  # the EOT token has the largest id
-        return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
+        blocks = self.transformer.resblocks
+        x = prompt_embeds[:, :length] + self.positional_embedding[:length].to(prompt_embeds.dtype)
+        shared = shared_prefix.plan(prompt_embeds, eot, blocks, token_hook)
+        if shared is None:
+            x = run_blocks(blocks, x, token_hook)[torch.arange(x.shape[0], device=x.device), eot]
+        else:  # the prefix once per block of rows, then each prompt's suffix
+            x = shared_prefix.run_shared(blocks, x, eot, shared, token_hook)
+        # ln_final is per token: pooling the EOT first changes nothing
+        return self.ln_final(x) @ self.text_projection
 
 
 class ImageEncoder(nn.Module):
@@ -166,14 +193,22 @@ class ImageEncoder(nn.Module):
         x = run_blocks(blocks[:-1], self.embed(images, token_hook), token_hook)
         if token_hook is not None:
             x = token_hook(len(blocks) - 1, x)
-        last_input = x
-        x = run_blocks(blocks[-1:], x)
         n = 1 + self.num_patches  # hook tokens sit after the patches and are never patches
-        global_feature = self.visual.ln_post(x[:, 0]) @ self.visual.proj
-        if not patches:
-            return global_feature, None
-        source = x if local == "tokens" else value_path(blocks[-1], last_input)
-        return global_feature, self.visual.ln_post(source[:, 1:n]) @ self.visual.proj
+        last = blocks[-1]
+        # without the last block's patch tokens, it runs for the class token alone
+        # (a LoRA-wrapped attention has its own projections: the full block)
+        if type(last.attn) is nn.MultiheadAttention and (not patches or local == "value"):
+            global_feature = self.visual.ln_post(class_token_output(last, x)) @ self.visual.proj
+            if not patches:
+                return global_feature, None
+            source = value_path(last, x[:, 1:n])  # per token: the patches alone
+        else:
+            source = run_blocks(blocks[-1:], x)
+            global_feature = self.visual.ln_post(source[:, 0]) @ self.visual.proj
+            if not patches:
+                return global_feature, None
+            source = (source if local == "tokens" else value_path(last, x))[:, 1:n]
+        return global_feature, self.visual.ln_post(source) @ self.visual.proj
 
 
 def block_tokens(per_block, index, x):
@@ -220,6 +255,11 @@ class ReplaceAt:
     def __init__(self, per_block, start=1):
         self.per_block = per_block
         self.start = start
+
+    def writes_shared_tokens_before(self, length):
+        """Whether every write is one set of tokens for all prompts, inside positions
+        0..length-1 (then a shared prefix of that length stays shared)."""
+        return all(t.dim() == 2 and self.start + t.shape[0] <= length for t in self.per_block.values())
 
     def __call__(self, index, x):
         tokens = block_tokens(self.per_block, index, x)

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from clip import clip as clip_api
 
+from . import shared_prefix
 from .encoders import TextEncoder
 
 POSITIONS = ("end", "middle", "front")
@@ -105,6 +106,21 @@ class PromptLearner(nn.Module):
         self.register_buffer("token_suffix", embedding[:, 1 + n_ctx :], persistent=False)  # name . EOS
         self.register_buffer("tokenized_prompts", tokenized.repeat(n_sets, 1), persistent=False)
         self.name_lens = [len(clip_api._tokenizer.encode(name)) for name in names]
+        self.shared_length = 0 if csc else self._shared_length(tokenized)
+
+    def _shared_length(self, tokenized):
+        """How many leading positions are the same for every class with one shared context:
+        SOS, the context before the class name, and (class token at the end) the fixed
+        words after the context that every prompt has (MaPLe's "of a"); never past an EOT."""
+        if self.class_token_position == "front":
+            return 1
+        if self.class_token_position == "middle":
+            return 1 + self.n_ctx // 2
+        length = 1 + self.n_ctx
+        after = tokenized[:, length:]
+        same = (after == after[:1]).all(dim=0).long()
+        length += int(same.cumprod(dim=0).sum())
+        return min(length, int(tokenized.argmax(dim=-1).min()))
 
     def _assemble(self, ctx):
         """ctx [n_ctx, W] or [C, n_ctx, W] -> prompt embeddings [C, L, W]."""
@@ -127,5 +143,8 @@ class PromptLearner(nn.Module):
     def forward(self):
         """(prompt embeddings [n_sets*C, L, W], token ids [n_sets*C, L])."""
         if self.n_sets == 1:
-            return self._assemble(self.ctx), self.tokenized_prompts
-        return torch.cat([self._assemble(c) for c in self.ctx], dim=0), self.tokenized_prompts
+            prompts = self._assemble(self.ctx)
+        else:
+            prompts = torch.cat([self._assemble(c) for c in self.ctx], dim=0)
+        # each set's prompts share their first `shared_length` positions: the text encoder runs them once
+        return shared_prefix.mark(prompts, self.shared_length, self.n_cls), self.tokenized_prompts
