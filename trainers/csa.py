@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from leclip import distributed, ssl, viz
 from leclip.adapters import ResidualAdapter
-from leclip.backbone import ImageEncoder, PromptLearner, TextEncoder
+from leclip.backbone import ImageEncoder, PromptLearner, TextEncoder, concat_prompts
 from leclip.config import add_defaults
 from leclip.dassl import TRAINER_REGISTRY
 from leclip.multilabel import asl, contexts, dual_prompts, thresholds
@@ -113,9 +113,8 @@ class CSAModel(nn.Module):
 
     def encode_classes(self):
         """(positive [C, D], negative [C, D]) normalised prompt features, in one text pass."""
-        pos_embeds, pos_tokens = self.learnable["positive_prompts"]()
-        neg_embeds, neg_tokens = self.learnable["negative_prompts"]()
-        text = self.text_encoder(torch.cat([pos_embeds, neg_embeds]), torch.cat([pos_tokens, neg_tokens]))
+        # concat_prompts keeps each set's shared prefix, so the text pass runs it once
+        text = self.text_encoder(*concat_prompts(self.learnable["positive_prompts"](), self.learnable["negative_prompts"]()))
         return dual_prompts.split_dual(F.normalize(text, dim=-1))
 
     def forward(self, images, classes):
