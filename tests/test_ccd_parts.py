@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from leclip.multilabel import clip_labels
 from leclip.multilabel.cam import (
     CAMClassifier,
     calibrate_threshold,
@@ -545,3 +546,16 @@ def test_clip_encodes_any_size_with_bilinearly_resampled_positions(layers):
     setattr(resized.get_submodule(module), attr, nn.Parameter(new))
     assert torch.allclose(encode_any_size(model, wide), resized.encode_image(wide), atol=1e-5)
     assert torch.equal(model.visual.get_parameter(name), old)  # the model itself is unchanged
+
+
+def test_the_bias_line_stars_the_classes_no_reliable_image_ranks_first():
+    probs = torch.tensor([[0.7, 0.2, 0.1, 0.0], [0.1, 0.8, 0.1, 0.0], [0.1, 0.1, 0.2, 0.6]])
+    reliable = torch.tensor([True, True, False])  # the only image ranking 'd' first is unreliable
+    bias = clip_labels.class_bias(probs, reliable)
+    line = clip_labels.bias_line(["a", "b", "c", "d"], probs, bias, reliable)
+    assert line == ("CCD: CLIP's class bias: a 0.700, b 0.800, c 0.750*, d 0.750* (*: no reliable image ranks the class "
+                    "first; its bias is the others' mean)")
+    every = clip_labels.bias_line(["a", "b", "c", "d"], probs, clip_labels.class_bias(probs), None)
+    assert every.startswith("CCD: CLIP's class bias: a 0.700, b 0.800, c 0.700*, d 0.600 (*")
+    ranked_by_all = clip_labels.bias_line(["a", "b"], probs[:2, :2], torch.tensor([0.7, 0.8]))
+    assert ranked_by_all == "CCD: CLIP's class bias: a 0.700, b 0.800"

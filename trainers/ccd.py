@@ -142,7 +142,7 @@ def clip_source(trainer):
     fix = f"every image's entropy exceeds TRAINER.CCD.MAX_ENTROPY={ccd.MAX_ENTROPY:g}: raise it or set TRAINER.CCD.DEBIAS False"
     bias = clip_labels.class_bias(probs, ~flagged, fix) if ccd.DEBIAS else torch.ones(probs.shape[1])
     if ccd.DEBIAS:
-        print("CCD: CLIP's class bias: " + ", ".join(f"{n} {b:.3f}" for n, b in zip(trainer.classnames, bias.tolist())))
+        print(clip_labels.bias_line(trainer.classnames, probs, bias, ~flagged))
     return clip_labels.debias(probs, bias, ccd.LS_COEFF), weights, bias
 
 

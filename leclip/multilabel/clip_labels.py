@@ -51,6 +51,17 @@ def class_bias(probs, reliable=None, fix=""):
     return bias
 
 
+def bias_line(classnames, probs, bias, reliable=None):
+    """The class bias as a log line; a class that is no (reliable) image's top class is
+    starred, since its value is only the others' mean filled in."""
+    top_class = probs.argmax(dim=-1) if reliable is None else probs[reliable].argmax(dim=-1)
+    ranked = torch.zeros(probs.shape[1], dtype=torch.bool)
+    ranked[top_class.cpu()] = True
+    cells = [f"{name} {value:.3f}{'' if seen else '*'}" for name, value, seen in zip(classnames, bias.tolist(), ranked.tolist())]
+    note = "" if bool(ranked.all()) else " (*: no reliable image ranks the class first; its bias is the others' mean)"
+    return "CCD: CLIP's class bias: " + ", ".join(cells) + note
+
+
 def debias(probs, bias, ls_coeff=20.0):
     """clamp(max(p, 1/ls_coeff) / bias, 0, 1): floor first, then divide by the class bias.
 
