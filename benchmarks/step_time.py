@@ -101,13 +101,9 @@ def sync(device):
 
 
 def first_batches(trainer):
-    """The batches of one step, as the trainer's run_epoch passes them to forward_backward:
-    CCD (train_u only), labeled only, or labeled and unlabeled."""
-    batch_u = next(iter(trainer.train_loader_u)) if trainer.train_loader_u is not None else None
-    if type(trainer).__name__ == "CCD":
-        return (batch_u,)
-    batch_x = next(iter(trainer.train_loader_x))
-    return (batch_x,) if batch_u is None else (batch_x, batch_u)
+    """The batches of one step, as the training loop passes them to forward_backward: one
+    from each of the epoch's loaders (None where the method reads none, e.g. CCD's labeled)."""
+    return tuple(None if loader is None else next(iter(loader)) for loader in trainer.epoch_loaders(0))
 
 
 def count_flops(trainer, batches):
@@ -129,13 +125,7 @@ def measure(trainer, steps, eval_images, flops=False):
     if trainer.learns:
         trainer.before_train()
         trainer.epoch = 0
-        trainer.before_epoch()
-        if getattr(trainer, "fixmatch", None) is not None:
-            trainer.fixmatch.start_epoch()
-        if type(trainer).__name__ == "CSA":
-            trainer.pseudo = trainer.pseudo_label_pass().to(device) if trainer.use_unlabeled else None
-        if type(trainer).__name__ == "CCD":
-            trainer.epoch_scores, trainer.epoch_index = [], []
+        trainer.before_epoch()  # each method's epoch start: its unlabeled strategy, CSA's pseudo-labels, ...
         trainer.set_model_mode("train")
         trainer.batch_idx, trainer.num_batches = 0, 10**9  # no LR update mid-benchmark
         batches = first_batches(trainer)

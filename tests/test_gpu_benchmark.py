@@ -68,3 +68,14 @@ def test_a_method_that_fails_gets_its_error_row_and_the_others_still_run(synth_r
     assert rows[1] == {"method": "coop", "error": "ValueError: no reliable image"}
     assert rows[0]["method"] == "zsclip" and rows[0]["eval"] > 0
     assert "coop          failed: ValueError: no reliable image" in capsys.readouterr().out
+
+
+def test_every_method_runs_at_toy_size(synth_root, tmp_path):
+    """Each method's step and evaluation, as the GPU command runs them (CSA's and CCD's epoch
+    start included), so that the script cannot rot while no GPU runs it."""
+    out = tmp_path / "gpu.json"
+    gpu.main(["--toy", "--eval-images", "2", "--data", synth_root, "--json", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [row.get("error") for row in rows] == [None] * len(rows)
+    assert {"cfsg", "ccd", "csa", "coop", "maple", "plot", "locoop"} <= {row["method"] for row in rows}
+    assert all(row["step"] > 0 for row in rows if row["method"] != "zsclip")
