@@ -256,7 +256,9 @@ def run(cfg, eval_only=False, model_dir="", load_epoch=None, overwrite=False, fo
             return finished, [] if eval_only else check_resume(cfg, force_resume)
 
         finished, notes = distributed.on_main(prepare)
-        return _run_locked(cfg, eval_only, model_dir, load_epoch, results_path, finished, notes, viz, recipe)
+        # before the trainer is built: a trainer may fill in keys (TEST.EVALUATOR) itself
+        overrides = None if recipe is None else recipe_overrides(recipe, cfg)
+        return _run_locked(cfg, eval_only, model_dir, load_epoch, results_path, finished, notes, viz, overrides)
 
 
 @contextlib.contextmanager
@@ -273,7 +275,7 @@ def _timed(folder, main):
         raise
 
 
-def _results(cfg, trainer, processes, seconds, recipe):
+def _results(cfg, trainer, processes, seconds, overrides):
     from leclip.dassl import ENGINE
 
     metrics = getattr(trainer.evaluator, "last_results", {})
@@ -289,8 +291,7 @@ def _results(cfg, trainer, processes, seconds, recipe):
         processes=processes,
         seconds=round(seconds, 1),
     )
-    if recipe is not None:
-        overrides = recipe_overrides(recipe, cfg)
+    if overrides is not None:
         results.update(overrides=overrides, recipe_followed=not overrides)
     skipped = getattr(getattr(trainer, "dm", None), "skipped_images", None)
     if skipped is not None:
@@ -298,7 +299,7 @@ def _results(cfg, trainer, processes, seconds, recipe):
     return results
 
 
-def _run_locked(cfg, eval_only, model_dir, load_epoch, results_path, finished, notes, viz, recipe):
+def _run_locked(cfg, eval_only, model_dir, load_epoch, results_path, finished, notes, viz, overrides):
     from leclip import distributed
     from leclip.dassl import ENGINE, build_trainer, collect_env_info, set_random_seed
     from leclip.engine.utils import setup_logger
@@ -324,7 +325,7 @@ def _run_locked(cfg, eval_only, model_dir, load_epoch, results_path, finished, n
             trainer.test()
         else:
             trainer.train()
-        results = _results(cfg, trainer, processes, clock(), recipe)
+        results = _results(cfg, trainer, processes, clock(), overrides)
     if main:
         if osp.exists(results_path):  # a finished run (--overwrite) or an unreadable file: kept beside
             kept = keep_aside(results_path, "replaced" if finished is not None else "unreadable")

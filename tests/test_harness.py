@@ -255,6 +255,8 @@ def test_a_resumed_run_reports_its_whole_time_and_its_overrides(run_copy, synth_
     results = json.loads((run_copy / runner.RESULTS).read_text())
     assert results["seconds"] >= 1000.0 and not (run_copy / runner.ELAPSED).exists()
     assert results["overrides"]["OPTIM.MAX_EPOCH"] == 1 and results["recipe_followed"] is False
+    # what the command gave, nothing a trainer fills in itself (TEST.EVALUATOR)
+    assert set(results["overrides"]) == {"OPTIM.MAX_EPOCH", "DATASET.SYNTH.POOL_PER_CLASS", "DATASET.SYNTH.TEST_PER_CLASS"}
 
 
 def test_the_stop_message_claims_a_checkpoint_only_once_one_exists(tmp_path, run_copy):
