@@ -26,13 +26,15 @@ from ..backbone.prompts import class_text_features
 from ..multilabel import clip_labels, contexts
 from ..multilabel.label_features import label_specific_features
 from ..sfm import SemanticFilter
-from . import pretrain, render, synth_fg, synth_ml
+from . import pretrain, references, render, synth_fg, synth_ml
 
 TEMPLATE = "a photo of a {}."  # DATASET.PROMPT_TEMPLATE's default, the prompt of zero-shot CLIP
 CCD_TEMPLATE = "a photo of the {}."  # CCD's pseudo-label prompt
 CCD_SCALE = 100.0  # CCD scores softmax(100 cos) whatever the model's temperature
 RELIABLE_ENTROPY = 2.0  # CCD: images above this entropy are unreliable
 SFM_TOP_K = 10  # TRAINER.CFSG.TOP_K's default
+MCM_TEMPERATURE = 1.0  # MCM scores max softmax(cos / T) with T = 1
+FEW_SHOTS = 5  # synth_fg's labeled images per ID class (the benchmark's own labeled set)
 
 
 # ---------------------------------------------------------------- features
@@ -128,6 +130,61 @@ def fg_properties(model, world_seed=0, pool_per_class=40, test_per_class=20):
     }
 
 
+def _shots(labels, classes, per_class, rng):
+    """Indices of `per_class` random images of each class in `classes`."""
+    return np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes])
+
+
+def fg_headroom(model, world_seed=0, pool_per_class=40, test_per_class=20, seeds=(1, 2, 3), views=3,
+                fixmatch_steps=300):
+    """Task A's headroom, by reference learners on the frozen global feature of the ID
+    classes: zero-shot closed accuracy; linear probes from 20 and `FEW_SHOTS` labels a
+    class; MCM's AUROC (ID test images against the look-alikes); a linear head from the
+    text features trained on the `FEW_SHOTS` labels alone, with plain FixMatch on the
+    oracle unlabeled pool (ID images only) and on the benchmark's pool (look-alikes
+    included). Learners that draw labels are averaged over `seeds`."""
+    k = synth_fg.NUM_ID
+    pool_images, pool_labels = synth_fg.render_split(world_seed, "pool", pool_per_class)
+    test_images, test_labels = synth_fg.render_split(world_seed, "test", test_per_class)
+    pool = encode(model, pool_images)[0]
+    test = encode(model, test_images)[0]
+    is_id = test_labels < k
+    text = class_text_features(model, synth_fg.CLASSNAMES[:k], TEMPLATE)
+    scale = model.logit_scale.exp().item()
+    zs = zero_shot_probs(model, test, synth_fg.CLASSNAMES[:k])
+    mcm = (test @ text.t() / MCM_TEMPERATURE).softmax(dim=-1).max(dim=-1).values.numpy()
+
+    def accuracy(predicted):
+        return 100.0 * float((predicted[is_id] == test_labels[is_id]).mean())
+
+    def probe(per_class, seed):
+        rows = _shots(pool_labels, range(k), per_class, np.random.default_rng(seed))
+        return linear_probe(pool[rows].numpy(), pool_labels[rows], test[is_id].numpy(), test_labels[is_id])
+
+    rng = np.random.default_rng([world_seed, 99])
+    encoder = lambda images: encode(model, images)[0]  # noqa: E731
+    weak = references.encoded_views(encoder, rng, pool_images, views, strong=False)
+    strong = references.encoded_views(encoder, rng, pool_images, views, strong=True)
+    runs = {"labels_only": [], "fixmatch_oracle": [], "fixmatch_pool": []}
+    for seed in seeds:
+        labeled = _shots(pool_labels, range(k), FEW_SHOTS, np.random.default_rng(seed))
+        rest = np.setdiff1d(np.arange(len(pool_labels)), labeled)
+        oracle = rest[pool_labels[rest] < k]
+        for name, unlabeled in (("labels_only", None), ("fixmatch_oracle", oracle), ("fixmatch_pool", rest)):
+            views_u = None if unlabeled is None else (weak[:, unlabeled], strong[:, unlabeled])
+            predicted = references.fixmatch_head(
+                text, scale, weak[:, labeled], pool_labels[labeled], test, views_u, seed=seed, steps=fixmatch_steps
+            )
+            runs[name].append(accuracy(predicted))
+    return {
+        "zs_closed_acc": metrics.closed_accuracy(zs.numpy(), test_labels, k),
+        "zs_mcm_auroc": metrics.auroc(mcm[is_id], mcm[~is_id]),
+        "probe_20": float(np.mean([probe(20, seed) for seed in seeds])),
+        "probe_few": float(np.mean([probe(FEW_SHOTS, seed) for seed in seeds])),
+        **{name: np.array(values) for name, values in runs.items()},
+    }
+
+
 # ---------------------------------------------------------------- task B
 def crop_boxes(boxes, size, margin=1 / 8):
     """Each ground-truth box grown by `margin` of the image size on every side (CCD grows
@@ -163,19 +220,50 @@ def ml_view_properties(model, world_seed=0, num_images=320, k=3):
 
 
 def ml_bias_properties(model, world_seed=0, num_images=640):
-    """CLIP's class bias on the training split (CCD's rule) and the mAP of its raw and
-    debiased labels against the true ones."""
-    images, labels = synth_ml.render_split(world_seed, "train", num_images, model.visual.input_resolution)
+    """On the training split (CCD's prompt and scale): the mAP of CLIP's labels from whole
+    images and from crops around the objects (per class, the max over the image's crops,
+    as CCD's local labels), CLIP's class bias (CCD's rule) and the mAP of the raw and
+    debiased labels, per class and over all image-class pairs (the pooled AP sees what a
+    per-class rescaling does to a BCE target)."""
+    from sklearn.metrics import average_precision_score
+
+    size = model.visual.input_resolution
+    scenes, objects = synth_ml.split_scenes(world_seed, "train", num_images, size)
+    images = render.render_in_chunks(scenes, [world_seed, synth_ml.STREAMS["train"]], size)
+    labels = synth_ml.multi_hot(objects)
     probs = zero_shot_probs(model, encode(model, images)[0], synth_ml.CLASSNAMES, CCD_TEMPLATE, CCD_SCALE)
+    boxes = synth_ml.object_boxes(scenes, objects)
+    owner = torch.from_numpy(np.concatenate([np.full(len(b), i) for i, b in enumerate(boxes)]))
+    crops = render.crop_and_resize(images[owner.numpy()], crop_boxes(boxes, size), size)
+    on_crop = zero_shot_probs(model, encode(model, crops)[0], synth_ml.CLASSNAMES, CCD_TEMPLATE, CCD_SCALE)
+    crop_max = torch.zeros_like(probs).index_reduce_(0, owner, on_crop, "amax")
     reliable = clip_labels.entropy(probs) <= RELIABLE_ENTROPY
     bias = clip_labels.class_bias(probs, reliable)
+    debiased = clip_labels.debias(probs, bias)
     return {
         "bias": bias.numpy(),
         "bias_spread": float(bias.max() / bias.min()),
         "reliable_share": 100.0 * float(reliable.float().mean()),
         "map_raw": metrics.mean_average_precision(probs.numpy(), labels),
-        "map_debiased": metrics.mean_average_precision(clip_labels.debias(probs, bias).numpy(), labels),
+        "map_crops": metrics.mean_average_precision(crop_max.numpy(), labels),
+        "map_debiased": metrics.mean_average_precision(debiased.numpy(), labels),
+        "pooled_ap_raw": 100.0 * average_precision_score(labels.ravel(), probs.numpy().ravel()),
+        "pooled_ap_debiased": 100.0 * average_precision_score(labels.ravel(), debiased.numpy().ravel()),
     }
+
+
+def ml_bce_headroom(world_seed=0, train_images=640, test_images=320, backbone="mobilenet_v3_small", input_size=64,
+                    epochs=10, seed=1):
+    """Test mAP of CCD's classifier (the shipped world-pretrained `backbone`) trained with
+    BCE on the true training labels, and the size of its class maps."""
+    from .trunk import asset_path
+
+    train, train_labels = synth_ml.render_split(world_seed, "train", train_images)
+    test, test_labels = synth_ml.render_split(world_seed, "test", test_images)
+    scores, cam_size = references.bce_classifier(
+        train, train_labels, test, asset_path(backbone), backbone, input_size, seed=seed, epochs=epochs
+    )
+    return {"bce_map": metrics.mean_average_precision(scores, test_labels), "cam_size": cam_size}
 
 
 def ml_zero_shot(model, world_seed=0, num_images=320):
@@ -220,7 +308,8 @@ def ml_probes(model, world_seed=0, train_images=640, test_images=320, ratio=0.1)
     every training label (about what a method that keeps CLIP frozen can reach), and, with
     the first `ratio` of the training images only (task C's labeled part), the global
     feature against CSA's label-specific features (each class's probe reads its own f_k):
-    CSA's premise as it matters when labels are few."""
+    CSA's premise as it matters when labels are few; and the global feature with the
+    scene's planted context as extra inputs: do contexts carry information?"""
     size = model.visual.input_resolution
     train, train_labels = synth_ml.render_split(world_seed, "train", train_images, size)
     test, test_labels = synth_ml.render_split(world_seed, "test", test_images, size)
@@ -229,7 +318,13 @@ def ml_probes(model, world_seed=0, train_images=640, test_images=320, ratio=0.1)
     train_specific, test_specific = (F.normalize(label_specific_features(p, text)[0], dim=-1).numpy()
                                      for p in (train_patches, test_patches))
     few = max(2, round(ratio * train_images))
+    # the scene's context as extra inputs (one-hot): does knowing it help the few labels?
+    train_context, test_context = (np.eye(synth_ml.NUM_CONTEXTS)[synth_ml.split_contexts(world_seed, split, n)]
+                                   for split, n in (("train", train_images), ("test", test_images)))
+    with_context = [np.concatenate([g.numpy(), c], axis=1) for g, c in ((train_global, train_context),
+                                                                         (test_global, test_context))]
     return {
+        "probe_context_few": _probe_map(with_context[0][:few], train_labels[:few], with_context[1], test_labels),
         "probe_global_all": _probe_map(train_global.numpy(), train_labels, test_global.numpy(), test_labels),
         "probe_global_few": _probe_map(train_global[:few].numpy(), train_labels[:few], test_global.numpy(), test_labels),
         "probe_label_specific_few": _probe_map(train_specific[:few], train_labels[:few], test_specific, test_labels),

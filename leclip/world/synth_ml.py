@@ -48,12 +48,16 @@ def context_classes():
     return contexts
 
 
-def sample_objects(rng, n):
-    """Class indices of the objects of `n` scenes: a list of int arrays."""
+def sample_objects(rng, n, picked=None):
+    """Class indices of the objects of `n` scenes: a list of int arrays; each scene's
+    context is appended to the list `picked` when one is given."""
     contexts = context_classes()
     objects = []
     for _ in range(n):
-        members, weights = contexts[rng.integers(NUM_CONTEXTS)]
+        context = rng.integers(NUM_CONTEXTS)
+        if picked is not None:
+            picked.append(int(context))
+        members, weights = contexts[context]
         count = rng.choice(OBJECT_COUNTS, p=COUNT_PROBS)
         objects.append(np.array([
             rng.choice(members, p=weights) if rng.random() < IN_CONTEXT else rng.integers(len(CLASSNAMES))
@@ -108,6 +112,13 @@ def split_scenes(world_seed, split, num_images, size=render.IMAGE_SIZE):
     rng = np.random.default_rng([world_seed, STREAMS[split]])
     objects = sample_objects(rng, num_images)
     return sample_scenes(rng, objects, size), objects
+
+
+def split_contexts(world_seed, split, num_images):
+    """[num_images] the context each scene of a split was drawn from."""
+    picked = []
+    sample_objects(np.random.default_rng([world_seed, STREAMS[split]]), num_images, picked)
+    return np.array(picked, dtype=np.int64)
 
 
 def render_split(world_seed, split, num_images, size=render.IMAGE_SIZE, progress=None):
