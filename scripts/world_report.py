@@ -3,16 +3,21 @@
     python scripts/world_report.py                       # the shipped synth-vit, world seed 0
     python scripts/world_report.py --model try.pt --world-seed 1
 
-Renders what it needs in memory (a minute or two on 2 CPU cores). Each line: the
-property, its target, the measured value and PASS or SHORT; then the CLIP's zero-shot
-figures on each benchmark. The properties (leclip.world.properties):
-- task A: siblings differ in a part of at most 10 % of the object; a linear probe on the
-  patch holding the part beats one on the global feature; zero-shot closed accuracy in
-  30-70 % and zero-shot AUROC (ID against the OOD look-alikes) above 55.
-- task B: CLIP finds more objects on crops around them than on whole images (recall@k
-  gap of 15 points or more); CLIP's class bias spreads by a factor of 2 or more.
-- task C: spectral clustering of a 10 % labeled subset's co-occurrence recovers the
-  planted contexts (adjusted Rand index 0.8 or more).
+Renders what it needs in memory (several minutes on 2 CPU cores: the reference learners
+train). Each line: the property, its target, the measured value and PASS or SHORT; then
+the CLIP's zero-shot figures on each benchmark. The properties (leclip.world.properties;
+reference learners in leclip.world.references, none of them a paper's method):
+- task A: siblings differ in a part of at most 10 % of the object; zero-shot closed
+  accuracy in 25-55 %; linear probes on the global feature from 20 and 5 labels a class
+  beat it by 15 and 3 points; a probe on the part's patch beats one on the global
+  feature; a FixMatch head gains 3 points from an ID-only unlabeled pool and loses 2 of
+  them to the look-alikes of the benchmark's pool; MCM's AUROC in 55-75.
+- task B: BCE on the true labels beats zero-shot mAP by 15 points; CLIP's labels from
+  crops beat whole-image labels by 5 mAP; CLIP's class bias spreads by a factor of 2 and
+  CCD's division by it helps the labels; 3,000 training scenes; 4 x 4 class maps.
+- task C: a probe with every label beats zero-shot by 15 mAP; label-specific features
+  beat the global one from 10 % of the labels; the planted contexts are recovered (ARI
+  0.8) and a probe told the context beats one without by 2 mAP.
 """
 import argparse
 import time
@@ -39,7 +44,7 @@ def main(argv=None):
     parser.add_argument("--world-seed", type=int, default=0)
     parser.add_argument("--fg-pool", type=int, default=40, help="synth_fg probe-training images per class")
     parser.add_argument("--fg-test", type=int, default=20, help="synth_fg test images per class")
-    parser.add_argument("--ml-train", type=int, default=640, help="synth_ml training images (bias, contexts)")
+    parser.add_argument("--ml-train", type=int, default=3200, help="synth_ml training scenes (the benchmark's 200 a class)")
     parser.add_argument("--ml-test", type=int, default=320, help="synth_ml test images (views, zero-shot)")
     parser.add_argument("--top-k", type=int, default=3, help="k of recall@k")
     parser.add_argument("--ratio", type=float, default=0.1, help="labeled ratio for the context clustering")
@@ -98,10 +103,11 @@ def main(argv=None):
     low = ", ".join(f"{synth_ml.CLASSNAMES[c]} {bias['bias'][c]:.2f}" for c in order[:3])
     high = ", ".join(f"{synth_ml.CLASSNAMES[c]} {bias['bias'][c]:.2f}" for c in order[-3:])
     print(f"    lowest: {low}; highest: {high}; reliable images {bias['reliable_share']:.0f} %")
-    line("train labels mAP: debiased - raw", "> 0", f"{bias['map_debiased']:.1f} - {bias['map_raw']:.1f}",
-         bias["map_debiased"] > bias["map_raw"])
-    line("train labels AP over all image-class pairs: debiased vs raw", "(info)",
-         f"{bias['pooled_ap_debiased']:.1f} vs {bias['pooled_ap_raw']:.1f}", None)
+    line("train labels, AP over all image-class pairs: debiased - floor only", "> 0",
+         f"{bias['pooled_ap_debiased']:.1f} - {bias['pooled_ap_floor']:.1f}",
+         bias["pooled_ap_debiased"] > bias["pooled_ap_floor"])
+    line("train labels mAP (per class): debiased vs raw (pooled AP of raw)", "(info)",
+         f"{bias['map_debiased']:.1f} vs {bias['map_raw']:.1f} ({bias['pooled_ap_raw']:.1f})", None)
     line("training scenes", ">= 3000", f"{args.ml_train}", args.ml_train >= 3000)
     cam = bce["cam_size"]
     line(f"CCD classifier's class map at {args.ccd_input_size} px", ">= 4 x 4", f"{cam[0]} x {cam[1]}", min(cam) >= 4)

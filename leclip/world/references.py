@@ -7,10 +7,9 @@ to any one method:
   and, when an unlabeled pool is given, plain FixMatch (a confident weak view's argmax
   is the target of the strong view). Views are drawn once per image (`views`) and
   encoded once, so a run costs seconds.
-- `label_preserving_views`: this world's strong view. RandAugment at 64 px changes the
-  colour and shape that define a class; here a strong view keeps both (a crop of at
-  least 70 % of the image with no flip, brightness, contrast, pixel noise), as a strong
-  view must on real data too.
+- `view_ops`: this world's weak and strong views (also the benchmarks' views
+  `synth_weak` / `synth_strong`). RandAugment at 64 px changes the colour and shape that
+  define a class; here a strong view keeps both, as a strong view must on real data too.
 - `bce_classifier`: CCD's classifier (the shipped world-pretrained CNN, a 1x1 conv for
   CAMs, Adam with the head at 10x, cosine) trained with BCE on the true labels: what a
   distillation from CLIP's labels could at best approach.
@@ -19,40 +18,35 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import render
 
 CROP_SCALE = (0.7, 1.0)  # share of the image a view keeps (weak and strong)
-BRIGHTNESS, CONTRAST, NOISE = 0.3, 0.3, 8.0  # strong view: factors within 1 +- x, pixel noise std
+JITTER = dict(brightness=0.4, contrast=0.4, saturation=0.3)  # strong view; no hue change
 
 
-def _crops(rng, images, scale):
-    """Random square crops keeping `scale` of the area, resized back (no flip: a flip
-    moves a part to where another class has it)."""
-    n, size = len(images), images.shape[1]
-    side = np.sqrt(rng.uniform(*scale, size=n)) * size
-    x0, y0 = rng.uniform(0, 1, size=(2, n)) * (size - side)
-    return render.crop_and_resize(images, np.stack([x0, y0, x0 + side, y0 + side], axis=1), size)
+def view_ops(size, strong):
+    """torchvision PIL ops of this world's views: a square crop of at least 70 % of the
+    image, resized back, with no flip (a flip moves a part to where another class has
+    it); the strong view adds brightness, contrast and saturation jitter, which keep each
+    object's hue and its part (RandAugment at 64 px does not: it changes both)."""
+    import torchvision.transforms as T
+
+    ops = [T.RandomResizedCrop(size, scale=CROP_SCALE, ratio=(1.0, 1.0), interpolation=T.InterpolationMode.BICUBIC)]
+    return ops + [T.ColorJitter(**JITTER)] if strong else ops
 
 
-def label_preserving_views(rng, images, strong):
-    """uint8 [N, H, W, 3] views: a crop (weak); with `strong` also brightness, contrast and
-    pixel noise that keep each object's hue and its part."""
-    views = _crops(rng, images, CROP_SCALE).astype(np.float32)
-    if strong:
-        n = len(views)
-        mean = views.mean(axis=(1, 2, 3), keepdims=True)
-        contrast = rng.uniform(1 - CONTRAST, 1 + CONTRAST, size=(n, 1, 1, 1))
-        brightness = rng.uniform(1 - BRIGHTNESS, 1 + BRIGHTNESS, size=(n, 1, 1, 1))
-        views = ((views - mean) * contrast + mean) * brightness + rng.normal(0, NOISE, size=views.shape)
-    return np.clip(np.rint(views), 0, 255).astype(np.uint8)
+def encoded_views(encode, images, count, strong, seed):
+    """[count, N, D] global features of `count` views of every uint8 image [N, H, W, 3]."""
+    from PIL import Image
+    import torchvision.transforms as T
+
+    ops = T.Compose(view_ops(images.shape[1], strong))
+    torch.manual_seed(seed)
+    return torch.stack([
+        encode(np.stack([np.asarray(ops(Image.fromarray(image))) for image in images])) for _ in range(count)
+    ])
 
 
-def encoded_views(encode, rng, images, count, strong):
-    """[count, N, D] global features of `count` views of every image."""
-    return torch.stack([encode(label_preserving_views(rng, images, strong)) for _ in range(count)])
-
-
-def fixmatch_head(text, scale, labeled, labels, test, unlabeled=None, seed=0, steps=300, lr=0.01,
+def fixmatch_head(text, scale, labeled, labels, test, unlabeled=None, seed=0, steps=300, lr=0.003,
                   threshold=0.95, weight=1.0, batch=32, unlabeled_ratio=4):
     """Predicted test classes of a linear head (init: the text features [C, D]) on frozen
     features; labeled [V, N, D] (views), test [M, D]; unlabeled None (labels only) or
