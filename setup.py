@@ -10,7 +10,7 @@ setup(
     name="leclip",
     version="0.1.0",
     description="Label-efficient CLIP adaptation (CFSG-CLIP, CCD, CSA and baselines) for Dassl",
-    python_requires=">=3.9",
+    python_requires=">=3.10",  # the pinned torch 2.14 needs 3.10,
     packages=[
         "leclip",
         "leclip.engine",

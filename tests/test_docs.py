@@ -11,6 +11,7 @@ from leclip import harness
 
 REPO = harness.REPO
 SKIP_DIRS = {".git", ".venv", "data", "output", "__pycache__", ".pytest_cache", "build", "dist"}
+TOP_ONLY = {"data", "output"}
 TEXT_EXTENSIONS = (".md", ".py", ".sh", ".yaml", ".txt", ".cfg", ".toml")
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 KEY = re.compile(r"(?<![\w.])[A-Z][A-Z0-9_]*(?:\.[A-Z][A-Z0-9_]*)+(?![\w(])")
@@ -20,7 +21,8 @@ NOT_KEYS = {"OPTIM.LRR"}
 
 def repo_files(extensions):
     for folder, dirs, files in os.walk(REPO):
-        dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.endswith(".egg-info")]
+        top = folder == REPO  # ./data and ./output are a user's; leclip/data is code
+        dirs[:] = [d for d in dirs if not (d in SKIP_DIRS and (top or d not in TOP_ONLY)) and not d.endswith(".egg-info")]
         for name in files:
             if name.endswith(extensions):
                 yield osp.join(folder, name)
@@ -107,3 +109,104 @@ def test_every_markdown_file_a_file_names_is_in_the_repository():
                 if name.lstrip("./") not in known and osp.basename(name) not in known:
                     found.append(f"{osp.relpath(path, REPO)}: {name}")
     assert not found, found
+
+
+# ------------------------------------------------------------------ quoted paths and messages
+USER_DOCS = [p for p in MARKDOWN if osp.relpath(p, REPO) in ("README.md", "DATASETS.md") or
+             osp.relpath(p, REPO).startswith("docs" + os.sep)]
+TOP_FOLDERS = ("leclip", "configs", "scripts", "tests", "trainers", "datasets", "docs", "benchmarks")
+QUOTED = re.compile(r"`([^`\s]+)`")
+
+
+def as_glob(quoted):
+    """A quoted repository path as a glob: `<x>` placeholders and `{a,b}` alternatives become `*`."""
+    return re.sub(r"<[^>]*>|\{[^}]*\}", "*", quoted.rstrip("/"))
+
+
+def quoted_repo_paths(path):
+    with open(path) as f:
+        for quoted in QUOTED.findall(f.read()):
+            if quoted.split("/")[0] in TOP_FOLDERS and "/" in quoted:
+                yield quoted
+
+
+@pytest.mark.parametrize("path", USER_DOCS, ids=lambda p: osp.relpath(p, REPO))
+def test_every_repository_path_the_docs_quote_exists(path):
+    missing = [q for q in quoted_repo_paths(path) if not glob_matches(q)]
+    assert not missing, f"{osp.relpath(path, REPO)} quotes paths that are not in the repository: {missing}"
+
+
+def test_a_quoted_path_that_does_not_exist_is_caught():
+    assert glob_matches("leclip/data/splits.py") and not glob_matches("leclip/splits.py")
+    assert glob_matches("configs/trainers/<Trainer>/synth.yaml")
+    assert glob_matches("tests/test_docs.py::test_the_docs_exist")
+    assert not glob_matches("tests/test_docs.py::test_that_was_renamed")
+
+
+def glob_matches(quoted):
+    """A quoted path exists; `tests/x.py::test_y` also needs the test function in that file."""
+    import glob
+
+    quoted, _, test_name = quoted.partition("::")
+    found = glob.glob(osp.join(REPO, as_glob(quoted)))
+    if not test_name or not found:
+        return bool(found)
+    with open(found[0]) as f:
+        return re.search(rf"^def {re.escape(test_name)}\(", f.read(), re.M) is not None
+
+
+ERRORS_DOC = osp.join(REPO, "docs", "ERRORS.md")
+CODE_FOLDERS = ("leclip", "trainers", "datasets", "scripts")
+
+
+def words(text):
+    return re.findall(r"[a-z]+", text.lower())
+
+
+def four_grams(text):
+    w = words(text)
+    return {tuple(w[i:i + 4]) for i in range(len(w) - 3)}
+
+
+def code_four_grams():
+    """The 4-word runs of every string literal in the code (an f-string's literal parts each alone)."""
+    import ast
+
+    grams = set()
+    paths = [osp.join(REPO, "train.py")] + [p for p in repo_files((".py",))
+                                             if osp.relpath(p, REPO).split(os.sep)[0] in CODE_FOLDERS]
+    for path in paths:
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                grams |= four_grams(node.value)
+    return grams
+
+
+def errors_table_rows():
+    with open(ERRORS_DOC) as f:
+        for line in f:
+            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+            if line.startswith("| ") and len(cells) >= 3 and not set(cells[0]) <= set("-") and cells[0] != "input":
+                yield cells
+
+
+def test_every_example_message_is_one_the_code_can_print():
+    """Each quoted message of ERRORS.md shares a run of four words with a string in the code,
+    so a message that was reworded or removed in the code cannot stay in the docs."""
+    grams = code_four_grams()
+    stale = [quoted for cells in errors_table_rows() for quoted in re.findall(r"`([^`]+)`", cells[1])
+             if len(words(quoted)) >= 6 and not four_grams(quoted) & grams]
+    assert not stale, f"docs/ERRORS.md quotes messages the code does not print: {stale}"
+
+
+def test_every_test_errors_md_names_exists():
+    defined = set()
+    for path in repo_files((".py",)):
+        if osp.relpath(path, REPO).startswith("tests" + os.sep):
+            with open(path) as f:
+                defined |= set(re.findall(r"^def (test_\w+)\(", f.read(), re.M))
+    named = {name for cells in errors_table_rows() for name in re.findall(r"`(test_\w+)`", cells[2])}
+    assert named, "no test names found in docs/ERRORS.md's tables"
+    assert not named - defined, f"docs/ERRORS.md names tests that do not exist: {sorted(named - defined)}"

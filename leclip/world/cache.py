@@ -52,7 +52,7 @@ def ensure_rendered(folder, fingerprint, splits, desc):
         os.remove(stale)  # an incomplete folder must never look complete
     manifest = {"fingerprint": fingerprint, "splits": {}}
     total = sum(count for count, _ in splits.values())
-    with tqdm(total=2 * total, desc=f"Rendering {desc}", unit="img", leave=False) as bar:
+    with tqdm(total=2 * total, desc=f"Rendering {desc}", unit="img", leave=False, disable=None) as bar:
         for name, (count, render_fn) in splits.items():
             images, labels = render_fn(bar.update)
             if len(images) != count:
