@@ -289,13 +289,15 @@ def shipped_headroom(shipped):
 
 def test_shipped_clip_on_fine_classes_local_beats_global(shipped_fg):
     assert shipped_fg["probe_part_patch"] > shipped_fg["probe_global"] + 10
-    # the SFM's top patches for the true class hold the part far more often than chance
-    assert shipped_fg["sfm_part_hit"] > 3 * shipped_fg["sfm_chance"]
+    # the SFM's top patches for the true class's prompt hold the part more often than
+    # chance; v2's names said the part (71 %, 4.6 x chance), v3's proper names do not (20 %)
+    assert shipped_fg["sfm_part_hit"] > shipped_fg["sfm_chance"]
 
 
 def test_shipped_clip_names_fine_classes_weakly_but_its_features_know_them(shipped_headroom):
     """Task A's headroom: zero-shot with the proper names stays in 25-55 %, and linear
-    probes on the same frozen feature go well past it (report: ZS_A)."""
+    probes on the same frozen feature go well past it (report: 44.6 %; 74.4 and 71.1 %
+    from 20 and 5 labels a class)."""
     zs = shipped_headroom["zs_closed_acc"]
     assert 25 <= zs <= 55
     assert shipped_headroom["probe_20"] >= zs + 15
@@ -306,27 +308,41 @@ def test_shipped_clip_scores_look_alikes_a_little_below_id_images(shipped_headro
     assert 55 <= shipped_headroom["zs_mcm_auroc"] <= 75
 
 
-def test_shipped_clip_finds_small_objects_on_crops_and_is_biased(shipped):
+def test_shipped_clip_finds_small_objects_on_crops_and_is_biased_as_ccd_assumes(shipped):
     view = properties.ml_view_properties(shipped, world_seed=0, num_images=160, k=3)
     assert view["recall_crop"] - view["recall_whole"] >= 10
     assert view["recall_crop_small"] - view["recall_whole_small"] >= 20
     bias = properties.ml_bias_properties(shipped, world_seed=0, num_images=320)
-    assert bias["bias_spread"] >= 1.6
+    assert bias["map_crops"] >= bias["map_raw"] + 5  # labels from crops beat whole-image labels
+    assert bias["bias_spread"] >= 2
+    # CCD's division by the class bias helps the labels as a BCE target sees them
+    assert bias["pooled_ap_debiased"] > bias["pooled_ap_floor"]
     zs = properties.ml_zero_shot(shipped, world_seed=0, num_images=160)
     assert zs["zs_map"] > zs["frequency_map"] + 10
 
 
+def test_a_classifier_learns_far_past_zero_shot_from_the_true_labels(shipped):
+    """Task B's headroom: CCD's classifier (the shipped trunk, 128 px: 4 x 4 class maps)
+    trained with BCE on 960 scenes' true labels (report, 3,200 scenes: 97.5 mAP)."""
+    bce = properties.ml_bce_headroom(world_seed=0, train_images=960, test_images=160, input_size=128, epochs=8)
+    assert bce["cam_size"] == (4, 4)
+    assert bce["bce_map"] >= properties.ml_zero_shot(shipped, world_seed=0, num_images=160)["zs_map"] + 15
+
+
 def test_shipped_clip_label_specific_features_learn_more_from_few_labels(shipped):
-    """CSA's premise on synth_ml: from task C's 64 labeled images (ratio 0.1), probes on the
-    label-specific features beat one on the global feature (report: 30.9 vs 27.3)."""
+    """CSA's premise on synth_ml: from 64 labeled images (ratio 0.1 of 640), probes on the
+    label-specific features beat one on the global feature (30.0 vs 27.8; at the report's
+    ratio 0.1 of 3,200 scenes they no longer do: 33.6 vs 34.7)."""
     probes = properties.ml_probes(shipped, world_seed=0, train_images=640, test_images=320, ratio=0.1)
     assert probes["few_labels"] == 64
     assert probes["probe_label_specific_few"] > probes["probe_global_few"] + 2
-    # every label lifts the global probe above its few-label self (report: 34.1)
+    # every label lifts the global probe above its few-label self (34.7)
     assert probes["probe_global_all"] > probes["probe_global_few"] + 4
     # and well above scoring every image with the class frequencies (report: 14.2)
     frequency = properties.ml_zero_shot(shipped, world_seed=0, num_images=320)["frequency_map"]
     assert probes["probe_global_all"] > frequency + 5
+    # the planted contexts carry information: told the scene's context, the probe gains
+    assert probes["probe_context_few"] >= probes["probe_global_few"] + 2
 
 
 # ------------------------------------------------------------------ render cache

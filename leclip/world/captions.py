@@ -36,7 +36,7 @@ import numpy as np
 from . import render, synth_fg, synth_ml
 
 P_PROPER = 0.3
-P_PROPER_RIGHT = 0.2
+P_PROPER_RIGHT = 0.05
 P_PART_TYPICAL = 0.8
 P_PART_RARE = 0.8
 P_PART_LOCAL = 0.8
