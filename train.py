@@ -1,13 +1,14 @@
-"""Dassl-style entry point (same flags as Dassl's tools/train.py).
+r"""Train and evaluate one LE-CLIP run (Dassl-style flags; `scripts/run.sh` calls it per seed):
 
     python train.py --root DATA --seed 1 --trainer LECoOp \
         --dataset-config-file configs/datasets/synth_fg.yaml \
         --config-file configs/trainers/LECoOp/synth.yaml \
         --output-dir output/x DATASET.NUM_LABELED 5
 
-Bad input ends with one message and exit status 2 (--debug shows the traceback).
-SIGINT or SIGTERM stops the run with exit status 130 / 143; its last epoch checkpoint
-stays, and the same command resumes from it.
+Bad input ends with one message and exit status 2 (--debug shows the traceback); a run
+missing its data or weights names every missing piece at once. SIGINT or SIGTERM stops
+the run with exit status 130 / 143; its last epoch checkpoint (once an epoch has
+finished) stays, and the same command resumes from it.
 
 Several processes, one run (docs/DISTRIBUTED.md):
 
@@ -17,11 +18,11 @@ The process group comes from torchrun's environment; rank 0 alone prints and wri
 """
 import argparse
 import os
-import signal
 import sys
 
-from leclip import distributed
-from leclip.harness import HarnessError, RunStopped, install_stop_handlers, run, setup_cfg, user_message
+from leclip import distributed, preflight
+from leclip.catalogue import HarnessError, setup_cfg
+from leclip.runner import RunStopped, install_stop_handlers, run, stop_message, user_message
 
 # errors of bad input (paths, keys, values, files, engine choice): one message, no traceback
 USER_ERRORS = (HarnessError, OSError, KeyError, ValueError, ImportError, FloatingPointError)
@@ -29,24 +30,20 @@ USER_ERRORS = (HarnessError, OSError, KeyError, ValueError, ImportError, Floatin
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=str, default="", help="path to dataset")
-    parser.add_argument("--output-dir", type=str, default="", help="output directory")
-    parser.add_argument("--resume", type=str, default="", help="checkpoint directory (from which the training resumes)")
-    parser.add_argument("--seed", type=int, default=-1, help="only positive value enables a fixed seed")
-    parser.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
-    parser.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
-    parser.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
+    parser.add_argument("--root", type=str, default="", help="the data root (DATASET.ROOT)")
+    parser.add_argument("--output-dir", type=str, default="", help="the run's folder (OUTPUT_DIR)")
+    parser.add_argument("--resume", type=str, default="", help="a folder of checkpoints to resume from (RESUME)")
+    parser.add_argument("--seed", type=int, default=-1, help="the run's seed (SEED; the labeled subset is drawn with it)")
     parser.add_argument(
-        "--config-file", type=str, nargs="+", default=[""], help="path to config file (several: merged in order)"
+        "--config-file", type=str, nargs="+", default=[""], help="the trainer's config file(s), merged in order"
     )
-    parser.add_argument("--dataset-config-file", type=str, default="", help="path to config file for dataset setup")
-    parser.add_argument("--trainer", type=str, default="", help="name of trainer")
-    parser.add_argument("--backbone", type=str, default="", help="name of CNN backbone")
-    parser.add_argument("--head", type=str, default="", help="name of head")
-    parser.add_argument("--eval-only", action="store_true", help="evaluation only")
+    parser.add_argument("--dataset-config-file", type=str, default="", help="the dataset's config file")
+    parser.add_argument("--trainer", type=str, default="", help="the registered trainer (TRAINER.NAME), e.g. CFSG")
+    parser.add_argument("--backbone", type=str, default="", help="the CLIP model (MODEL.BACKBONE.NAME), e.g. ViT-B/16")
+    parser.add_argument("--eval-only", action="store_true", help="evaluate the model of --model-dir, train nothing")
     parser.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
     parser.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
-    parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    parser.add_argument("--no-train", action="store_true", help="print the resolved config and stop")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a finished results.json (the old one is kept beside it)")
     parser.add_argument("--force-resume", action="store_true",
@@ -58,7 +55,7 @@ def parse_args(argv=None):
                              "TRAINER.VIZ_IMAGES training images; CSA: its contexts, the label correlation as a heat "
                              "map, and per-class attention maps of TRAINER.VIZ_IMAGES test images)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or LECLIP_DEBUG=1)")
-    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="modify config options using the command-line")
+    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ... (e.g. OPTIM.MAX_EPOCH 5)")
     return parser.parse_args(argv)
 
 
@@ -74,29 +71,28 @@ def report(message):
         log.flush()
 
 
+def error_message(err, cfg):
+    """The message of a bad-input error; a missing file (data, splits, weights) comes with
+    every other missing piece of the run (rank 0 looks: the others print nothing)."""
+    if isinstance(err, FileNotFoundError) and cfg is not None and distributed.launched_rank() == 0:
+        pieces = preflight.missing_pieces(cfg)
+        if len(pieces) > 1:
+            return preflight.missing_message(pieces)
+    return user_message(err, cfg)
+
+
 def main(argv=None):
     args = parse_args(argv)
     opts = list(args.opts or [])
-    for flag, key in (("source_domains", "DATASET.SOURCE_DOMAINS"), ("target_domains", "DATASET.TARGET_DOMAINS"),
-                      ("transforms", "INPUT.TRANSFORMS"), ("head", "MODEL.HEAD.NAME")):
-        value = getattr(args, flag)
-        if value:
-            opts += [key, str(value)]
     if args.skip_bad_images:
         opts += ["DATALOADER.SKIP_BAD_IMAGES", "True"]
     cfg = None
+    flags = dict(root=args.root, output_dir=args.output_dir, resume=args.resume,
+                 seed=args.seed if args.seed >= 0 else None, trainer=args.trainer, backbone=args.backbone)
     try:
-        cfg = setup_cfg(
-            args.config_file,
-            args.dataset_config_file,
-            opts,
-            root=args.root,
-            output_dir=args.output_dir,
-            resume=args.resume,
-            seed=args.seed if args.seed >= 0 else None,
-            trainer=args.trainer,
-            backbone=args.backbone,
-        )
+        cfg = setup_cfg(args.config_file, args.dataset_config_file, opts, **flags)
+        # the config of the files alone: results.json records where the run departs from it
+        recipe = setup_cfg(args.config_file, args.dataset_config_file, [], **flags)
         if args.no_train:
             if distributed.launched_rank() == 0:
                 print(cfg.dump())
@@ -107,16 +103,14 @@ def main(argv=None):
         if not distributed.is_main():
             sys.stdout = open(os.devnull, "w")  # one log: rank 0's
         run(cfg, eval_only=args.eval_only, model_dir=args.model_dir, load_epoch=args.load_epoch,
-            overwrite=args.overwrite, force_resume=args.force_resume, viz=args.viz)
+            overwrite=args.overwrite, force_resume=args.force_resume, viz=args.viz, recipe=recipe)
     except RunStopped as stop:
-        folder = cfg.OUTPUT_DIR if cfg is not None else "the output folder"
-        report(f"stopped by {signal.Signals(stop.signum).name}: the last epoch checkpoint in {folder} is kept; "
-               "rerun the same command to resume")
+        report(stop_message(stop.signum, cfg.OUTPUT_DIR if cfg is not None else ""))
         return 128 + stop.signum
     except USER_ERRORS as err:
         if args.debug or os.environ.get("LECLIP_DEBUG"):
             raise
-        report(f"error: {user_message(err, cfg)}\n(run with --debug to see the traceback)")
+        report(f"error: {error_message(err, cfg)}\n(run with --debug to see the traceback)")
         return 2
     finally:
         distributed.cleanup()

@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from leclip import harness  # noqa: E402
+from leclip import catalogue  # noqa: E402
 from leclip.world.pretrain import ARCH  # noqa: E402
 
 SHAPES = {
@@ -68,10 +68,10 @@ def build_trainer(method, model_path, resolution, batch, mode_opts, data_root, o
     from leclip.dassl import build_trainer as build
 
     dataset, setting, _ = rows_of(method)
-    cfg = harness.setup_cfg(
-        harness.trainer_configs(method, dataset),
-        harness.dataset_config(dataset),
-        harness.setting_opts(dataset, setting) + WORLDS[dataset] + [
+    cfg = catalogue.setup_cfg(
+        catalogue.trainer_configs(method, dataset),
+        catalogue.dataset_config(dataset),
+        catalogue.setting_opts(dataset, setting) + WORLDS[dataset] + [
             "MODEL.BACKBONE.PATH", model_path,
             "INPUT.SIZE", f"({resolution}, {resolution})",
             "DATALOADER.TRAIN_X.BATCH_SIZE", str(batch),
@@ -83,7 +83,7 @@ def build_trainer(method, model_path, resolution, batch, mode_opts, data_root, o
         root=data_root,
         output_dir=output_dir,
         seed=1,
-        trainer=harness.METHODS[method].trainer,
+        trainer=catalogue.methods()[method].trainer,
     )
     return build(cfg)
 
@@ -166,7 +166,7 @@ def run_isolated(spec):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    parser.add_argument("--methods", nargs="+", default=[m for m in harness.METHODS if harness.METHODS[m].variant is None])
+    parser.add_argument("--methods", nargs="+", default=[m for m in catalogue.methods() if catalogue.methods()[m].variant is None])
     parser.add_argument("--ssl", nargs="+", default=["none", "fixmatch"], help="SSL modes of the task-A methods")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=3)
@@ -180,13 +180,8 @@ def main(argv=None):
         return
     from leclip.backbone import random_clip, save_clip
 
-    available = harness.registered_trainers()
     # the references of the ratio columns first
-    ordered = sorted(args.methods, key=lambda m: (m != "zsclip", m != "coop"))
-    methods = [m for m in ordered if harness.METHODS[m].trainer in available]
-    skipped = [m for m in args.methods if m not in methods]
-    if skipped:
-        print(f"not available yet: {', '.join(skipped)}")
+    methods = sorted(args.methods, key=lambda m: (m != "zsclip", m != "coop"))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"device: {device} | torch {torch.__version__} | threads {torch.get_num_threads()} | batch {args.batch} | "
           f"{args.steps} timed steps | eval: 1 class encode + {args.eval_images} images")

@@ -54,6 +54,12 @@ def read_classnames(root, num_classes):
 
 @DATASET_REGISTRY.register()
 class LESemiAves(OpenSetDataset):
+    key = "semiaves"  # the harness's name (configs/datasets/semiaves.yaml)
+    table_column = 5  # its place among its task's columns in the whole-paper tables
+    # the official numbers of images (scripts/check_dataset.py checks a copy against them)
+    official = {"classes": 200, "train": 3959 + 26640 + 122208, "val": 2000, "test": 8000}  # train: l_train + U_in + U_out
+    # its settings are names (DATASET.SETTING): unlabeled U_in, or U_in + U_out; the paper reports both
+    named_settings = paper_settings = ("in", "inout")
     dataset_dir = "semi_aves"
 
     def __init__(self, cfg):

@@ -11,7 +11,7 @@ from leclip.config import add_defaults
 from leclip.dassl import DATASET_REGISTRY
 from leclip.data import MultiLabelDataset, OpenSetDataset, register_view
 from leclip.data.transforms import to_normalized_tensor
-from leclip.world import cache, references, synth_fg, synth_ml
+from leclip.world import cache, references, synth_fg, synth_ml, trunk  # noqa: F401 (trunk: CCD's WEIGHTS "embedded")
 
 add_defaults(
     {
@@ -64,6 +64,9 @@ def items(folder, manifest, split, label=lambda value: value):
 class SynthFG(OpenSetDataset):
     """Fine-grained open-set classes; the first DATASET.ID_RATIO of them are ID."""
 
+    key = "synth_fg"  # the harness's name (configs/datasets/synth_fg.yaml)
+    table_column = 0  # its place among its task's columns in the whole-paper tables
+    embedded = True  # rendered on first use: always present, no official counts
     dataset_dir = "synth_fg"
 
     def __init__(self, cfg):
@@ -82,6 +85,9 @@ class SynthFG(OpenSetDataset):
 class SynthML(MultiLabelDataset):
     """Multi-object scenes; DATASET.SETTING unsup (task B) or DATASET.LABELED_RATIO > 0 (task C)."""
 
+    key = "synth_ml"  # the harness's name (configs/datasets/synth_ml.yaml)
+    table_column = 6  # its place among its task's columns in the whole-paper tables
+    embedded = True  # rendered on first use: always present, no official counts
     dataset_dir = "synth_ml"
 
     def __init__(self, cfg):

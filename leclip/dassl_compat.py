@@ -523,3 +523,51 @@ def patch(names=None):
 def needed():
     """The fixes whose breakage is present now (none once `patch()` ran)."""
     return [name for name, fix in FIXES.items() if fix.needed()]
+
+
+# ---------------------------------------------------------------- trainer state on Dassl
+# Not fixes: Dassl's save_model and resume_model_if_exist carry weights, optimizer and
+# scheduler only. LE-CLIP's trainers (CLIPTrainer) call them through these, so that their
+# `trainer_state()` is saved inside each epoch checkpoint and given back on resume, as on
+# the built-in engine.
+def save_with_trainer_state(trainer, save_model, *args):
+    """`save_model(*args)` (Dassl's), each checkpoint it writes holding
+    `trainer.trainer_state()` under "trainer_state"."""
+    import dassl.engine.trainer as trainer_module
+
+    save = trainer_module.save_checkpoint
+    state = trainer.trainer_state()
+
+    def save_with_state(checkpoint, *rest, **kwargs):
+        return save({**checkpoint, "trainer_state": state}, *rest, **kwargs)
+
+    # save_model writes through this module's name, for the length of the call only
+    trainer_module.save_checkpoint = save_with_state
+    try:
+        return save_model(*args)
+    finally:
+        trainer_module.save_checkpoint = save
+
+
+def resume_with_trainer_state(trainer, resume_model_if_exist, directory):
+    """`resume_model_if_exist(directory)` (Dassl's), then `trainer.load_trainer_state` of
+    the state inside the checkpoint it resumed from (Dassl reads every checkpoint through
+    torchtools' load_checkpoint, which is watched for the length of the call)."""
+    import dassl.utils.torchtools as torchtools
+
+    read, seen = torchtools.load_checkpoint, []
+
+    def read_and_keep(path, *args, **kwargs):
+        checkpoint = read(path, *args, **kwargs)
+        seen.append(checkpoint)
+        return checkpoint
+
+    torchtools.load_checkpoint = read_and_keep
+    try:
+        start_epoch = resume_model_if_exist(directory)
+    finally:
+        torchtools.load_checkpoint = read
+    states = [checkpoint.get("trainer_state") for checkpoint in seen]
+    if start_epoch and states and states[-1] is not None:
+        trainer.load_trainer_state(states[-1])
+    return start_epoch

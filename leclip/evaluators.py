@@ -22,12 +22,33 @@ def _cat(chunks):
     return torch.cat(chunks).numpy()
 
 
-def for_task(task, cfg, lab2cname, engine_evaluator):
-    """The evaluator of a dataset's task; a Dassl fork's own (closed-set) dataset keeps
-    the engine's TEST.EVALUATOR."""
-    chosen = {"ossl": OpenSetClassification, "multilabel": MultiLabelClassification}.get(task)
+def name_in_cfg(task, cfg):
+    """Name the evaluator of a dataset's task in TEST.EVALUATOR (checked as `for_task`
+    does), so that the engine builds that one and its log names one evaluator."""
+    chosen = _TASK_EVALUATORS.get(task)
     if chosen is None:
+        return
+    _check(task, cfg, chosen)
+    if cfg.TEST.EVALUATOR == chosen.__name__:
+        return
+    frozen = cfg.is_frozen()
+    cfg.defrost()
+    cfg.TEST.EVALUATOR = chosen.__name__
+    if frozen:
+        cfg.freeze()
+
+
+def for_task(task, cfg, lab2cname, engine_evaluator):
+    """The evaluator of a dataset's task (the engine's when it is already that one); a
+    Dassl fork's own (closed-set) dataset keeps the engine's TEST.EVALUATOR."""
+    chosen = _TASK_EVALUATORS.get(task)
+    if chosen is None or isinstance(engine_evaluator, chosen):
         return engine_evaluator
+    _check(task, cfg, chosen)
+    return chosen(cfg, lab2cname=lab2cname)
+
+
+def _check(task, cfg, chosen):
     if cfg.TEST.EVALUATOR not in ("Classification", chosen.__name__):
         raise ValueError(
             f"TEST.EVALUATOR={cfg.TEST.EVALUATOR!r}: LE-CLIP trainers evaluate a {task} dataset with "
@@ -36,13 +57,12 @@ def for_task(task, cfg, lab2cname, engine_evaluator):
     for key in ("PER_CLASS_RESULT", "COMPUTE_CMAT"):
         if cfg.TEST[key]:
             raise ValueError(f"TEST.{key} is an option of Dassl's Classification evaluator, not of {chosen.__name__}: remove it")
-    if cfg.VERBOSE:
-        print(f"Evaluator of the {task} task: {chosen.__name__}")
-    return chosen(cfg, lab2cname=lab2cname)
 
 
 @EVALUATOR_REGISTRY.register()
 class OpenSetClassification(EvaluatorBase):
+    metrics = ("closed_accuracy", "balanced_accuracy", "auroc")  # its last_results, in order
+
     def __init__(self, cfg, lab2cname=None, **kwargs):
         super().__init__(cfg)
         self.num_id = len(lab2cname) if lab2cname else None
@@ -95,6 +115,8 @@ class OpenSetClassification(EvaluatorBase):
 
 @EVALUATOR_REGISTRY.register()
 class MultiLabelClassification(EvaluatorBase):
+    metrics = ("mAP", "CF1", "OF1")  # its last_results, in order
+
     def __init__(self, cfg, lab2cname=None, **kwargs):
         super().__init__(cfg)
         self.last_results = OrderedDict()
@@ -121,3 +143,6 @@ class MultiLabelClassification(EvaluatorBase):
             f"* mAP: {mean_ap:.2f}%\n* CF1: {cf1:.2f}%\n* OF1: {of1:.2f}%"
         )
         return self.last_results
+
+
+_TASK_EVALUATORS = {"ossl": OpenSetClassification, "multilabel": MultiLabelClassification}

@@ -11,23 +11,11 @@ import re
 import yaml
 from tabulate import tabulate
 
-from .harness import (
-    CONFIGS,
-    DATASETS,
-    DISPLAY,
-    METHODS,
-    RESULTS,
-    ROW_NAMES,
-    SETTING_RESULTS,
-    TASK_METHODS,
-    TASK_METRICS,
-    TASK_NAMES,
-    dataset_present,
-    read_result,
-    seed_dir,
-    task_columns,
-    task_of,
-)
+from . import catalogue
+from .catalogue import CONFIGS, dataset_present, task_columns, task_metrics, task_of_setting
+from .harness import ROW_NAMES, seed_dir
+from .runner import RESULTS, RUN_FIELDS, read_result
+from .tasks import TASK_NAMES
 from .tables import PLOT_FILE, Row, Stat, cell, paper_text, plot, stat, table_rows, write_tables
 
 PAPERS_FILE = osp.join(CONFIGS, "papers.yaml")
@@ -59,30 +47,53 @@ def dataset_and_setting(setting_dir):
 
 
 def metrics_of(setting_dir, runs_by_method):
+    """The task's columns; in a folder outside the harness's layout, the metrics its runs report."""
     dataset, setting = dataset_and_setting(setting_dir)
-    if dataset in DATASETS:
-        return TASK_METRICS[task_of(dataset, setting)]
-    present = {k for runs in runs_by_method.values() for r in runs for k in r}
-    return [k for k in SETTING_RESULTS if k in present]
+    if dataset in catalogue.datasets():
+        return task_metrics(task_of_setting(dataset, setting))
+    found = []
+    for runs in runs_by_method.values():
+        for r in runs:
+            found += [k for k, v in r.items() if k not in RUN_FIELDS and k not in found and not isinstance(v, (list, dict))]
+    return found
+
+
+# a row with a run that departs from its recipe (results.json's recipe_followed false)
+NOT_RECIPE = " †"
+NOT_RECIPE_NOTE = "† a run departs from its recipe (its overrides are in its results.json): not comparable to a paper"
+
+
+def display(key):
+    """A method's name in the tables (a key the catalogue does not know: itself)."""
+    known = catalogue.methods()
+    return known[key].display if key in known else key
+
+
+def off_recipe(runs):
+    return any(r.get("recipe_followed") is False for r in runs)
 
 
 def collect(setting_dir, methods=None):
     """(metrics, rows) of one setting folder; rows follow `methods` or the papers' order."""
     found = [osp.basename(p) for p in glob.glob(osp.join(setting_dir, "*")) if osp.isdir(p)]
-    order = methods or [m for m in METHODS if m in found] + sorted(m for m in found if m not in METHODS)
+    known = catalogue.methods()
+    order = methods or [m for m in known if m in found] + sorted(m for m in found if m not in known)
     runs_by_method = {m: load_method(osp.join(setting_dir, m)) for m in order}
     runs_by_method = {m: runs for m, runs in runs_by_method.items() if runs}
     metrics = metrics_of(setting_dir, runs_by_method)
-    names = dict(DISPLAY)
+    names = {key: method.display for key, method in known.items()}
     row_names = osp.join(setting_dir, ROW_NAMES)  # an ablation folder names its rows
-    if osp.isfile(row_names):
+    ablation = osp.isfile(row_names)
+    if ablation:
         with open(row_names) as f:
             names.update(json.load(f))
     rows = []
     for method, runs in runs_by_method.items():
         modes = "/".join(sorted({r.get("ssl_mode", "?") for r in runs}))
         stats = {k: stat([r.get(k) for r in runs]) for k in metrics}
-        rows.append(Row(method, names.get(method, method), modes, len(runs), stats, ""))
+        # an ablation row departs from the recipe by design: its name says how
+        mark = NOT_RECIPE if off_recipe(runs) and not ablation else ""
+        rows.append(Row(method, names.get(method, method) + mark, modes, len(runs), stats, ""))
     return metrics, rows
 
 
@@ -132,7 +143,7 @@ def papers_markdown(papers=None):
     blocks = [f"The papers' numbers, not runs of this repository (`configs/papers.yaml`):\n\n{sources}"]
     for table in papers["tables"]:
         header = ["method"] + [f"{key} {setting}" if setting is not None else key for key, setting in table["columns"]]
-        body = [[DISPLAY.get(name, name)] + [value if value is not None else "—" for value in cells]
+        body = [[display(name)] + [value if value is not None else "—" for value in cells]
                 for name, cells in table["rows"].items()]
         label = papers["papers"][table["paper"]]["label"]
         blocks.append(f"**{table['name']}**, from the {label} (`{table['metric']}`):\n\n"
@@ -152,6 +163,8 @@ def setting_report(setting_dir, methods=None, papers=False, make_plot=False):
         rows = with_paper_rows(rows, metrics, dataset, setting, load_papers())
     header, body = table_rows(metrics, rows)
     print(tabulate(body, headers=header))
+    if any(row.label.endswith(NOT_RECIPE) for row in rows):
+        print(NOT_RECIPE_NOTE)
     written = write_tables(setting_dir, header, body)
     if make_plot:
         written.append(plot(osp.join(setting_dir, PLOT_FILE), metrics, rows, f"{dataset} {setting}"))
@@ -163,7 +176,7 @@ def task_report(task, output_root, data_root, methods=None, papers=False):
     """The whole-paper tables of a task (one per metric): a row per method (the papers'
     order), a column per dataset and setting; a dataset absent from `data_root` is
     marked in its column. Returns the text printed."""
-    methods = methods or TASK_METHODS[task]
+    methods = methods or catalogue.task_methods(task)
     columns = task_columns(task)
     absent = {}
     for key in dict(columns):
@@ -178,7 +191,8 @@ def task_report(task, output_root, data_root, methods=None, papers=False):
             folder = osp.dirname(seed_dir(output_root, key, setting, method, 0))
             runs[key, setting, method] = [] if key in absent else load_method(folder)
     texts = []
-    for metric in TASK_METRICS[task]:
+    marked = False
+    for metric in task_metrics(task):
         header = ["method"] + [f"{key} {setting}" for key, setting in columns]
         body = []
         for method in methods:
@@ -186,15 +200,19 @@ def task_report(task, output_root, data_root, methods=None, papers=False):
             for key, setting in columns:
                 found = runs[key, setting, method]
                 cells.append("absent" if key in absent else cell(stat([r.get(metric) for r in found])) if found else "—")
-            body.append([DISPLAY.get(method, method)] + cells)
+            off = any(off_recipe(runs[column + (method,)]) for column in columns)
+            marked |= off
+            body.append([display(method) + (NOT_RECIPE if off else "")] + cells)
             if paper_data is not None:
                 found = [paper_stat(paper_data, metric, method, key, setting) for key, setting in columns]
                 labels = sorted({f[1] for f in found if f is not None})
                 if labels:
-                    body.append([f"{DISPLAY.get(method, method)} [{', '.join(labels)}]"]
+                    body.append([f"{display(method)} [{', '.join(labels)}]"]
                                 + [paper_text(f[0]) if f else "—" for f in found])
         texts.append(f"Task {task} ({TASK_NAMES[task]}): {metric}, mean ± std over seeds "
                      f"(— = not run, absent = not under DATA)\n" + tabulate(body, headers=header))
+    if marked:
+        texts.append(NOT_RECIPE_NOTE)
     if absent:
         texts.append("absent from " + data_root + ": " + "; ".join(f"{key} ({why})" for key, why in absent.items()))
     text = "\n\n".join(texts)

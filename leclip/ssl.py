@@ -2,7 +2,9 @@
 and the one FixMatch step built from them.
 
 `FixMatchStep` is used by every baseline's `TRAINER.SSL.MODE fixmatch` and by both
-branches of CFSG-CLIP, so the table compares methods, not training recipes.
+branches of CFSG-CLIP, so the table compares methods, not training recipes. The
+unlabeled-data strategies (`Unlabeled`, `FixMatch`; `STRATEGIES` by TRAINER.SSL.MODE) are
+the components `CLIPTrainer` builds (`build_unlabeled`) and carries in its checkpoints.
 """
 import torch
 import torch.nn.functional as F
@@ -197,3 +199,93 @@ class FixMatchStep:
         if len(self.stats) == 1:
             return next(iter(self.stats.values())).log_line()
         return "; ".join(f"{group}/{head}: {stats.log_line()}" for (group, head), stats in self.stats.items())
+
+
+# ---------------------------------------------------------------- unlabeled-data strategies
+class Unlabeled:
+    """How a trainer uses its unlabeled data: a component the trainer builds from its
+    config (`CLIPTrainer.build_unlabeled`). This base uses none. A strategy reads the
+    trainer it is given (its model, loaders, `score_pass`) and keeps its own state, which
+    `state()` / `load_state()` carry through every epoch checkpoint.
+
+    Hooks, called by `CLIPTrainer`: `reads_unlabeled(epoch)` (whether that epoch's loop
+    reads train_u; a pure function of the epoch, as the ETA sums future epochs),
+    `before_epoch()` / `after_epoch()` (around the epoch's loop, after the epoch's
+    reseeding and before its checkpoint), and `losses(out_x, batch_u, classes)` (the
+    unlabeled terms of one step, added to the supervised ones)."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def reads_unlabeled(self, epoch):
+        return False
+
+    def before_epoch(self):
+        pass
+
+    def after_epoch(self):
+        pass
+
+    def losses(self, out_x, batch_u, classes):
+        return {}
+
+    def state(self):
+        return {}
+
+    def load_state(self, state):
+        pass
+
+
+class FixMatch(Unlabeled):
+    """`TRAINER.SSL.MODE fixmatch`: the `FixMatchStep` on the trainer's FixMatch groups
+    (`fixmatch_heads`, `output_groups`, `unlabeled_weights`, `forward_unlabeled`); its
+    state is the filters' running thresholds."""
+
+    def __init__(self, trainer):
+        super().__init__(trainer)
+        cfg = trainer.cfg.TRAINER.SSL
+        self.step = FixMatchStep(
+            trainer.fixmatch_heads(), cfg.CONF_THRESH, cfg.SCORE, cfg.OOD_QUANTILE, cfg.FILTER_LIFETIME
+        )
+
+    def reads_unlabeled(self, epoch):
+        return True
+
+    def before_epoch(self):
+        self.step.start_epoch()
+
+    def after_epoch(self):
+        trainer = self.trainer
+        print(f"epoch [{trainer.epoch + 1}/{trainer.max_epoch}] unlabeled: {self.step.log_line()}")
+
+    def losses(self, out_x, batch_u, classes):
+        trainer = self.trainer
+
+        def forward(images, groups_weak):
+            return trainer.output_groups(trainer.forward_unlabeled(images, classes, groups_weak))
+
+        per_group = self.step(
+            trainer.output_groups(out_x),
+            forward,
+            trainer.to_device(batch_u, "img_weak"),
+            trainer.to_device(batch_u, "img_strong"),
+            trainer.logit_scale,
+            batch_u["label"],
+            trainer.num_classes,
+        )
+        weights, weight = trainer.unlabeled_weights(), trainer.cfg.TRAINER.SSL.LAMBDA
+        return {
+            ("loss_u" if group == "main" else f"loss_u_{group}"): weight * weights[group] * loss
+            for group, loss in per_group.items()
+        }
+
+    def state(self):
+        return {"thresholds": self.step.state()}
+
+    def load_state(self, state):
+        self.step.load_state(state["thresholds"])
+
+
+# TRAINER.SSL.MODE -> strategy; a method with its own (CSA's thresholds, CCD's label
+# table) returns it from `build_unlabeled` instead
+STRATEGIES = {"none": Unlabeled, "fixmatch": FixMatch}

@@ -28,9 +28,12 @@ def stat(values):
 
 
 def cell(s):
-    """'mean ± std', with '(k of n seeds)' when some seeds leave the metric undefined."""
+    """'mean ± std', with '(k of n seeds)' when some seeds leave the metric undefined;
+    'mean (n = 1)' from one seed (no spread to show)."""
     if s is None:
         return "n/a"
+    if s.defined == 1:
+        return f"{s.mean:.2f} (n = 1)" if s.seeds == 1 else f"{s.mean:.2f} (1 of {s.seeds} seeds)"
     text = f"{s.mean:.2f} ± {s.std:.2f}"
     if s.defined < s.seeds:
         text += f" ({s.defined} of {s.seeds} seeds)"
@@ -108,7 +111,9 @@ def plot(path, metrics, rows, title=""):
                 axes.plot([offset], [paper.stats[metric].mean], "kD", markersize=5, label=label)
                 labelled = True
     axes.set_xticks(x)
-    axes.set_xticklabels([row.label for row in ours], rotation=30, ha="right")
+    # a bar of one seed has no error bar to show: its label says so
+    axes.set_xticklabels([row.label + (f" (n = {row.seeds})" if row.seeds < 2 else "") for row in ours],
+                         rotation=30, ha="right")
     axes.set_ylabel("% (mean, std over seeds as error bars)")
     axes.set_ylim(0, 100)
     axes.set_title(title)

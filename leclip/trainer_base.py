@@ -1,4 +1,4 @@
-"""`CLIPTrainer`: the base class of every LE-CLIP trainer.
+"""`CLIPTrainer`: the base class of every LE-CLIP trainer, and its one training loop.
 
 A method is a small subclass (as in USB): `build_model` loads CLIP and builds
 `self.model`, whose `encode_classes()` returns what the method derives from its class
@@ -7,20 +7,48 @@ whose `forward(images, classes)` returns the outputs. This class owns what every
 shares, on either engine (Dassl.pytorch or `leclip.engine`):
 
 - data: LE-CLIP's DataManager (named views, multi-hot labels, hidden OOD labels);
-- device and precision: CUDA when available, AMP there (`TRAINER.PREC`), fp32 on CPU;
-- the class side computed once per step (shared by every view) and once per evaluation;
-- the semi-supervised recipe `TRAINER.SSL.MODE: none | fixmatch` (`ssl.FixMatchStep`:
-  hard pseudo-labels from the weak view, loss on the strong view, filter F on
-  confidence and ID score), with per-epoch diagnostics;
-- testing with the evaluator of the dataset's task: open-set (closed accuracy,
-  balanced accuracy with the labeled-quantile threshold, AUROC) or multi-label;
+- device and precision: CUDA when available, AMP there (`TRAINER.PREC`; `self.scaler` is
+  set here, never by a method), fp32 on CPU;
+- the one epoch loop (`run_epoch`) and step (`forward_backward`), in `leclip.loop`;
+- the unlabeled-data strategy, a component (`leclip.ssl.Unlabeled`) chosen by config;
+- every pass over a dataset (`score_pass`) and testing with the evaluator of the
+  dataset's task: open-set (closed accuracy, balanced accuracy with the labeled-quantile
+  threshold, AUROC) or multi-label;
+- the trainer's state inside every epoch checkpoint, on both engines;
 - distributed training (torchrun, `leclip.distributed`): the step's loss runs through
   DistributedDataParallel over the registered (learnable) modules, whose backward averages
-  the gradients over the ranks; every evaluation pass is sharded and gathered.
+  the gradients over the ranks; every pass is sharded and gathered.
+
+The API a method uses (override only what it needs; call super() in the hooks):
+
+- `compute_loss(batch_x, batch_u) -> {name: loss}`: one step's losses, summed by the
+  base (which runs them under autocast, through DDP, and logs each). `batch_x` is None in
+  an epoch without labeled data, `batch_u` None in one without unlabeled data. The base's
+  version: supervised loss on batch_x, plus the strategy's `losses(out_x, batch_u, classes)`.
+- `epoch_loaders(epoch) -> (loader_x or None, loader_u or None)`: what an epoch iterates
+  (default: train_x, plus train_u when the strategy reads it that epoch). With both, the
+  epoch has TRAIN.COUNT_ITER batches and the shorter loader restarts. A pure function of
+  the epoch: the ETA counts every remaining epoch's batches.
+- `before_epoch()` / `after_epoch()`: around an epoch's loop; before_epoch runs after the
+  epoch's reseeding, after_epoch before the epoch's checkpoint (so what it computes, e.g.
+  a selection, is saved with it).
+- `build_unlabeled() -> leclip.ssl.Unlabeled`: the strategy (default from
+  TRAINER.SSL.MODE: `ssl.STRATEGIES`); a method with its own returns it (its `state()` /
+  `load_state()` go into the checkpoints).
+- `trainer_state() -> dict` / `load_trainer_state(dict)`: what else the method must carry
+  through a resume (call super()); saved inside every epoch checkpoint, on both engines.
+- `score_pass(loader, fn, desc)`: `fn(batch)` on every batch (tensors already on the
+  device) in eval mode, under no_grad and autocast, with progress; returns fn's outputs
+  (a tensor or a tuple of tensors) concatenated over the batches and gathered over the
+  ranks, on the CPU (floating ones as float32). For every pass over a dataset.
+- `predict(images, classes)`, `forward_train/labeled/unlabeled/eval`, `encode_classes`,
+  the FixMatch groups (`fixmatch_heads`, `output_groups`, `unlabeled_weights`) and
+  `supervised_losses`: the method's model and losses.
 
 Outputs are dicts with at least `logits` ([B, K], already multiplied by the logit
 scale); `local_logits` ([B, N, K]) enables the GL-MCM score.
 """
+import os
 import time
 
 import torch
@@ -30,24 +58,42 @@ from . import config, distributed, evaluators, ssl
 from .backbone import autocast, check_input_size, load_clip, resolve_logit_scale
 from .data import DataManager
 from .data.seeding import epoch_seed
-from .dassl import ENGINE, TrainerX, TrainerXU, build_dataset, build_lr_scheduler, build_optimizer, set_random_seed
+from .dassl import ENGINE, TrainerXU, build_dataset, build_lr_scheduler, build_optimizer, set_random_seed
+from .engine.checkpoint import epoch_files
+from .loop import TrainingLoop
 from .progress import progress
+from .tasks import describe, task_of
 
-# the dataset tasks (`dataset.task`; "closed" for a Dassl fork's own datasets)
-SINGLE_LABEL = ("ossl", "closed")
+config.add_defaults(
+    {
+        # (ours) False keeps an epoch's checkpoint only until the next one is saved: the
+        # last and the selected ones (model-best, CCD's selected epoch) stay; True keeps all
+        "TRAIN.KEEP_EVERY_CHECKPOINT": False,
+    }
+)
 
 
-class CLIPTrainer(TrainerXU):
+class MethodState:
+    """The root of the `trainer_state` chain where the engine has none (Dassl)."""
+
+    def trainer_state(self):
+        return {}
+
+    def load_trainer_state(self, state):
+        pass
+
+
+class CLIPTrainer(TrainingLoop, TrainerXU, MethodState):
     # Trainers with nothing to learn (zero-shot) set this to False.
     learns = True
-    # the dataset tasks this method serves
-    tasks = SINGLE_LABEL
+    # the tasks this method serves (leclip/tasks.py: A, B, C)
+    tasks = ("A",)
     supports_distributed = True
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        # the evaluator follows from the dataset's task, not from TEST.EVALUATOR
         self.evaluator = evaluators.for_task(self.task, cfg, self.lab2cname, self.evaluator)
+        self.scaler = torch.amp.GradScaler("cuda") if self.use_amp and self.learns else None
 
     # ---------------------------------------------------------------- set-up
     def check_cfg(self, cfg):
@@ -66,10 +112,11 @@ class CLIPTrainer(TrainerXU):
         # rank 0 prepares the data files (rendering, split caches) before the others read them
         DataManager(self.cfg, distributed.in_turn(lambda: build_dataset(self.cfg))).attach(self)
         self.task = getattr(self.dm.dataset, "task", "closed")
-        if self.task not in self.tasks:
+        task = task_of(self.task, self.cfg.DATASET.SETTING)
+        if task not in self.tasks:
             raise ValueError(
-                f"{type(self).__name__} does not serve {self.cfg.DATASET.NAME}'s task ({self.task}); "
-                f"it serves {', '.join(self.tasks)} datasets (see the README's method table)"
+                f"{type(self).__name__} does not serve {self.cfg.DATASET.NAME}'s task ({describe(task)}); it serves "
+                f"task {describe(self.tasks)} (see the README's method table)"
             )
         if self.uses_fixmatch and self.task == "multilabel":
             raise ValueError(
@@ -83,6 +130,8 @@ class CLIPTrainer(TrainerXU):
                 f"{type(self).__name__} trains on unlabeled data, but {self.cfg.DATASET.NAME} has no train_u in this "
                 "setting" + ("; use TRAINER.SSL.MODE none" if self.uses_fixmatch else "")
             )
+        # the engine then builds the evaluator of the task (one evaluator, one log line)
+        evaluators.name_in_cfg(self.task, self.cfg)
 
     @property
     def classnames(self):
@@ -111,9 +160,12 @@ class CLIPTrainer(TrainerXU):
         self.optim = build_optimizer(params, self.cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
         self.register_model(name, module, self.optim, self.sched)
-        self.scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
 
-    # ---------------------------------------------------------------- FixMatch
+    # ---------------------------------------------------------------- unlabeled data
+    def build_unlabeled(self):
+        """The unlabeled-data strategy (`leclip.ssl.Unlabeled`) of TRAINER.SSL.MODE."""
+        return ssl.STRATEGIES[self.cfg.TRAINER.SSL.MODE](self)
+
     def fixmatch_heads(self):
         """{group: {head: logits key}} of the FixMatch step (one filter per group)."""
         return {"main": {"global": "logits"}}
@@ -126,17 +178,56 @@ class CLIPTrainer(TrainerXU):
         """Weight of each group's unlabeled loss (times TRAINER.SSL.LAMBDA)."""
         return {"main": 1.0}
 
+    # ---------------------------------------------------------------- state and checkpoints
     def trainer_state(self):
-        """The filter's running thresholds survive a resume (built-in engine)."""
-        state = super().trainer_state()
-        if self.uses_fixmatch:
-            state["ssl_thresholds"] = self.fixmatch.state()
-        return state
+        """Saved inside every epoch checkpoint, on both engines: the engine's part (built-in:
+        RNG, seed, best result), the unlabeled strategy's state, and what a method adds."""
+        return {**super().trainer_state(), "unlabeled": self.unlabeled.state()}
 
     def load_trainer_state(self, state):
         super().load_trainer_state(state)
-        if self.uses_fixmatch:
-            self.fixmatch.load_state(state["ssl_thresholds"])
+        self.unlabeled.load_state(state["unlabeled"])
+
+    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+        if ENGINE == "dassl":  # Dassl's save_model does not carry trainer_state()
+            from . import dassl_compat
+
+            dassl_compat.save_with_trainer_state(self, super().save_model, epoch, directory, is_best, val_result,
+                                                 model_name)
+        else:
+            super().save_model(epoch, directory, is_best, val_result, model_name)
+        if not model_name and not self.cfg.TRAIN.KEEP_EVERY_CHECKPOINT and distributed.is_main():
+            self.drop_earlier_checkpoints(epoch + 1, directory)
+
+    def drop_earlier_checkpoints(self, kept, directory):
+        """Remove model.pth.tar-<k> for k < `kept` (TRAIN.KEEP_EVERY_CHECKPOINT False);
+        differently named ones (model-best, a method's selected epoch) stay."""
+        for name in self.get_model_names():
+            for number, path in epoch_files(os.path.join(directory, name)).items():
+                if number < kept:
+                    os.remove(path)
+
+    def resume_model_if_exist(self, directory):
+        if ENGINE == "dassl":  # Dassl's resume does not give trainer_state() back
+            from . import dassl_compat
+
+            return dassl_compat.resume_with_trainer_state(self, super().resume_model_if_exist, directory)
+        return super().resume_model_if_exist(directory)
+
+    # ---------------------------------------------------------------- the loop
+    def train(self):
+        if self.learns:
+            super().train()
+            return
+        # nothing to learn: no resume, no "training" lines, just the evaluation
+        print(f"{type(self).__name__} learns nothing: evaluating")
+        self.test()
+
+    def before_train(self):
+        self.unlabeled = self.build_unlabeled()
+        super().before_train()  # resumes the registered models and the trainer state
+        # after the resume and after every registration (CCD registers a model in before_train)
+        self.ddp_step = distributed.data_parallel_step(self._models, self.compute_loss)
 
     def before_epoch(self):
         super().before_epoch()
@@ -144,84 +235,25 @@ class CLIPTrainer(TrainerXU):
             seed = max(self.cfg.SEED, 0)
             set_random_seed(epoch_seed(seed, self.epoch))
             self.dm.set_epoch(self.epoch, seed)
+        self.unlabeled.before_epoch()
 
-    def before_train(self):
-        if self.uses_fixmatch:
-            ssl_cfg = self.cfg.TRAINER.SSL
-            self.fixmatch = ssl.FixMatchStep(
-                self.fixmatch_heads(), ssl_cfg.CONF_THRESH, ssl_cfg.SCORE, ssl_cfg.OOD_QUANTILE, ssl_cfg.FILTER_LIFETIME
-            )
-        super().before_train()  # resumes the registered models
-        # after the resume and after every registration (CCD registers a model in before_train)
-        self.ddp_step = distributed.data_parallel_step(self._models, self.compute_loss)
-
-    # ---------------------------------------------------------------- training
-    def run_epoch(self):
-        if self.train_loader_u is None:
-            TrainerX.run_epoch(self)
-            return
-        self.fixmatch.start_epoch()
-        TrainerXU.run_epoch(self)
-        print(f"epoch [{self.epoch + 1}/{self.max_epoch}] unlabeled: {self.fixmatch.log_line()}")
-
-    def step_losses(self, *batches):
-        """compute_loss(*batches), through DDP in a distributed run (its backward then
-        averages the gradients over the ranks: the gradient of the global batch's mean)."""
-        step = getattr(self, "ddp_step", None)
-        return self.compute_loss(*batches) if step is None else step(*batches)
-
-    def forward_backward(self, batch_x, batch_u=None):
-        with self.autocast():
-            losses = self.step_losses(batch_x, batch_u)
-            loss = sum(losses.values())
-        self.backward_and_update(loss)
-        summary = {name: value.item() for name, value in losses.items()}
-        summary["loss"] = loss.item()
-        if (self.batch_idx + 1) == self.num_batches:
-            self.update_lr()
-        return summary
-
-    def backward_and_update(self, loss):
-        if self.scaler is None:
-            self.model_backward_and_update(loss)
-            return
-        self.model_zero_grad()
-        self.scaler.scale(loss).backward()
-        for optim in self._optims.values():
-            if optim is not None:
-                self.scaler.step(optim)
-        self.scaler.update()
+    def after_epoch(self):
+        self.unlabeled.after_epoch()
+        super().after_epoch()  # validation and the epoch's checkpoint
 
     def to_device(self, batch, key="img"):
         return batch[key].to(self.device)
 
     def compute_loss(self, batch_x, batch_u):
-        """Supervised loss on the labeled batch, plus FixMatch on the unlabeled one; the
+        """Supervised loss on the labeled batch, plus the unlabeled strategy's terms; the
         class side is encoded once for every view of the step."""
         classes = self.encode_classes()
         images, labels = self.to_device(batch_x), self.to_device(batch_x, "label")
         out_x = self.forward_labeled(images, labels, classes)
         losses = self.supervised_losses(out_x, labels)
         if batch_u is not None:
-            weights = self.unlabeled_weights()
-            for group, loss in self.fixmatch_losses(out_x, batch_u, classes).items():
-                name = "loss_u" if group == "main" else f"loss_u_{group}"
-                losses[name] = self.cfg.TRAINER.SSL.LAMBDA * weights[group] * loss
+            losses.update(self.unlabeled.losses(out_x, batch_u, classes))
         return losses
-
-    def fixmatch_losses(self, out_x, batch_u, classes):
-        def forward(images, groups_weak):
-            return self.output_groups(self.forward_unlabeled(images, classes, groups_weak))
-
-        return self.fixmatch(
-            self.output_groups(out_x),
-            forward,
-            self.to_device(batch_u, "img_weak"),
-            self.to_device(batch_u, "img_strong"),
-            self.logit_scale,
-            batch_u["label"],
-            self.num_classes,
-        )
 
     def supervised_losses(self, out, labels):
         return {"loss_x": self.supervised_loss(out, labels)}
@@ -254,7 +286,30 @@ class CLIPTrainer(TrainerXU):
         (called on every rank; rank 0 draws). A method with figures overrides this."""
         print(f"--viz: trainer {type(self).__name__} has no visualisation (CCD and CSA have)")
 
-    # ---------------------------------------------------------------- testing
+    # ---------------------------------------------------------------- passes and testing
+    @torch.no_grad()
+    def score_pass(self, loader, fn, desc):
+        """fn(batch) over `loader` (the batch's tensors on the device) in eval mode, under
+        autocast, with progress; fn's outputs (a tensor or a tuple of tensors) concatenated
+        over the batches and gathered over the ranks, on the CPU, floating ones as float32.
+        The models' train/eval modes are restored after."""
+        modes = {name: model.training for name, model in self._models.items()}
+        self.set_model_mode("eval")
+        outputs, single = [], True
+        for batch in progress(loader, desc):
+            batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            with self.autocast():
+                out = fn(batch)
+            single = not isinstance(out, tuple)
+            parts = (out,) if single else out
+            outputs.append([p.float().cpu() if p.is_floating_point() else p.cpu() for p in parts])
+        for name, training in modes.items():
+            self._models[name].train(training)
+        if not outputs:
+            raise ValueError(f"{desc}: the loader has no batch ({self.cfg.DATASET.NAME}, this rank's shard)")
+        gathered = tuple(distributed.gather_shards(torch.cat(part)) for part in zip(*outputs))
+        return gathered[0] if single else gathered
+
     def predict(self, images, classes):
         """Single-label: (probabilities over the K classes [B, K], ID score [B]), default
         MSP. A method serving multi-label data returns (scores [B, C], positives [B, C])."""
@@ -264,15 +319,10 @@ class CLIPTrainer(TrainerXU):
     def model_inference(self, images):
         return self.predict(images, self.encode_classes())[0]
 
-    @torch.no_grad()
     def reference_scores(self, classes):
         """ID scores of the labeled training images (test transform), for the threshold."""
         loader = self.dm.make_loader(self.dm.dataset.train_x, views="test")
-        scores = []
-        for batch in progress(loader, "Scoring the labeled images"):
-            with self.autocast():
-                scores.append(self.predict(self.to_device(batch), classes)[1].float().cpu())
-        return distributed.gather_shards(torch.cat(scores))
+        return self.score_pass(loader, lambda batch: self.predict(batch["img"], classes)[1], "Scoring the labeled images")
 
     @torch.no_grad()
     def test(self, split=None):
@@ -286,15 +336,12 @@ class CLIPTrainer(TrainerXU):
         if open_set:
             self.evaluator.set_reference_scores(self.reference_scores(classes))
         start = time.time()
-        outputs = []  # (probabilities, labels, ID scores or positives) per batch of this rank's shard
-        for batch in progress(loader, f"Evaluating on {split}"):
-            with self.autocast():
-                probs, second = self.predict(self.to_device(batch), classes)
-            outputs.append((probs.float().cpu(), batch["label"], second.cpu()))
-        probs, labels, second = (distributed.gather_shards(torch.cat(part)) for part in zip(*outputs))
-        if open_set:
-            self.evaluator.process(probs, labels, second.float())
-        elif self.task == "multilabel":
+        def outputs(batch):
+            probs, second = self.predict(batch["img"], classes)
+            return probs, batch["label"], second
+
+        probs, labels, second = self.score_pass(loader, outputs, f"Evaluating on {split}")
+        if self.task in ("ossl", "multilabel"):  # ID scores / predicted positives
             self.evaluator.process(probs, labels, second)
         else:
             self.evaluator.process(probs, labels)

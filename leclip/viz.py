@@ -95,6 +95,36 @@ def cam_box_crop(path, image, rows, title="", per_line=4):
     return _save(fig, path)
 
 
+def ccd_cam_figures(folder, images, normalisation, classnames, scores, boxes, maps, crops, crop_probs, image_index,
+                    class_index, hidden=None):
+    """CCD's label update drawn: one `cam_box_crop` PNG per image (ccd_cam_image<i>.png),
+    one row per (image, class) pair it selected, highest score first.
+
+    images [n, 3, H, W]: the CLIP view the crops are cut from, normalised by
+    `normalisation` = (mean, std); scores [N, C], boxes [N, C, 4] of the class-selection
+    pass (N >= n); maps [n, C, H, W] the CAMs the boxes come from; crops [K, ...] (or a
+    list) and crop_probs [K, C] (CLIP's softmax) of the K selected pairs (image_index,
+    class_index); hidden [n, C]: the true labels, named in the titles when given."""
+    mean, std = normalisation
+    for i in range(len(images)):
+        rows = []
+        for k in (image_index == i).nonzero().flatten().tolist():
+            c, top = int(class_index[k]), int(crop_probs[k].argmax())
+            rows.append(CamRow(
+                name=classnames[c], score=float(scores[i, c]), heat=maps[i, c].numpy(), box=tuple(boxes[i, c].tolist()),
+                crop=to_rgb(crops[k], mean, std),
+                crop_note=f"crop: CLIP {classnames[c]} {float(crop_probs[k, c]):.2f}\n"
+                          f"top {classnames[top]} {float(crop_probs[k, top]):.2f}",
+            ))
+        rows.sort(key=lambda row: -row.score)
+        title = f"training image {i}"
+        if hidden is not None:
+            true = [classnames[c] for c in hidden[i].nonzero().flatten().tolist()]
+            title += f" (hidden labels: {', '.join(true) or 'none'})"
+        cam_box_crop(osp.join(folder, f"ccd_cam_image{i}.png"), to_rgb(images[i], mean, std), rows, title=title)
+    print(f"--viz: CCD's CAM, box and crop of {len(images)} training images in {folder}")
+
+
 def matrix_heatmap(path, matrix, names, title="", groups=None):
     """PNG of a square matrix [C, C] with the class names as ticks; `groups` [C] (e.g.
     each class's context) orders the classes by group and draws lines between groups.

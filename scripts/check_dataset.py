@@ -1,72 +1,74 @@
-"""Validate a copy of a benchmark: counts per split against the official numbers, and
-every missing file listed.
+"""Validate a copy of a benchmark: counts per split against the official numbers (each
+dataset class's `official`), and every missing file listed.
 
     python scripts/check_dataset.py KEY [SETTING] --root DATA   (KEY: dogs, cars, ..., nuswide)
 
-Exit status 0 when the copy matches, 1 when it differs, 2 on bad arguments. The dataset
-is indexed in SETTING (default: 5 labels per ID class for task A, inout for Semi-Aves,
-unsup for multi-label data) with seed 1, so the split cached on the way is one that
-runs of that setting use.
+Exit status 0 when the copy matches, 1 when it differs, 2 on bad input (an unknown key or
+setting, a missing or broken dataset folder). The dataset is indexed in SETTING (default:
+5 labels per ID class for task A, inout for Semi-Aves, unsup for multi-label data) with
+seed 1, so the split cached on the way is one that runs of that setting use.
 """
 import argparse
 import sys
 
-from leclip import harness
+from leclip import catalogue
 from leclip.data import MissingImagesError
 
-# official numbers: classes, training images (task A: the whole pool, Aircraft train + val;
-# Semi-Aves: l_train + U_in + U_out), validation images, test images
-OFFICIAL = {
-    "dogs": (120, 12000, 0, 8580),
-    "cars": (196, 8144, 0, 8041),
-    "cub": (200, 5994, 0, 5794),
-    "aircraft": (100, 3334 + 3333, 0, 3333),
-    "semiaves": (200, 3959 + 26640 + 122208, 2000, 8000),
-    "voc2007": (20, 5011, 0, 4952),
-    "voc2012": (20, 5717, 0, 5823),
-    "coco": (80, 82081, 0, 40137),  # images with at least one object
-    "nuswide": (81, 161789, 0, 107859),  # as listed; most copies miss some images
-}
-DEFAULT_SETTINGS = {"semiaves": "inout", "voc2007": "unsup", "voc2012": "unsup", "coco": "unsup", "nuswide": "unsup"}
+FIELDS = (("classes", "classes"), ("train", "training images"), ("val", "validation images"), ("test", "test images"))
+OUT_OF_CLASS = "out-of-class"  # the index Semi-Aves adds to its class list for U_out: not a class
+
+
+def with_counts():
+    """{key: dataset class} of the benchmarks with official counts."""
+    return {key: data.cls for key, data in catalogue.datasets().items() if getattr(data.cls, "official", None)}
+
+
+def default_setting(cls):
+    """The first setting the papers report; of named settings the last, which reads every
+    image (Semi-Aves' inout: U_out too)."""
+    return cls.paper_settings[-1] if getattr(cls, "named_settings", None) else cls.paper_settings[0]
+
+
+def found_counts(data):
+    # a dataset that skips images missing on disk (NUS-WIDE) counts what its lists name
+    missing = getattr(data, "missing_images", {})
+    return {
+        "classes": len(data.all_classnames) - data.all_classnames.count(OUT_OF_CLASS),
+        "train": len(data.train_x) + len(data.train_u) + missing.get("Train", 0),
+        "val": len(data.val or []),
+        "test": len(data.test) + missing.get("Test", 0),
+    }, missing
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("key", choices=sorted(OFFICIAL))
+    benchmarks = with_counts()
+    parser.add_argument("key", choices=sorted(benchmarks))
     parser.add_argument("setting", nargs="?", help="the setting to index (default: 5, inout or unsup)")
     parser.add_argument("--root", default="./data", help="the folder holding the dataset's folder (DATASET.ROOT)")
     args = parser.parse_args(argv)
     from leclip.dassl import build_dataset
 
-    setting = args.setting or DEFAULT_SETTINGS.get(args.key, "5")
+    setting = args.setting or default_setting(benchmarks[args.key])
     try:
-        opts = harness.setting_opts(args.key, setting)
-    except harness.HarnessError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    note = harness.setting_note(args.key, setting)
-    if note:
-        print(note)
-    cfg = harness.setup_cfg(dataset_config_file=harness.dataset_config(args.key), opts=opts, root=args.root, seed=1)
-    try:
+        opts = catalogue.setting_opts(args.key, setting)
+        note = catalogue.setting_note(args.key, setting)
+        if note:
+            print(note)
+        cfg = catalogue.setup_cfg(dataset_config_file=catalogue.dataset_config(args.key), opts=opts, root=args.root,
+                                  seed=1)
         data = build_dataset(cfg)
     except MissingImagesError as err:
         print(f"{len(err.missing)} listed files are missing:")
         print("\n".join(err.missing))
         return 1
-    except (OSError, ValueError) as err:
-        print(f"error: {err}")
-        return 1
-    # NUS-WIDE skips images missing on disk: compare what its lists name
-    missing = getattr(data, "missing_images", {})
-    found = (
-        len(data.all_classnames) - (args.key == "semiaves"),  # less Semi-Aves' out-of-class index
-        len(data.train_x) + len(data.train_u) + missing.get("Train", 0),
-        len(data.val or []),
-        len(data.test) + missing.get("Test", 0),
-    )
+    except (OSError, ValueError) as err:  # a missing folder or split file, a bad setting: bad input
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    found, missing = found_counts(data)
     ok = True
-    for name, expected, value in zip(("classes", "training images", "validation images", "test images"), OFFICIAL[args.key], found):
+    for field, name in FIELDS:
+        expected, value = benchmarks[args.key].official[field], found[field]
         ok &= expected == value
         print(f"{name:>17}: {value:>7,}  (official {expected:,})  {'ok' if expected == value else 'DIFFERS'}")
     for split, count in missing.items():

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from leclip import harness
+from leclip import catalogue, runner
 
 # a small world keeps every end-to-end run to seconds on 2 CPU cores
 SMALL_WORLD = ["DATASET.SYNTH.POOL_PER_CLASS", "20", "DATASET.SYNTH.TEST_PER_CLASS", "10"]
@@ -28,13 +28,13 @@ def run_trainer(synth_root, tmp_path):
     (`viz=True`: as train.py --viz)."""
 
     def run(trainer, config_file, opts=(), dataset="synth_fg", setting="5", output_dir=None, seed=1, viz=False):
-        dataset_yaml = harness.dataset_config(dataset)
+        dataset_yaml = catalogue.dataset_config(dataset)
         if not osp.isabs(config_file):
-            config_file = osp.join(harness.REPO, config_file)
-        cfg = harness.setup_cfg(
+            config_file = osp.join(catalogue.REPO, config_file)
+        cfg = catalogue.setup_cfg(
             config_file,
             dataset_yaml,
-            harness.setting_opts(dataset, setting) + SMALL_WORLD + list(opts),
+            catalogue.setting_opts(dataset, setting) + SMALL_WORLD + list(opts),
             root=synth_root,
             output_dir=output_dir or str(tmp_path / f"{trainer}-{len(list(tmp_path.iterdir()))}"),
             seed=seed,
@@ -42,7 +42,7 @@ def run_trainer(synth_root, tmp_path):
         )
         stdout = sys.stdout
         try:
-            return harness.run(cfg, viz=viz)
+            return runner.run(cfg, viz=viz)
         finally:
             tee = sys.stdout  # the run tees stdout into its log.txt
             tee.flush()

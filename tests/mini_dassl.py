@@ -10,8 +10,10 @@ a trainer without models cannot resume (nor train); importing it switches loggin
 below WARNING; and `load_model` fails on a checkpoint without a validation result.
 `write(root, broken=False)` writes one without them (a Dassl that needs no fix).
 
-The loop its trainers run is LE-CLIP's; the resume is the planted one on
-`dassl.engine.trainer.TrainerBase` (through `resume_from_checkpoint`). On PYTHONPATH,
+Its trainers (`dassl.engine.trainer`) run LE-CLIP's loop with Dassl's checkpoints and
+epochs: `save_model` writes weights, optimizer, scheduler, epoch and val_result only (no
+trainer state), the resume is the planted one (through `resume_from_checkpoint`), and the
+epochs are not reseeded. On PYTHONPATH,
 `import dassl` finds it; `installed()` makes it `dassl` in this process.
 """
 import contextlib
@@ -111,12 +113,22 @@ def setup_logger(output):
 _TRAINER_BASE = '''
 import os.path as osp
 
-from dassl.utils import load_checkpoint, resume_from_checkpoint
-from leclip.engine import SimpleTrainer  # noqa: F401
-from leclip.engine import TrainerBase as _EngineTrainerBase
+from dassl.utils import load_checkpoint, resume_from_checkpoint, save_checkpoint
+from leclip.engine import trainer as _engine
 
 
-class TrainerBase(_EngineTrainerBase):
+class TrainerBase(_engine.TrainerBase):
+    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+        # weights, optimizer, scheduler, epoch and val_result: nothing of the trainer's own
+        for name in self.get_model_names():
+            optim, sched = self._optims[name], self._scheds[name]
+            checkpoint = {
+                "state_dict": self._models[name].state_dict(), "epoch": epoch + 1,
+                "optimizer": None if optim is None else optim.state_dict(),
+                "scheduler": None if sched is None else sched.state_dict(), "val_result": val_result,
+            }
+            save_checkpoint(checkpoint, osp.join(directory, name), is_best=is_best, model_name=model_name)
+
     def resume_model_if_exist(self, directory):
 {RESUME}        names = self.get_model_names()
         if not all(osp.isdir(osp.join(directory, name)) for name in names):
@@ -135,6 +147,19 @@ class TrainerBase(_EngineTrainerBase):
             shown = {VAL_RESULT}
             print(f"Load {name} (epoch={checkpoint['epoch']}, val_result={shown})")
             self._models[name].load_state_dict(checkpoint["state_dict"])
+
+
+class SimpleTrainer(TrainerBase, _engine.SimpleTrainer):
+    def before_epoch(self):
+        pass  # the epochs are not reseeded
+
+
+class TrainerX(SimpleTrainer, _engine.TrainerX):
+    pass
+
+
+class TrainerXU(SimpleTrainer, _engine.TrainerXU):
+    pass
 '''
 
 _TORCHTOOLS = '''
@@ -192,7 +217,9 @@ def write(root, broken=True):
             "from leclip.engine import DEFAULT_CFG as cfg_default\n\n\n"
             "def get_cfg_default():\n    return cfg_default.clone()\n"
         ),
-        "dassl/engine/__init__.py": "from leclip.engine import TRAINER_REGISTRY, TrainerX, TrainerXU, build_trainer\n",
+        "dassl/engine/__init__.py": (
+            "from leclip.engine import TRAINER_REGISTRY, build_trainer\n\nfrom .trainer import TrainerX, TrainerXU\n"
+        ),
         "dassl/engine/trainer.py": _TRAINER_BASE.replace(
             "{RESUME}", "" if broken else "        if not self.get_model_names():\n            return 0\n"
         ).replace("{VAL_RESULT}", 'f"{val_result:.1f}"' if broken else '"none" if val_result is None else val_result'),

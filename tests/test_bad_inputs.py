@@ -23,10 +23,10 @@ import torch
 from conftest import SMALL_WORLD
 
 import miniature
-from leclip import harness
+from leclip import catalogue, harness, runner
 from leclip.dassl import load_checkpoint  # the engine's reader: Dassl's checkpoints hold its scheduler objects
 
-REPO = harness.REPO
+REPO = catalogue.REPO
 VENV_BIN = os.path.dirname(sys.executable)
 
 
@@ -53,13 +53,13 @@ class Payload:
 
 # ---------------------------------------------------------------- helpers
 def train_args(root, out, trainer="LEZeroshotCLIP", *opts, dataset="synth_fg", setting="5"):
-    method = {m.trainer: key for key, m in harness.METHODS.items()}[trainer]
+    method = {m.trainer: key for key, m in catalogue.methods().items()}[trainer]
     world = SMALL_WORLD if dataset.startswith("synth_") else []
     return [
         "--root", str(root), "--seed", "1", "--trainer", trainer,
-        "--dataset-config-file", harness.dataset_config(dataset),
-        "--config-file", harness.trainer_config(method, dataset),
-        "--output-dir", str(out), *harness.setting_opts(dataset, setting), *world, *opts,
+        "--dataset-config-file", catalogue.dataset_config(dataset),
+        "--config-file", catalogue.trainer_config(method, dataset),
+        "--output-dir", str(out), *catalogue.setting_opts(dataset, setting), *world, *opts,
     ]
 
 
@@ -103,9 +103,12 @@ def snapshot(folder, everything=False):
 
 
 @pytest.fixture
-def no_launch(monkeypatch):
-    """The harness's train.py launches, recorded instead of run (each returns 0)."""
+def no_launch(monkeypatch, tmp_path):
+    """The harness's train.py launches, recorded instead of run (each returns 0); OUTPUT
+    and DATA in the test's folder (never the checkout's ./output)."""
     launched = []
+    monkeypatch.setenv("OUTPUT", str(tmp_path / "output"))
+    monkeypatch.setenv("DATA", str(tmp_path / "data"))
 
     def call(command):
         launched.append(command)
@@ -266,7 +269,7 @@ def test_input_size_that_does_not_fit_the_backbone(tmp_path, synth_root, capsys)
 def test_harness_refuses_a_method_on_a_task_it_does_not_serve(capsys, no_launch, method, dataset, setting, task):
     code, _, err = harness_main(capsys, "run", method, dataset, setting)
     assert code == 2 and no_launch == []
-    one_message(err, f"{method} serves task", f"is task {task}", f"run one of {', '.join(harness.TASK_METHODS[task])}")
+    one_message(err, f"{method} serves task", f"is task {task}", f"run one of {', '.join(catalogue.task_methods(task))}")
 
 
 def test_train_py_refuses_a_trainer_on_a_task_it_does_not_serve(tmp_path, synth_root, capsys):
@@ -274,7 +277,7 @@ def test_train_py_refuses_a_trainer_on_a_task_it_does_not_serve(tmp_path, synth_
     args[args.index("--trainer") + 1] = "LECoOp"  # CoOp's softmax cross-entropy on multi-hot labels
     code, _, err = train(capsys, *args)
     assert code == 2
-    one_message(err, "LECoOp does not serve SynthML's task (multilabel)")
+    one_message(err, "LECoOp does not serve SynthML's task (C (semi-supervised multi-label classification)); it serves task A")
 
 
 def test_run_sh_refuses_before_launching(tmp_path):
@@ -377,17 +380,17 @@ def test_results_are_written_through_a_unique_temporary_file(tmp_path, monkeypat
     renames = []
     replace = os.replace
     monkeypatch.setattr(os, "replace", lambda src, dst: (renames.append((src, dst)), replace(src, dst)))
-    harness.write_json_atomic(str(path), {"a": 1.0})
-    harness.write_json_atomic(str(path), {"a": 2.0})
+    runner.write_json_atomic(str(path), {"a": 1.0})
+    runner.write_json_atomic(str(path), {"a": 2.0})
     (first, dst1), (second, dst2) = renames
     assert dst1 == dst2 == str(path) and first != second
     assert os.path.dirname(first) == str(tmp_path)  # a rename within one file system
     monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
     with pytest.raises(OSError):
-        harness.write_json_atomic(str(path), {"a": 3.0})
+        runner.write_json_atomic(str(path), {"a": 3.0})
     assert json.loads(path.read_text()) == {"a": 2.0} and os.listdir(tmp_path) == ["results.json"]
     with pytest.raises(ValueError):  # never a bare NaN in JSON
-        harness.write_json_atomic(str(path), {"a": float("nan")})
+        runner.write_json_atomic(str(path), {"a": float("nan")})
 
 
 def test_undefined_metrics_are_null_and_the_table_says_n_a(tmp_path, capsys):
@@ -399,7 +402,8 @@ def test_undefined_metrics_are_null_and_the_table_says_n_a(tmp_path, capsys):
     assert '"auroc": null' in text and "NaN" not in text
     assert PARSE.main([str(tmp_path / "output" / "semiaves" / "in")]) == 0
     row = (tmp_path / "output" / "semiaves" / "in" / "compare.csv").read_text().splitlines()[1]
-    assert row.startswith("ZeroshotCLIP,none,1,") and row.endswith(",n/a")
+    # the replica's overrides depart from the recipe: the row is marked
+    assert row.startswith("ZeroshotCLIP †,none,1,") and row.endswith(",n/a")
 
 
 @pytest.mark.parametrize("content,why", [
@@ -424,7 +428,7 @@ def test_parse_results_averages_the_seeds_that_define_a_metric(tmp_path):
     finished(setting / "coop" / "seed2", closed_accuracy=64.0, balanced_accuracy=54.0, auroc=None)
     assert PARSE.main([str(setting)]) == 0
     row = (setting / "compare.csv").read_text().splitlines()[1]
-    assert row == "CoOp,none,2,62.00 ± 2.00,52.00 ± 2.00,70.00 ± 0.00 (1 of 2 seeds)"
+    assert row == "CoOp,none,2,62.00 ± 2.00,52.00 ± 2.00,70.00 (1 of 2 seeds)"
 
 
 # ---------------------------------------------------------------- where results go
@@ -442,7 +446,7 @@ def test_harness_refuses_overrides_that_would_file_results_elsewhere(capsys, no_
 def test_ablation_row_that_overrides_the_seed_is_refused(tmp_path, no_launch):
     rows = tmp_path / "rows.txt"
     rows.write_text("full | SEED 4\n")
-    with pytest.raises(harness.HarnessError, match="SEED cannot be overridden"):
+    with pytest.raises(catalogue.HarnessError, match="SEED cannot be overridden"):
         harness.ablate("cfsg", "synth_fg", "5", [1], str(rows), str(tmp_path), str(tmp_path))
     assert no_launch == []
 
@@ -450,7 +454,7 @@ def test_ablation_row_that_overrides_the_seed_is_refused(tmp_path, no_launch):
 def test_ablate_applies_overrides_to_every_row(capsys, no_launch):
     """`ablate.sh DATASET SETTING -- KEY VALUE` used to drop the overrides silently."""
     code, _, _ = harness_main(capsys, "ablate", "synth_fg", "5", "--", "OPTIM.MAX_EPOCH", "2")
-    rows = harness.ablation_rows(os.path.join(harness.CONFIGS, "ablations", "cfsg.txt"))
+    rows = harness.ablation_rows(os.path.join(catalogue.CONFIGS, "ablations", "cfsg.txt"))
     assert code == 0 and len(no_launch) == len(rows)
     assert all(command[-2:] == ["OPTIM.MAX_EPOCH", "2"] for command in no_launch)
     code, _, err = harness_main(capsys, "ablate", "synth_fg", "5", "--", "SEED", "2")
@@ -509,12 +513,12 @@ def test_a_setting_no_paper_uses_runs_with_one_note(capsys, no_launch):
 # ---------------------------------------------------------------- messages that were unclear
 def test_failed_seed_says_where_its_error_is(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(harness.CHILDREN, "call", lambda command: 1)
-    with pytest.raises(harness.HarnessError, match="seed 1 failed with exit status 1 \\(it stopped before writing a log"):
+    with pytest.raises(catalogue.HarnessError, match="seed 1 failed with exit status 1 \\(it stopped before writing a log"):
         harness.run_seeds("coop", "synth_fg", "5", [1], output_root=str(tmp_path))
     log = tmp_path / "synth_fg" / "5" / "coop" / "seed1" / "log.txt"
     log.parent.mkdir(parents=True)
     log.write_text("...")
-    with pytest.raises(harness.HarnessError, match=f"seed 1 failed with exit status 1 \\(its log: {log}\\)"):
+    with pytest.raises(catalogue.HarnessError, match=f"seed 1 failed with exit status 1 \\(its log: {log}\\)"):
         harness.run_seeds("coop", "synth_fg", "5", [1], output_root=str(tmp_path))
 
 
@@ -529,19 +533,20 @@ def test_known_method_without_a_config_names_the_file(tmp_path, capsys, monkeypa
     folder = tmp_path / "trainers" / "LECoOp"
     folder.mkdir(parents=True)
     (folder / "synth.yaml").write_text("")
-    monkeypatch.setattr(harness, "CONFIGS", str(tmp_path))
-    with pytest.raises(harness.HarnessError, match=r"no config for the real benchmarks: expected .*vit_b16.yaml .*holds "
-                                                   r"synth.yaml\). Write vit_b16.yaml"):
-        harness.trainer_config("coop", "dogs")
-    with pytest.raises(harness.HarnessError, match="'csa' \\(trainer CSA\\) is not implemented in this version"):
-        harness.trainer_config("csa", "synth_ml")
+    monkeypatch.setattr(catalogue, "CONFIGS", str(tmp_path))
+    with pytest.raises(catalogue.HarnessError, match=r"no config for dogs: expected .*dogs.yaml or .*vit_b16.yaml .*holds "
+                                                   r"synth.yaml\)\. Write it with the paper's backbone") as err:
+        catalogue.trainer_config("coop", "dogs")
+    assert "start from" not in str(err.value)  # never the embedded world's recipe for a real benchmark
+    with pytest.raises(catalogue.HarnessError, match="'csa' \\(trainer CSA\\) is not implemented in this version"):
+        catalogue.trainer_config("csa", "synth_ml")
 
 
 # ---------------------------------------------------------------- one run per folder
 def test_two_runs_cannot_write_one_folder(tmp_path, synth_root, capsys):
     out = tmp_path / "out"
     out.mkdir()
-    with harness.RunLock(str(out)):
+    with runner.RunLock(str(out)):
         holder = (out / "run.lock").read_text()
         assert f"pid {os.getpid()} on " in holder
         code, _, err = train(capsys, *train_args(synth_root, out))
@@ -590,8 +595,8 @@ def test_a_stop_that_python_drops_is_raised_again(capsys):
     saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
     hook = sys.unraisablehook
     try:
-        harness.install_stop_handlers()
-        with pytest.raises(harness.RunStopped) as stop:
+        runner.install_stop_handlers()
+        with pytest.raises(runner.RunStopped) as stop:
             StopsWhileCollected()
             time.sleep(30)  # where a run goes on: the stop must come here, not be lost
     finally:
@@ -631,7 +636,7 @@ def test_sigterm_mid_epoch_then_rerun_ends_as_an_uninterrupted_run(tmp_path, syn
     code, _, _ = train(capsys, *train_args(synth_root, straight, "LECoOp", "TRAIN.CHECKPOINT_FREQ", "1", *KILL_OPTS))
     assert code == 0
     expected = json.loads((straight / "results.json").read_text())
-    for metric in harness.TASK_METRICS["A"]:
+    for metric in catalogue.task_metrics("A"):
         assert resumed[metric] == expected[metric], metric
 
 

@@ -241,9 +241,7 @@ def test_label_estimator_initialisation():
 
 @pytest.fixture(scope="module")
 def resnet18_classifier():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return CAMClassifier(5, "resnet18", cam_coeff=3.0)
+    return CAMClassifier(5, "resnet18", weights_path="random", cam_coeff=3.0)
 
 
 def test_cam_classifier_shapes_and_cam_coeff(resnet18_classifier):
@@ -261,16 +259,39 @@ def test_cam_classifier_shapes_and_cam_coeff(resnet18_classifier):
     assert groups[1]["params"][0] is model.head.weight
 
 
-def test_cam_classifier_warns_without_weights_and_loads_a_state_dict(tmp_path):
-    with pytest.warns(UserWarning, match="random weights"):
-        CAMClassifier(3, "squeezenet1_1")
+def test_cam_classifier_starts_random_only_when_asked_and_loads_a_state_dict(tmp_path):
+    with pytest.raises(ValueError, match="TRAINER.CCD.WEIGHTS is empty: .*IMAGENET1K_V1.*or 'random'"):
+        CAMClassifier(3, "squeezenet1_1", weights_path="")
+    assert CAMClassifier(3, "squeezenet1_1", weights_path="random").weights_source == "random"
     state = torchvision.models.squeezenet1_1(weights=None).state_dict()
     path = tmp_path / "squeezenet.pth"
     torch.save(state, path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no warning when weights are given
-        model = CAMClassifier(3, "squeezenet1_1", weights_path=str(path))
+    model = CAMClassifier(3, "squeezenet1_1", weights_path=str(path))
     assert torch.equal(model.backbone[0].weight, state["features.0.weight"])
+
+
+def test_cam_classifier_loads_torchvision_weights_by_name_through_its_cache(tmp_path, monkeypatch):
+    import urllib.error
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    weights = torchvision.models.SqueezeNet1_1_Weights.IMAGENET1K_V1
+    file = tmp_path / "torch" / "hub" / "checkpoints" / weights.url.rsplit("/", 1)[1]
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(FileNotFoundError, match=rf"squeezenet1_1 IMAGENET1K_V1 weights \({file.name}\) are not in its cache "
+                       rf"{file.parent}.*Download {weights.url} .* copy it to {file.parent}"):
+        CAMClassifier(3, "squeezenet1_1", weights_path="IMAGENET1K_V1")
+    state = torchvision.models.squeezenet1_1(weights=None).state_dict()
+    file.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, file)  # what the download would have put there
+    model = CAMClassifier(3, "squeezenet1_1", weights_path="IMAGENET1K_V1")
+    assert model.weights_source == "torchvision IMAGENET1K_V1"
+    assert torch.equal(model.backbone[0].weight, state["features.0.weight"])
+    with pytest.raises(ValueError, match="'IMAGENET1K_V3' is not a torchvision weights name of 'squeezenet1_1'"):
+        CAMClassifier(3, "squeezenet1_1", weights_path="IMAGENET1K_V3")
 
 
 def test_cam_classifier_errors(tmp_path):
@@ -278,7 +299,7 @@ def test_cam_classifier_errors(tmp_path):
         CAMClassifier(3, "resnet5o")
     with pytest.raises(ValueError, match="not of a CNN family"):
         CAMClassifier(3, "vit_b_16")
-    with pytest.raises(FileNotFoundError, match="ImageNet state dict"):
+    with pytest.raises(FileNotFoundError, match="missing.pth.* do not exist: set TRAINER.CCD.WEIGHTS"):
         CAMClassifier(3, "squeezenet1_1", weights_path=str(tmp_path / "missing.pth"))
     garbage = tmp_path / "garbage.pth"
     garbage.write_text("not a checkpoint")
@@ -455,3 +476,72 @@ def test_clip_probs_normalise_each_class_text_and_class_bias_needs_an_image():
     assert torch.allclose(clip_probs(image, text, logit_scale=3.0)[0], expected / expected.sum())
     with pytest.raises(ValueError, match=r"class_bias: no \(reliable\) image to estimate CLIP's class bias from"):
         class_bias(torch.tensor([[0.6, 0.4]]), torch.tensor([False]))
+
+
+# ---- the release's geometry and calibration (keys CALIBRATION, CROPS, CLIP_SIZE) -----------
+
+def test_the_released_walk_checks_every_100_images_the_first_window_holding_101():
+    from leclip.multilabel.cam import calibrate_threshold_walk
+
+    # class j scores 0.0505 + 0.001 j: at t = 0.05 + 0.001 k exactly 10 - k classes pass
+    scores = (0.0505 + 0.001 * torch.arange(10.0)).expand(601, 10)
+    # windows k = 0, 1, ...: 10.1 (101 images / 100), 9, 8, 7, 6, 5 -> lands at k = 5
+    threshold, mean = calibrate_threshold_walk(scores, bound=4, generator=torch.Generator().manual_seed(0))
+    assert threshold == pytest.approx(0.055) and mean == 5
+    # 10.1 lands only because the first window holds 101 images (100 would give 10.0)
+    assert calibrate_threshold_walk(scores, bound=10.05)[0] == 0.05
+    # 401 images: 4 windows, none lands: the walk's last threshold (0.054), with a warning
+    with pytest.warns(UserWarning, match="4 windows of 100"):
+        assert calibrate_threshold_walk(scores[:401], bound=4)[0] == pytest.approx(0.054)
+
+
+def test_the_walk_reads_the_images_in_the_generators_random_order():
+    from leclip.multilabel.cam import calibrate_threshold_walk
+
+    # 200 images pass 5 classes at any t <= 0.06, 101 pass none: the first window decides
+    scores = torch.cat([torch.full((200, 5), 0.06), torch.zeros(101, 5)])
+    for seed in (3, 4):
+        order = torch.randperm(301, generator=torch.Generator().manual_seed(seed))
+        first = 5 * int((order[:101] < 200).sum()) / 100  # the first window's mean count
+        threshold, mean = calibrate_threshold_walk(scores, bound=first - 0.5, generator=torch.Generator().manual_seed(seed))
+        assert (threshold, mean) == (0.05, pytest.approx(first))
+
+
+def test_aspect_crops_keep_the_boxes_shape_at_the_long_side():
+    from leclip.multilabel.label_update import aspect_sizes, cut_crops
+
+    boxes = torch.tensor([[0.0, 0.0, 100.0, 50.0], [10.0, 20.0, 40.0, 110.0]])
+    assert aspect_sizes(boxes, 640).tolist() == [[320, 640], [640, 213]]  # (h, w), truncated as released
+    images = torch.randn(1, 3, 120, 120)
+    crops, index = cut_crops(images, boxes, torch.tensor([0, 0]), long_side=64)
+    assert [tuple(c.shape) for c in crops] == [(3, 32, 64), (3, 64, 21)] and index.tolist() == [0, 0]
+    # each crop is the box read by roi_align at its own size
+    assert torch.allclose(crops[1], crop_resize(images, boxes[1:], torch.tensor([0]), (64, 21))[0])
+
+
+@pytest.mark.parametrize("layers", [2, (1, 1, 1, 1)])
+def test_clip_encodes_any_size_with_bilinearly_resampled_positions(layers):
+    import copy
+
+    from leclip.backbone.loader import random_clip
+    from leclip.multilabel.any_size import encode_any_size, resample_positions
+
+    torch.manual_seed(0)
+    model = random_clip(image_resolution=64, vision_layers=layers, vision_width=64, vision_patch_size=16).eval()
+    native = torch.randn(2, 3, 64, 64)
+    assert torch.equal(encode_any_size(model, native), model.encode_image(native))
+    wide = torch.randn(2, 3, 64, 96)  # a 4 x 6 patch grid (ViT) or a 2 x 3 feature map (ResNet)
+    grid = (4, 6) if layers == 2 else (2, 3)
+    name = "positional_embedding" if layers == 2 else "attnpool.positional_embedding"
+    resized = copy.deepcopy(model)
+    old = resized.visual.get_parameter(name)
+    new = resample_positions(old.detach(), grid)
+    # the first row (class / mean token) is kept; the grid is resized bilinearly
+    side = round((old.shape[0] - 1) ** 0.5)
+    square = old.detach()[1:].t().reshape(1, -1, side, side)
+    by_hand = F.interpolate(square, size=grid, mode="bilinear", align_corners=False).reshape(old.shape[1], -1).t()
+    assert torch.equal(new[0], old[0]) and torch.allclose(new[1:], by_hand)
+    module, _, attr = ("visual." + name).rpartition(".")
+    setattr(resized.get_submodule(module), attr, nn.Parameter(new))
+    assert torch.allclose(encode_any_size(model, wide), resized.encode_image(wide), atol=1e-5)
+    assert torch.equal(model.visual.get_parameter(name), old)  # the model itself is unchanged

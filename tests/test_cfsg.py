@@ -165,7 +165,9 @@ def test_inference_is_the_mean_of_the_four_heads(clip_model):
         out = run(model, torch.randn(3, 3, 32, 32))
     heads = [out[b][k].softmax(-1) for b in ("coarse", "fine") for k in ("logits", "sfm_logits")]
     mean = torch.stack(heads).mean(0)
-    trainer = SimpleNamespace(model=lambda images, text: out)
+    cfg = get_cfg_default()
+    cfg.TRAINER.CFSG.ID_SCORE = "ensemble_msp"  # the filter's rule: tests/test_wiring_methods.py
+    trainer = SimpleNamespace(model=lambda images, text: out, cfg=cfg)
     probs, scores = CFSG.predict(trainer, None, None)
     assert torch.allclose(probs, mean, atol=1e-6)
     assert torch.allclose(scores, mean.max(-1).values, atol=1e-6)
@@ -201,6 +203,7 @@ def test_depth_and_top_k_beyond_the_backbone_cover_all_of_it(clip_model):
         ({"INJECT_MODE": "prepend"}, r"TRAINER.CFSG.INJECT_MODE='prepend'"),
         ({"ENSEMBLE": ["coarse_middle"]}, "unknown heads"),
         ({"DEPTH": 0}, "TRAINER.CFSG.DEPTH=0"),
+        ({"ID_SCORE": "mcm"}, r"TRAINER.CFSG.ID_SCORE='mcm': use one of \('filter', 'ensemble_msp'\)"),
     ],
 )
 def test_bad_config_is_a_clear_error(clip_model, overrides, message):
@@ -270,7 +273,7 @@ QUICK = ["OPTIM.MAX_EPOCH", "2", "DATALOADER.TEST.BATCH_SIZE", "128"]
 
 
 def test_resumed_run_equals_an_uninterrupted_one_and_logs_each_branch(run_trainer, tmp_path):
-    opts = QUICK + ["TRAIN.CHECKPOINT_FREQ", "1"]
+    opts = QUICK + ["TRAIN.CHECKPOINT_FREQ", "1", "TRAIN.KEEP_EVERY_CHECKPOINT", "True"]  # epoch 1 is copied below
     full = run_trainer("CFSG", SYNTH_YAML, opts, output_dir=str(tmp_path / "full"))
     # a run killed after epoch 1 left only that checkpoint behind
     part = tmp_path / "part" / "cfsg"

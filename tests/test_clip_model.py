@@ -129,14 +129,14 @@ import json, sys
 import clip, torch
 torch.set_num_threads(1)
 assert clip.__file__.startswith(sys.argv[1]), clip.__file__  # the fork shadows clip-anytorch
-from leclip import harness
+from leclip import catalogue
 from leclip.backbone import load_clip
 from leclip.dassl import build_trainer
 
 features = load_clip("synth-vit").encode_text(clip.tokenize(["a red disc"], context_length=16))
-cfg = harness.setup_cfg(
-    harness.trainer_config("maple", "synth_fg"), harness.dataset_config("synth_fg"),
-    harness.setting_opts("synth_fg", 5) + sys.argv[4:], root=sys.argv[2], output_dir=sys.argv[3],
+cfg = catalogue.setup_cfg(
+    catalogue.trainer_config("maple", "synth_fg"), catalogue.dataset_config("synth_fg"),
+    catalogue.setting_opts("synth_fg", 5) + sys.argv[4:], root=sys.argv[2], output_dir=sys.argv[3],
     seed=1, trainer="LEMaPLe",
 )
 trainer = build_trainer(cfg)

@@ -3,7 +3,7 @@ values that would silently fall back to a default are errors."""
 import pytest
 from yacs.config import CfgNode as CN
 
-from leclip import config, harness
+from leclip import catalogue, config
 from leclip.dassl import DEFAULT_CFG, check_cfg_values, get_cfg_default
 
 
@@ -106,4 +106,4 @@ def test_every_declared_key_exists_in_the_defaults():
     keys = set(flat_keys(DEFAULT_CFG))
     assert set(config.IGNORED_KEYS) <= keys and set(config.CHOICES) <= keys
     assert {"TRAINER.LOGIT_SCALE", "TRAINER.SSL.FILTER_LIFETIME", "DATASET.ID_RATIO"} <= keys
-    assert harness.setup_cfg().TRAINER.LOGIT_SCALE == "model"
+    assert catalogue.setup_cfg().TRAINER.LOGIT_SCALE == "model"

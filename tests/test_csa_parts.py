@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from leclip.multilabel import contexts, thresholds
 from leclip.multilabel.asl import asymmetric_loss
 from leclip.multilabel.contexts import (
     NO_CONTEXT,
@@ -406,3 +407,40 @@ def test_messages_name_the_mismatch():
 def test_thresholds_keep_the_scores_dtype():
     scores, labeled = torch.rand(6, 2, dtype=torch.float64), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     assert classwise_thresholds(scores, labeled).dtype == global_threshold(scores, labeled).dtype == torch.float64
+
+
+# ---------------------------------------------------------------- context head on label features, narrowing
+def test_label_context_head_by_hand():
+    head = contexts.LabelContextHead(num_classes=2, feature_dim=2, n_contexts=2)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[[1.0, 0], [0, 2]], [[0, 0], [3, 0]]]))  # [K, C, D]
+        head.bias.copy_(torch.tensor([0.5, -1.0]))
+    features = torch.tensor([[[2.0, 0], [3, 4]]])  # f_1 = (1, 0) and f_2 = (.6, .8) once normalised
+    # context 0: 0.5 + 1 * 1 + 2 * .8 = 3.1; context 1: -1 + 3 * .6 = 0.8
+    assert torch.allclose(head(features), torch.tensor([[3.1, 0.8]]))
+    # the head starts at its bias on any feature, and rejects a feature per class of another shape
+    assert torch.equal(contexts.LabelContextHead(2, 2, 3)(features), torch.zeros(1, 3))
+    with pytest.raises(ValueError, match=r"use \[B, 3, 2\]"):
+        contexts.LabelContextHead(3, 2, 2)(features)
+
+
+def test_narrowing_multiplies_each_score_by_its_context_posterior():
+    scores = torch.tensor([[0.8, 0.5, 0.4], [0.2, 0.9, 0.6]])
+    context_logits = torch.tensor([[0.0, math.log(3)], [math.log(1 / 3), 0.0]])  # sigmoid: .5 .75 / .25 .5
+    narrowed = contexts.narrow_scores(scores, context_logits, [1, 0, contexts.NO_CONTEXT])
+    assert torch.allclose(narrowed, torch.tensor([[0.8 * 0.75, 0.5 * 0.5, 0.4], [0.2 * 0.5, 0.9 * 0.25, 0.6]]))
+
+
+def test_context_accuracy_by_hand():
+    logits = torch.tensor([[1.0, -1.0], [0.5, 0.5]])
+    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert contexts.context_accuracy(logits, targets) == (75.0, 50.0)
+
+
+def test_quality_counter_sums_batches():
+    counter = thresholds.QualityCounter()
+    counter.update(torch.tensor([[1.0, 0], [1, 1]]), torch.tensor([[1.0, 1], [0, 1]]))
+    counter.update(torch.tensor([[0.0, 0]]), torch.tensor([[1.0, 0]]))
+    # 2 true positives of 3 predicted and 4 actual
+    assert counter.summary() == pytest.approx({"precision": 200 / 3, "recall": 50.0})
+    assert math.isnan(thresholds.QualityCounter().summary()["precision"])

@@ -7,20 +7,21 @@ import random
 import sys
 
 import pytest
+import torch
 from scipy.io import loadmat, savemat
 
 import miniature
 import zero_shot
-from leclip import harness
+from leclip import catalogue, runner
 from leclip.data import splits
 from leclip.dassl import build_dataset
 
 
 def load(key, root, *opts, seed=1):
-    setting = {"semiaves": "in"}.get(key, "unsup" if harness.check_dataset(key)[1] == "BC" else "2")
-    cfg = harness.setup_cfg(
-        dataset_config_file=harness.dataset_config(key),
-        opts=harness.setting_opts(key, setting) + list(opts),
+    setting = {"semiaves": "in"}.get(key, "unsup" if catalogue.check_dataset(key).cls.task == "multilabel" else "2")
+    cfg = catalogue.setup_cfg(
+        dataset_config_file=catalogue.dataset_config(key),
+        opts=catalogue.setting_opts(key, setting) + list(opts),
         root=str(root),
         seed=seed,
     )
@@ -185,14 +186,14 @@ def test_check_dataset_lists_every_missing_file(tmp_path, capsys):
     miniature.cub(tmp_path)
     for i in (1, 2):
         os.remove(tmp_path / "CUB_200_2011" / "images" / "002.Laysan_Albatross" / f"Laysan_Albatross_{i}.jpg")
-    check = runpy.run_path(os.path.join(harness.REPO, "scripts", "check_dataset.py"))
+    check = runpy.run_path(os.path.join(catalogue.REPO, "scripts", "check_dataset.py"))
     assert check["main"](["cub", "--root", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "2 listed files are missing" in out and "Laysan_Albatross_2.jpg" in out
 
 
 def _check_script():
-    spec = importlib.util.spec_from_file_location("check_dataset", os.path.join(harness.REPO, "scripts", "check_dataset.py"))
+    spec = importlib.util.spec_from_file_location("check_dataset", os.path.join(catalogue.REPO, "scripts", "check_dataset.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -201,11 +202,12 @@ def _check_script():
 def test_check_dataset_counts_nuswide_images_missing_on_disk(tmp_path, capsys, monkeypatch):
     check = _check_script()
     miniature.nuswide(tmp_path, missing=2)
-    monkeypatch.setitem(check.OFFICIAL, "nuswide", (3, 6, 0, 3))  # the replica's own numbers
+    nuswide = catalogue.check_dataset("nuswide").cls
+    monkeypatch.setattr(nuswide, "official", {"classes": 3, "train": 6, "val": 0, "test": 3})  # the replica's own
     assert check.main(["nuswide", "--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "Train images listed but missing on disk (skipped): 2" in out and "copy matches" in out
-    monkeypatch.setitem(check.OFFICIAL, "nuswide", (81, 6, 0, 3))
+    monkeypatch.setattr(nuswide, "official", {"classes": 81, "train": 6, "val": 0, "test": 3})
     assert check.main(["nuswide", "--root", str(tmp_path)]) == 1
     assert "classes:       3  (official 81)  DIFFERS" in capsys.readouterr().out
 
@@ -215,7 +217,7 @@ def test_dassl_api_registers_the_nine_benchmarks():
 
     names = ["LEStanfordDogs", "LEStanfordCars", "LECUB", "LEFGVCAircraft", "LESemiAves",
              "LEVOC2007", "LEVOC2012", "LECOCO", "LENUSWIDE"]
-    harness.setup_cfg(dataset_config_file=harness.dataset_config("dogs"), opts=[], root=".", seed=1)
+    catalogue.setup_cfg(dataset_config_file=catalogue.dataset_config("dogs"), opts=[], root=".", seed=1)
     assert all(name in dassl.DATASET_REGISTRY.registered_names() for name in names)
 
 
@@ -333,10 +335,10 @@ def test_zero_shot_runs_on_every_replica(tmp_path, key, setting, metric):
     """What `scripts/run.sh zsclip <key> <setting>` does, with the embedded small CLIP."""
     builder = {"voc2007": miniature.voc, "voc2012": lambda root: miniature.voc(root, "2012", ("train", "val"))}
     (builder.get(key) or getattr(miniature, key))(tmp_path)
-    cfg = harness.setup_cfg(
-        harness.trainer_config("zsclip", key),
-        harness.dataset_config(key),
-        harness.setting_opts(key, setting) + ["MODEL.BACKBONE.NAME", "synth-vit", "INPUT.SIZE", "(64, 64)"],
+    cfg = catalogue.setup_cfg(
+        catalogue.trainer_config("zsclip", key),
+        catalogue.dataset_config(key),
+        catalogue.setting_opts(key, setting) + ["MODEL.BACKBONE.NAME", "synth-vit", "INPUT.SIZE", "(64, 64)"],
         root=str(tmp_path),
         output_dir=str(tmp_path / "out"),
         seed=1,
@@ -344,13 +346,47 @@ def test_zero_shot_runs_on_every_replica(tmp_path, key, setting, metric):
     )
     stdout = sys.stdout
     try:
-        results = harness.run(cfg)
+        results = runner.run(cfg)
     finally:
         sys.stdout = stdout
     sims, labels = zero_shot.similarities(build_dataset(cfg), cfg.DATASET.PROMPT_TEMPLATE)
     expected = zero_shot.closed_accuracy(sims, labels) if metric == "closed_accuracy" else zero_shot.mean_ap(sims, labels)
     assert results[metric] == pytest.approx(expected, abs=1e-6)
     assert json.loads((tmp_path / "out" / "results.json").read_text())[metric] == results[metric]
+
+
+# ---------------------------------------------------------------- loading in worker processes
+def loader_batches(root, workers):
+    """Two epochs of CFSG-CLIP's labeled and unlabeled (weak + strong) batches on Cars."""
+    from leclip.data.datamanager import DataManager
+
+    cfg = catalogue.setup_cfg(
+        catalogue.trainer_config("cfsg", "cars"), catalogue.dataset_config("cars"),
+        catalogue.setting_opts("cars", "5") + ["INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", str(workers),
+                                              "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "DATALOADER.TRAIN_U.BATCH_SIZE", "4"],
+        root=str(root), seed=1, trainer="CFSG",
+    )
+    dm = DataManager(cfg, build_dataset(cfg))
+    batches = []
+    for epoch in (0, 1):
+        dm.set_epoch(epoch)
+        batches += list(dm.train_loader_x) + list(dm.train_loader_u)
+    return batches
+
+
+def test_real_benchmarks_load_in_worker_processes_with_the_same_batches(tmp_path):
+    for key in catalogue.datasets():
+        if not key.startswith("synth_"):
+            assert catalogue.setup_cfg(dataset_config_file=catalogue.dataset_config(key)).DATALOADER.NUM_WORKERS > 0, key
+    miniature.cars(tmp_path, size=(120, 90))
+    in_process, in_workers = loader_batches(tmp_path, 0), loader_batches(tmp_path, 2)
+    assert len(in_process) == len(in_workers) == 2 * (2 + 5)  # 10 labeled, 22 unlabeled an epoch, whole batches of 4
+    for one, other in zip(in_process, in_workers):
+        assert one.keys() == other.keys()
+        for key, value in one.items():
+            assert torch.equal(value, other[key]) if isinstance(value, torch.Tensor) else value == other[key], key
+    assert "img_strong" in in_process[2]  # RandAugment's draws too
+    assert not torch.equal(in_process[0]["img"], in_process[7]["img"])  # the second epoch draws anew
 
 
 # ---------------------------------------------------------------- the split cache and the layouts as distributed
@@ -412,7 +448,8 @@ def test_semiaves_class_names_file_of_the_annotation_archive(tmp_path):
 def test_check_dataset_takes_the_setting(tmp_path, capsys, monkeypatch):
     check = _check_script()
     miniature.cub(tmp_path)
-    monkeypatch.setitem(check.OFFICIAL, "cub", (4, 32, 0, 8))  # the replica's own numbers
+    cub = catalogue.check_dataset("cub").cls
+    monkeypatch.setattr(cub, "official", {"classes": 4, "train": 32, "val": 0, "test": 8})  # the replica's own numbers
     assert check.main(["cub", "3", "--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "setting 3 on cub is not one the papers report (5, 20)" in out and "copy matches" in out

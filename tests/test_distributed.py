@@ -30,17 +30,18 @@ import pytest
 import torch
 import torch.nn as nn
 
-from leclip import distributed, harness
+from leclip import catalogue, distributed, harness, runner
 from leclip.data.datamanager import SeededSampler
 from conftest import SMALL_WORLD
 
 WORLD = 2
 RUNS = {  # name: (trainer, method key, dataset, setting, overrides)
-    "coop": ("LECoOp", "coop", "synth_fg", "5", SMALL_WORLD + ["OPTIM.MAX_EPOCH", "2", "TRAIN.CHECKPOINT_FREQ", "1"]),
+    "coop": ("LECoOp", "coop", "synth_fg", "5",
+             SMALL_WORLD + ["OPTIM.MAX_EPOCH", "2", "TRAIN.CHECKPOINT_FREQ", "1", "TRAIN.KEEP_EVERY_CHECKPOINT", "True"]),
     "cfsg": ("CFSG", "cfsg", "synth_fg", "5", SMALL_WORLD + ["OPTIM.MAX_EPOCH", "1"]),  # FixMatch: its recipe
     "ccd": ("CCD", "ccd", "synth_ml", "unsup", [
         "DATASET.SYNTH.POOL_PER_CLASS", "2", "DATASET.SYNTH.TEST_PER_CLASS", "1", "TRAINER.CCD.INPUT_SIZE", "32",
-        "TRAINER.CCD.BACKBONE", "squeezenet1_1", "TRAINER.CCD.WEIGHTS", "",  # random init: no weights ship for it
+        "TRAINER.CCD.BACKBONE", "squeezenet1_1", "TRAINER.CCD.WEIGHTS", "random",  # no weights ship for it
         "OPTIM.MAX_EPOCH", "2", "TRAINER.CCD.WARMUP_EPOCHS", "1"]),
     "csa": ("CSA", "csa", "synth_ml", "0.1", [
         "DATASET.SYNTH.POOL_PER_CLASS", "8", "DATASET.SYNTH.TEST_PER_CLASS", "2", "OPTIM.MAX_EPOCH", "2",
@@ -51,17 +52,17 @@ MODELS = {"coop": "prompt_learner", "cfsg": "cfsg", "ccd": "classifier", "csa": 
 
 def config(name, root, output_dir):
     trainer, method, dataset, setting, opts = RUNS[name]
-    opts = harness.setting_opts(dataset, setting) + opts
+    opts = catalogue.setting_opts(dataset, setting) + opts
     if name == "ccd":
         opts += ["TRAINER.CCD.CACHE_DIR", osp.join(output_dir, "cache")]  # computed by each run, not shared
-    return harness.setup_cfg(harness.trainer_configs(method, dataset), harness.dataset_config(dataset), opts,
+    return catalogue.setup_cfg(catalogue.trainer_configs(method, dataset), catalogue.dataset_config(dataset), opts,
                              root=root, output_dir=output_dir, seed=1, trainer=trainer)
 
 
 def run_quietly(cfg):
     stdout = sys.stdout
     try:
-        return harness.run(cfg)
+        return runner.run(cfg)
     finally:
         sys.stdout.flush()
         sys.stdout = stdout
@@ -192,7 +193,7 @@ def learned(folder, model):
 
 
 def metrics(results):
-    return {k: v for k, v in results.items() if k in harness.SETTING_RESULTS}
+    return {k: v for k, v in results.items() if k not in runner.RUN_FIELDS}
 
 
 # ---------------------------------------------------------------- tests
@@ -267,5 +268,5 @@ def test_gpus_n_launches_torchrun_with_n_processes():
     assert harness.launcher(4)[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
     assert harness.processes_from_env(None) == harness.processes_from_env("") == 1
     assert harness.processes_from_env("2") == 2
-    with pytest.raises(harness.HarnessError, match="GPUS='two'"):
+    with pytest.raises(catalogue.HarnessError, match="GPUS='two'"):
         harness.processes_from_env("two")

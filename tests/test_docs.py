@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from leclip import harness
+from leclip import catalogue
 
-REPO = harness.REPO
+REPO = catalogue.REPO
 SKIP_DIRS = {".git", ".venv", "data", "output", "__pycache__", ".pytest_cache", "build", "dist"}
 TOP_ONLY = {"data", "output"}
 TEXT_EXTENSIONS = (".md", ".py", ".sh", ".yaml", ".txt", ".cfg", ".toml")
@@ -210,3 +210,66 @@ def test_every_test_errors_md_names_exists():
     named = {name for cells in errors_table_rows() for name in re.findall(r"`(test_\w+)`", cells[2])}
     assert named, "no test names found in docs/ERRORS.md's tables"
     assert not named - defined, f"docs/ERRORS.md names tests that do not exist: {sorted(named - defined)}"
+
+
+COMMAND = re.compile(r"bash scripts/(run|compare|ablate)\.sh([^`\n#)]*)")
+PLACEHOLDER = re.compile(r"^[A-Z][A-Z_]+$|\.\.\.|^\[|^<|\|")
+
+
+def joined_inline_code(text):
+    """The text with each inline `code` span on one line (prose wraps them); fenced blocks kept."""
+    parts = re.split(r"(```.*?```)", text, flags=re.S)
+    return "".join(part if part.startswith("```") else
+                   re.sub(r"`[^`]+`", lambda m: m.group(0).replace("\n", " "), part) for part in parts)
+
+
+def quoted_commands():
+    """(doc, script, args) of every concrete `bash scripts/{run,compare,ablate}.sh ...` in the
+    user docs; a template with placeholders (METHOD, DATASET, ...) is not a command to run.
+    INTERNALS.md's commands name the toy method its walk-through writes."""
+    for path in USER_DOCS:
+        if osp.basename(path) == "INTERNALS.md":
+            continue
+        with open(path) as f:
+            for script, rest in COMMAND.findall(joined_inline_code(f.read())):
+                args = rest.split()
+                given = args[: args.index("--")] if "--" in args else args
+                if given and not any(PLACEHOLDER.search(a) for a in given) and not (script == "compare" and given[0] in "ABC"):
+                    yield osp.relpath(path, REPO), script, given
+
+
+def check_command(script, args):
+    """Raise what the harness would raise for these arguments (nothing is run)."""
+    from leclip import catalogue, harness
+
+    positional = [a for a in args if not a.startswith("--")]
+    flags = [a for a in args if a.startswith("--")]
+    if script == "compare":
+        dataset, setting, methods = positional[0], positional[1], positional[2:]
+        assert set(flags) <= {"--plot", "--papers"}, flags
+    else:
+        parsed = harness._parser().parse_args([script] + args)
+        dataset, setting = parsed.dataset, parsed.setting
+        methods = [parsed.method] if script == "run" else []
+    catalogue.setting_opts(dataset, setting)
+    for method in methods:
+        catalogue.check_serves(method, dataset, setting)
+
+
+def test_every_command_the_docs_quote_is_one_the_harness_takes():
+    commands = list(quoted_commands())
+    assert len(commands) >= 10, commands
+    refused = []
+    for doc, script, args in commands:
+        try:
+            check_command(script, args)
+        except (ValueError, SystemExit) as err:
+            refused.append(f"{doc}: scripts/{script}.sh {' '.join(args)} ({err})")
+    assert not refused, refused
+
+
+@pytest.mark.parametrize("script, args", [("run", ["coop", "synth_ml", "0.1"]), ("run", ["cfsg", "aircraft", "x"]),
+                                          ("compare", ["synth_fg", "5", "nomethod"]), ("ablate", ["synth_ml", "2"])])
+def test_a_command_the_harness_refuses_is_caught(script, args):
+    with pytest.raises((ValueError, SystemExit)):
+        check_command(script, args)

@@ -27,7 +27,7 @@ import mini_dassl
 import numpy as np
 import pytest
 
-from leclip import __version__, harness
+from leclip import __version__, catalogue
 from leclip.dassl import ENGINE, EngineError
 
 PLUGIN_LINE = "import leclip.plugin  # noqa: F401  LE-CLIP's trainers and datasets, Dassl fixes for torch 2.x"
@@ -138,7 +138,7 @@ def run_fork(fork, dassl_root, trainer, config_file, data, out, extra=()):
     env = dict(os.environ, PYTHONPATH=str(dassl_root), OMP_NUM_THREADS="1")
     env.pop("LECLIP_ENGINE", None)
     command = [sys.executable, "train.py", "--root", str(data), "--output-dir", str(out), "--trainer", trainer,
-               "--dataset-config-file", harness.dataset_config("synth_fg"), "--config-file", config_file,
+               "--dataset-config-file", catalogue.dataset_config("synth_fg"), "--config-file", config_file,
                *TINY_WORLD, *extra]
     return subprocess.run(command, cwd=fork, env=env, capture_output=True, text=True, timeout=300)
 
@@ -174,7 +174,7 @@ def tensorboard_scalars(folder):
 def test_a_fork_trains_ours_and_its_own_on_the_embedded_world(forks, tmp_path, fork_name, ours, own_clip):
     fork = forks / fork_name
     data = forks / "data"  # shared by the forks: the world renders once
-    ours_yaml = osp.join(harness.CONFIGS, "trainers", ours, "synth.yaml")
+    ours_yaml = osp.join(catalogue.CONFIGS, "trainers", ours, "synth.yaml")
     runs = {ours: run_fork(fork, forks / "dassl_pkg", ours, ours_yaml, data, tmp_path / ours),
             "PixelProbe": run_fork(fork, forks / "dassl_pkg", "PixelProbe", probe_config(tmp_path), data,
                                    tmp_path / "probe")}

@@ -6,7 +6,7 @@ import pytest
 import torch
 from recording import Recorder
 
-from leclip import harness
+from leclip import catalogue
 from leclip.backbone import ImageEncoder, TextEncoder, random_clip
 from leclip.lora import apply_lora
 from leclip.trainers.clip_lora import LECLIPLoRA
@@ -134,7 +134,7 @@ LORA_CONFIG = "configs/trainers/LECLIPLoRA/synth.yaml"
 def test_lora_prompt_is_the_released_template_or_the_datasets(template, used):
     opts = ["DATASET.PROMPT_TEMPLATE", "a {} shape."] + ([] if template is None else ["TRAINER.CLIP_LORA.TEMPLATE", template])
     trainer = SimpleNamespace(
-        cfg=harness.setup_cfg(opts=opts), classnames=["red_disc", "ring"], device="cpu",
+        cfg=catalogue.setup_cfg(opts=opts), classnames=["red_disc", "ring"], device="cpu",
         load_clip=lambda: random_clip(seed=5), logit_scale=100.0, setup_optimization=lambda name, module: None,
     )
     LECLIPLoRA.build_model(trainer)

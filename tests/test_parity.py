@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from clip import clip as clip_api
 from yacs.config import CfgNode
 
-from leclip import harness
+from leclip import catalogue
 from leclip.adapters import ResidualAdapter
 from leclip.backbone import PromptLearner, class_text_features, random_clip, resolve_logit_scale
 from leclip.lora import apply_lora
@@ -435,7 +435,7 @@ RELEASED_SCALE = {"LEZeroshotCLIP": None, "LECoOp": None, "LELoCoOp": None, "LEP
 @pytest.mark.parametrize("recipe", ["vit_b16", "synth"])
 def test_recipes_use_each_methods_released_logit_scale_and_prompt(clip_model, recipe):
     for trainer, released in RELEASED_SCALE.items():
-        cfg = harness.setup_cfg(f"{harness.REPO}/configs/trainers/{trainer}/{recipe}.yaml")
+        cfg = catalogue.setup_cfg(f"{catalogue.REPO}/configs/trainers/{trainer}/{recipe}.yaml")
         scale = resolve_logit_scale(clip_model, cfg.TRAINER.LOGIT_SCALE)
         assert scale == pytest.approx(released or exp_scale(clip_model)), trainer
     assert cfg.TRAINER.CLIP_LORA.TEMPLATE == "a photo of a {}."

@@ -22,7 +22,8 @@ LAYERS = (
     ("leclip.dassl", "leclip.dassl_compat"),
     ("leclip",),  # the core: CLIP layer, method parts, metrics, evaluators, world, trainer base
     ("leclip.trainers", "leclip.datasets"),
-    ("leclip.harness", "leclip.plugin", "leclip.report"),  # entry points: the harness, a fork's line, reports
+    # entry points: the harness (its catalogue, one run, the dry run), a fork's line, reports
+    ("leclip.catalogue", "leclip.runner", "leclip.preflight", "leclip.harness", "leclip.plugin", "leclip.report"),
 )
 
 
@@ -118,7 +119,7 @@ def cycles(graph):
 def test_the_walk_sees_every_module_and_its_lazy_imports():
     graph = import_graph()
     assert {"leclip.data.datamanager", "leclip.engine.trainer", "leclip.trainers.cfsg", "leclip.datasets.synth"} <= set(graph)
-    assert "leclip.trainers" in graph["leclip.harness"]  # imported inside a function
+    assert "leclip.trainers" in graph["leclip.catalogue"]  # imported inside a function
 
 
 def test_no_import_cycle():
@@ -162,3 +163,14 @@ def test_the_atomic_writes_import_no_leclip_module():
 
 def test_the_root_package_imports_nothing():
     assert imported_names("leclip", leclip.__file__, True) == set()
+
+
+def test_only_the_world_its_datasets_and_the_entry_points_import_the_world():
+    """The method parts and trainers never import the embedded world (it registers what
+    they may use, e.g. CCD's classifier weights "embedded")."""
+    allowed = ("leclip.world", "leclip.datasets", "leclip.harness", "leclip.report")
+    importers = sorted(
+        source for source, targets in import_graph().items()
+        if any(t == "leclip.world" or t.startswith("leclip.world.") for t in targets) and not source.startswith(allowed)
+    )
+    assert importers == []

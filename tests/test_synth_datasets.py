@@ -2,16 +2,16 @@
 import os.path as osp
 import shutil
 
-from leclip import harness
+from leclip import catalogue
 from leclip.dassl import build_dataset
 
 SMALL = ["DATASET.SYNTH.POOL_PER_CLASS", "10", "DATASET.SYNTH.TEST_PER_CLASS", "4", "VERBOSE", "False"]
 
 
 def load(key, setting, root, seed=1):
-    cfg = harness.setup_cfg(
-        dataset_config_file=harness.dataset_config(key),
-        opts=harness.setting_opts(key, setting) + SMALL,
+    cfg = catalogue.setup_cfg(
+        dataset_config_file=catalogue.dataset_config(key),
+        opts=catalogue.setting_opts(key, setting) + SMALL,
         root=str(root),
         seed=seed,
     )

@@ -7,7 +7,8 @@ features, both through a residual adapter; the semantic filtering module (SFM,
 blocks of the frozen image encoder (`DeepTokens`, replace or concat) and its own SFM
 gives z_f. Each branch has a global and a local (SFM) head; each head gets a
 supervised CE and a FixMatch term masked by the filter F. Inference: mean of the
-heads' probabilities, ID score = its max.
+heads' probabilities; ID score (TRAINER.CFSG.ID_SCORE) the training filter's score
+(MCM) on the global heads, averaged over branches.
 
 Class m of the SFM: the label for labeled images; else the argmax of the branch's global
 prediction (for a strong view: on its weak view). Only prompts, adapter and injection
@@ -25,6 +26,7 @@ from leclip.backbone import DeepTokens, ImageEncoder, PromptLearner, TextEncoder
 from leclip.config import add_defaults
 from leclip.dassl import TRAINER_REGISTRY
 from leclip.sfm import WEIGHTINGS, SemanticFilter
+from leclip.ssl import id_score
 from leclip.trainer_base import CLIPTrainer
 
 add_defaults(
@@ -49,12 +51,17 @@ add_defaults(
         "TRAINER.CFSG.LAMBDA_F": 1.0,  # (ours) unlabeled weight of the fine branch (x SSL.LAMBDA)
         # (ours) heads whose probabilities are averaged at inference (switched-off heads skipped)
         "TRAINER.CFSG.ENSEMBLE": ["coarse_global", "coarse_local", "fine_global", "fine_local"],
+        # (ours) test-time ID score (open-set decision and AUROC): "filter" = the training
+        # filter's score (TRAINER.SSL.SCORE, MCM by default) on each branch's global head,
+        # averaged over branches; "ensemble_msp" = max of the ensemble's mean probability
+        "TRAINER.CFSG.ID_SCORE": "filter",
     }
 )
 
 # head name -> key of its logits in a branch's output
 HEADS = {"global": "logits", "local": "sfm_logits"}
 SFM_CLASSES = ("branch", "coarse")
+ID_SCORE_RULES = ("filter", "ensemble_msp")
 
 
 class CFSGModel(nn.Module):
@@ -96,7 +103,12 @@ class CFSGModel(nn.Module):
 
     @staticmethod
     def check(cfg):
-        choices = {"WEIGHTING": WEIGHTINGS, "INJECT_MODE": DeepTokens.MODES, "SFM_CLASS": SFM_CLASSES}
+        choices = {
+            "WEIGHTING": WEIGHTINGS,
+            "INJECT_MODE": DeepTokens.MODES,
+            "SFM_CLASS": SFM_CLASSES,
+            "ID_SCORE": ID_SCORE_RULES,
+        }
         for key, allowed in choices.items():
             if cfg[key] not in allowed:
                 raise ValueError(f"TRAINER.CFSG.{key}={cfg[key]!r}: use one of {allowed}")
@@ -174,6 +186,9 @@ class CFSGModel(nn.Module):
 
 @TRAINER_REGISTRY.register()
 class CFSG(CLIPTrainer):
+    # the harness's method key of this trainer and its name in the tables
+    methods = {"cfsg": "CFSG-CLIP"}
+    table_row = 7  # its place in each task's table: baselines first, the papers' methods last
     def build_model(self):
         self.clip_model = self.load_clip()
         self.model = CFSGModel(self.clip_model, self.classnames, self.cfg.TRAINER.CFSG, self.logit_scale)
@@ -208,5 +223,15 @@ class CFSG(CLIPTrainer):
         }
 
     def predict(self, images, text):
-        probs = self.model(images, text)["logits"].exp()
-        return probs, probs.max(dim=-1).values
+        """(mean probability of the ensemble heads, ID score under TRAINER.CFSG.ID_SCORE)."""
+        out = self.model(images, text)
+        probs = out["logits"].exp()
+        if self.cfg.TRAINER.CFSG.ID_SCORE == "ensemble_msp":
+            return probs, probs.max(dim=-1).values
+        score = self.cfg.TRAINER.SSL.SCORE
+        per_branch = [id_score(score, *self.similarities(out[b])) for b in self.model.branches]
+        return probs, torch.stack(per_branch).mean(dim=0)
+
+    def similarities(self, branch_out):
+        """A branch's global (and per-patch) cosine similarities: its logits over the scale."""
+        return branch_out["logits"].float() / self.logit_scale, branch_out["local_logits"].float() / self.logit_scale

@@ -41,6 +41,9 @@ class AdaptedCLIP(nn.Module):
 
 @TRAINER_REGISTRY.register()
 class LECLIPAdapter(CLIPTrainer):
+    # the harness's method key of this trainer and its name in the tables
+    methods = {"clip_adapter": "CLIP-Adapter"}
+    table_row = 2  # its place in each task's table: baselines first, the papers' methods last
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
         adapter = cfg.TRAINER.CLIP_ADAPTER

@@ -51,6 +51,9 @@ class LoRACLIP(nn.Module):
 
 @TRAINER_REGISTRY.register()
 class LECLIPLoRA(CLIPTrainer):
+    # the harness's method key of this trainer and its name in the tables
+    methods = {"clip_lora": "CLIP-LoRA"}
+    table_row = 1  # its place in each task's table: baselines first, the papers' methods last
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
         template = cfg.TRAINER.CLIP_LORA.TEMPLATE

@@ -61,6 +61,9 @@ class PromptedCLIP(nn.Module):
 
 @TRAINER_REGISTRY.register()
 class LECoOp(CLIPTrainer):
+    # the harness's method key of this trainer and its name in the tables
+    methods = {"coop": "CoOp"}
+    table_row = 3  # its place in each task's table: baselines first, the papers' methods last
     def build_model(self):
         cfg = self.cfg.TRAINER.COOP
         self.clip_model = self.load_clip()

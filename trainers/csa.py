@@ -14,12 +14,15 @@ is ours and a TRAINER.CSA key (see the README's table of our choices).
   on pseudo-labels from class-wise thresholds (paper), chosen at the start of each epoch
   from a pass over the unlabeled set so that each class's pseudo-positive rate there
   equals its positive rate in the labeled set (the CAP rule; `leclip.multilabel.thresholds`).
+  The strategy `PseudoLabels` (the trainer's unlabeled-data component) does this; on the
+  `step` schedule (ours) it labels each batch from the current scores with those thresholds.
 - Context identification (paper): the labeled label co-occurrence clustered into
-  N_CONTEXTS contexts (spectral clustering); a linear head predicts an image's contexts
-  (the multi-hot of the contexts of its (pseudo-)positive labels) with BCE, weight 0.5,
-  on labeled and pseudo-labeled images. Ours: the head reads the image feature after a
-  learnable residual adapter (ADAPTER) that the class logits share, so the task shapes
-  the features (on a frozen feature it could only train itself).
+  N_CONTEXTS contexts (spectral clustering); a head predicts an image's contexts (the
+  multi-hot of the contexts of its (pseudo-)positive labels) with BCE, weight 0.5, on
+  labeled and pseudo-labeled images. It reads the label-specific features that make the
+  class scores (CONTEXT_INPUT label_features), so its loss reaches the adapter and the
+  prompts that pool them; CONTEXT_NARROWING multiplies each class score by the posterior
+  of its context (the paper's Figure 1).
 The baselines `dualcoop` (global feature, labeled part only) and `dualcoop_pl` (+ the
 class-wise-threshold pseudo-labels) are this trainer with its switches off.
 Distributed (torchrun): the scoring pass over the unlabeled set is sharded and gathered,
@@ -34,11 +37,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from leclip import distributed, viz
+from leclip import distributed, ssl, viz
 from leclip.adapters import ResidualAdapter
 from leclip.backbone import ImageEncoder, PromptLearner, TextEncoder
 from leclip.config import add_defaults
-from leclip.dassl import TRAINER_REGISTRY, TrainerX, TrainerXU
+from leclip.dassl import TRAINER_REGISTRY
 from leclip.multilabel import asl, contexts, dual_prompts, thresholds
 from leclip.trainer_base import CLIPTrainer
 
@@ -60,6 +63,15 @@ add_defaults(
         "TRAINER.CSA.CONTEXT": True,  # the context identification task (paper)
         "TRAINER.CSA.N_CONTEXTS": 8,  # (ours) contexts of the spectral clustering
         "TRAINER.CSA.CONTEXT_WEIGHT": 0.5,  # (ours) weight of the context loss
+        # what the context head reads: "label_features" (paper: the label-specific features
+        # that make the class scores, so its loss shapes them) | "global" (the adapted global feature)
+        "TRAINER.CSA.CONTEXT_INPUT": "label_features",
+        # (paper, Figure 1) class scores times the posterior of their context, at test and for pseudo-labels
+        "TRAINER.CSA.CONTEXT_NARROWING": False,
+        # (ours) when pseudo-labels are made: "epoch" (from a pass over the unlabeled set at the
+        # epoch's start) | "step" (from the current model's scores on each batch, with the
+        # thresholds of that pass)
+        "TRAINER.CSA.PL_SCHEDULE": "epoch",
         "TRAINER.CSA.ASL_GAMMA_POS": 0.0,  # ASL's defaults (Ridnik et al.)
         "TRAINER.CSA.ASL_GAMMA_NEG": 4.0,
         "TRAINER.CSA.ASL_CLIP": 0.05,
@@ -67,6 +79,8 @@ add_defaults(
 )
 
 THRESHOLD_RULES = {"classwise": thresholds.classwise_thresholds, "global": thresholds.global_threshold}
+CONTEXT_INPUTS = ("label_features", "global")
+PL_SCHEDULES = ("epoch", "step")
 
 
 class CSAModel(nn.Module):
@@ -90,7 +104,10 @@ class CSAModel(nn.Module):
         dim = self.image_encoder.output_dim
         if cfg.ADAPTER:
             learnable["adapter"] = ResidualAdapter(dim, cfg.ADAPTER_REDUCTION, cfg.ADAPTER_RATIO)
-        if n_contexts:
+        self.context_input = cfg.CONTEXT_INPUT
+        if n_contexts and self.context_input == "label_features":
+            learnable["context_head"] = contexts.LabelContextHead(len(classnames), dim, n_contexts)
+        elif n_contexts:
             learnable["context_head"] = contexts.ContextHead(dim, n_contexts)
         self.learnable = nn.ModuleDict(learnable)
 
@@ -102,8 +119,9 @@ class CSAModel(nn.Module):
         return dual_prompts.split_dual(F.normalize(text, dim=-1))
 
     def forward(self, images, classes):
-        """dict(logits [B, C]; context_logits [B, K] with the context head; attention
-        [B, C, N] with label-specific features)."""
+        """dict(logits [B, C]; context_logits [B, K] with the context head (on the
+        label-specific features or the global feature, CONTEXT_INPUT); attention [B, C, N]
+        with label-specific features)."""
         positive, negative = classes
         with torch.no_grad():  # the image tower is frozen
             global_feature, patches = self.image_encoder(images, patches=self.label_specific)
@@ -111,20 +129,29 @@ class CSAModel(nn.Module):
             global_feature = self.learnable["adapter"](global_feature)
             patches = None if patches is None else self.learnable["adapter"](patches)
         if self.label_specific:
-            logits, _, attention = dual_prompts.label_specific_dual_logits(
+            logits, features, attention = dual_prompts.label_specific_dual_logits(
                 patches, positive, negative, self.logit_scale, self.tau, self.pool_negatives
             )
             out = {"logits": logits, "attention": attention}
         else:
             out = {"logits": dual_prompts.dual_logits(global_feature, positive, negative, self.logit_scale)}
         if "context_head" in self.learnable:
-            out["context_logits"] = self.learnable["context_head"](global_feature)
+            head_input = features if self.context_input == "label_features" else global_feature
+            out["context_logits"] = self.learnable["context_head"](head_input)
         return out
 
 
 @TRAINER_REGISTRY.register()
 class CSA(CLIPTrainer):
-    tasks = ("multilabel",)
+    # the harness's method keys of this trainer and their names in the tables, its own last; the others
+    # are variants: configs/trainers/CSA/variants/<key>.yaml over the recipe
+    methods = {
+        "dualcoop": "DualCoOp",
+        "dualcoop_pl": "DualCoOp + pseudo-labels",
+        "csa": "CSA",
+    }
+    table_row = 9  # its place in each task's table: baselines first, the papers' methods last
+    tasks = ("C",)
 
     @property
     def use_unlabeled(self):
@@ -140,6 +167,18 @@ class CSA(CLIPTrainer):
             )
         if csa.THRESHOLDS not in THRESHOLD_RULES:
             raise ValueError(f"TRAINER.CSA.THRESHOLDS={csa.THRESHOLDS!r}: use one of {tuple(THRESHOLD_RULES)}")
+        for key, allowed in (("CONTEXT_INPUT", CONTEXT_INPUTS), ("PL_SCHEDULE", PL_SCHEDULES)):
+            if csa[key] not in allowed:
+                raise ValueError(f"TRAINER.CSA.{key}={csa[key]!r}: use one of {allowed}")
+        if csa.CONTEXT and csa.CONTEXT_INPUT == "label_features" and not csa.LABEL_SPECIFIC:
+            raise ValueError(
+                "TRAINER.CSA.CONTEXT_INPUT label_features reads the label-specific features: "
+                "set TRAINER.CSA.LABEL_SPECIFIC True or CONTEXT_INPUT global"
+            )
+        if csa.CONTEXT_NARROWING and not csa.CONTEXT:
+            raise ValueError(
+                "TRAINER.CSA.CONTEXT_NARROWING reweights class scores by the context head: set TRAINER.CSA.CONTEXT True"
+            )
         if csa.TAU <= 0 or csa.N_CONTEXTS < 1 or csa.PL_START_EPOCH < 0:
             raise ValueError(
                 f"TRAINER.CSA: TAU={csa.TAU}, N_CONTEXTS={csa.N_CONTEXTS}, PL_START_EPOCH={csa.PL_START_EPOCH}: "
@@ -174,47 +213,37 @@ class CSA(CLIPTrainer):
         self.model = CSAModel(self.clip_model, self.classnames, cfg, self.logit_scale, n_contexts).to(self.device)
         self.setup_optimization("csa", self.model.learnable)
 
+    def build_unlabeled(self):
+        return PseudoLabels(self) if self.use_unlabeled else ssl.Unlabeled(self)
+
+    def trainer_state(self):
+        """The contexts travel with the checkpoint (the pseudo-labels with the strategy's state)."""
+        contexts_now = torch.as_tensor(self.class_context) if self.cfg.TRAINER.CSA.CONTEXT else None
+        return {**super().trainer_state(), "class_context": contexts_now}
+
+    def load_trainer_state(self, state):
+        super().load_trainer_state(state)
+        if state["class_context"] is not None:
+            self.class_context = state["class_context"].numpy()
+
     # ---------------------------------------------------------------- pseudo-labels
+    def class_scores(self, out):
+        """Probabilities [B, C] of the classes: sigmoid of the logits, times the posterior of
+        each class's context under CONTEXT_NARROWING."""
+        scores = out["logits"].float().sigmoid()
+        if self.cfg.TRAINER.CSA.CONTEXT_NARROWING:
+            scores = contexts.narrow_scores(scores, out["context_logits"], self.class_context)
+        return scores
+
     @torch.no_grad()
     def score_unlabeled(self):
-        """sigmoid scores [N_u, C] of the current model on the unlabeled set (test view)."""
-        self.set_model_mode("eval")
+        """Class scores [N_u, C] of the current model on the whole unlabeled set (test view)."""
         loader = self.dm.make_loader(self.dm.dataset.train_u, views="test")
         with self.autocast():
             classes = self.encode_classes()
-        scores = []
-        for batch in loader:
-            with self.autocast():
-                scores.append(self.forward_eval(self.to_device(batch), classes)["logits"].float().sigmoid().cpu())
-        self.set_model_mode("train")
-        return distributed.gather_shards(torch.cat(scores))  # every rank: all the unlabeled images
-
-    def pseudo_label_pass(self):
-        """Pseudo-labels [N_u, C] of the whole unlabeled set for this epoch, with their
-        thresholds and (when hidden labels exist) their precision and recall."""
-        scores = self.score_unlabeled()
-        rule = self.cfg.TRAINER.CSA.THRESHOLDS
-        threshold = THRESHOLD_RULES[rule](scores, self.labeled_labels)
-        pseudo = thresholds.threshold_pseudo_labels(scores, threshold).float()
-        hidden = torch.tensor([d.label for d in self.dm.dataset.train_u], dtype=torch.float32)
-        quality = thresholds.pseudo_label_quality(pseudo, hidden)
-        shown = " ".join(f"{t:.3f}" for t in threshold.reshape(-1).tolist())
-        print(
-            f"epoch [{self.epoch + 1}/{self.max_epoch}] pseudo-labels ({rule} thresholds): "
-            f"{int(pseudo.sum())} positives in {len(pseudo)} images, precision {100 * quality['precision']:.1f}% "
-            f"recall {100 * quality['recall']:.1f}% | thresholds {shown}"
+        return self.score_pass(
+            loader, lambda batch: self.class_scores(self.forward_eval(batch["img"], classes)), "Pseudo-labels"
         )
-        return pseudo
-
-    def run_epoch(self):
-        cfg = self.cfg.TRAINER.CSA
-        self.pseudo = None
-        if self.use_unlabeled and self.epoch >= cfg.PL_START_EPOCH:
-            self.pseudo = self.pseudo_label_pass().to(self.device)
-        if self.pseudo is None:
-            TrainerX.run_epoch(self)
-        else:
-            TrainerXU.run_epoch(self)
 
     # ---------------------------------------------------------------- losses
     def asl(self, logits, targets):
@@ -223,30 +252,56 @@ class CSA(CLIPTrainer):
             logits, targets, gamma_pos=cfg.ASL_GAMMA_POS, gamma_neg=cfg.ASL_GAMMA_NEG, clip=cfg.ASL_CLIP
         )
 
-    def context_loss(self, out, targets):
-        membership = contexts.context_targets(targets, self.class_context, self.cfg.TRAINER.CSA.N_CONTEXTS)
-        return self.cfg.TRAINER.CSA.CONTEXT_WEIGHT * contexts.context_loss(out["context_logits"], membership)
+    def context_targets(self, labels):
+        return contexts.context_targets(labels, self.class_context, self.cfg.TRAINER.CSA.N_CONTEXTS)
 
-    def compute_loss(self, batch_x, batch_u):
-        classes = self.encode_classes()  # once for the labeled and the unlabeled batch
-        labels = self.to_device(batch_x, "label")
-        out_x = self.forward_train(self.to_device(batch_x), classes)
-        losses = {"loss_x": self.asl(out_x["logits"], labels)}
+    def context_loss(self, out, targets):
+        loss = contexts.context_loss(out["context_logits"], self.context_targets(targets))
+        return self.cfg.TRAINER.CSA.CONTEXT_WEIGHT * loss
+
+    def supervised_losses(self, out, labels):
+        losses = {"loss_x": self.asl(out["logits"], labels)}
         if self.cfg.TRAINER.CSA.CONTEXT:
-            losses["loss_ctx_x"] = self.context_loss(out_x, labels)
-        if batch_u is not None:
-            targets = self.pseudo[batch_u["index"].to(self.device)]
-            out_u = self.forward_train(self.to_device(batch_u), classes)
-            losses["loss_u"] = self.cfg.TRAINER.CSA.LAMBDA_U * self.asl(out_u["logits"], targets)
-            if self.cfg.TRAINER.CSA.CONTEXT:
-                losses["loss_ctx_u"] = self.context_loss(out_u, targets)
+            losses["loss_ctx_x"] = self.context_loss(out, labels)
         return losses
 
     # ---------------------------------------------------------------- testing
     def predict(self, images, classes):
-        """(sigmoid scores [B, C], positives = scores >= 0.5): per-class decisions."""
-        scores = self.forward_eval(images, classes)["logits"].float().sigmoid()
+        """(class scores [B, C], positives = scores >= 0.5): per-class decisions."""
+        scores = self.class_scores(self.forward_eval(images, classes))
         return scores, scores >= 0.5
+
+    @torch.no_grad()
+    def test(self, split=None):
+        """The evaluator's metrics, plus (with the context task) the context head's
+        accuracy against the contexts of the true labels: per (image, context) and exact."""
+        result = super().test(split)
+        if not self.cfg.TRAINER.CSA.CONTEXT:
+            return result
+        split = split or self.cfg.TEST.SPLIT
+        loader = self.val_loader if split == "val" and self.val_loader is not None else self.test_loader
+        with self.autocast():
+            classes = self.encode_classes()
+        logits, labels = self.score_pass(
+            loader, lambda batch: (self.forward_eval(batch["img"], classes)["context_logits"], batch["label"]),
+            f"Contexts on {split}",
+        )
+        targets = self.context_targets(labels.float())
+        element, exact = contexts.context_accuracy(logits, targets)
+        bce = contexts.context_loss(logits, targets).item()
+        # the constant predictor at the labeled images' context rates: what a head that learns nothing reaches
+        rate = self.context_targets(self.labeled_labels).mean(dim=0).clamp(1e-4, 1 - 1e-4)
+        prior = torch.logit(rate).expand_as(logits)
+        prior_element, _ = contexts.context_accuracy(prior, targets)
+        print(
+            f"* context_accuracy: {element:.2f}%  (exact {exact:.2f}%, BCE {bce:.3f}; labeled-rate prior: "
+            f"{prior_element:.2f}%, BCE {contexts.context_loss(prior, targets).item():.3f}; logit 0: BCE "
+            f"{self.cfg.TRAINER.CSA.N_CONTEXTS * math.log(2):.3f})"
+        )
+        self.evaluator.last_results.update(context_accuracy=element, context_exact=exact)
+        for name, value in (("context_accuracy", element), ("context_exact", exact)):
+            self.write_scalar(f"{split}/{name}", value, getattr(self, "epoch", 0))
+        return result
 
     # ---------------------------------------------------------------- figures
     def context_groups(self):
@@ -299,3 +354,81 @@ class CSA(CLIPTrainer):
                     title=f"test image {i}: each class's attention over the {grid}x{grid} patches (green: true labels)",
                 ))
         print(f"--viz: CSA's {', '.join(osp.basename(path) for path in written)} in {folder}")
+
+
+class PseudoLabels(ssl.Unlabeled):
+    """CSA's unlabeled data: ASL (and the context loss) on pseudo-labels from class-wise
+    thresholds. From epoch PL_START_EPOCH on, each epoch starts with a pass over the
+    unlabeled set that sets the thresholds (THRESHOLDS) and, on the `epoch` schedule, the
+    epoch's labels; on the `step` schedule each batch is labeled from the current model's
+    scores with those thresholds. Its state: the epoch's thresholds and labels."""
+
+    def __init__(self, trainer):
+        super().__init__(trainer)
+        self.cfg = trainer.cfg.TRAINER.CSA
+        self.thresholds = self.pseudo = None
+        self.quality = thresholds.QualityCounter()
+
+    def reads_unlabeled(self, epoch):
+        return epoch >= self.cfg.PL_START_EPOCH
+
+    def before_epoch(self):
+        trainer = self.trainer
+        self.quality = thresholds.QualityCounter()
+        if not self.reads_unlabeled(trainer.epoch):
+            return
+        scores = trainer.score_unlabeled()
+        threshold = THRESHOLD_RULES[self.cfg.THRESHOLDS](scores, trainer.labeled_labels)
+        pseudo = thresholds.threshold_pseudo_labels(scores, threshold).float()
+        hidden = torch.tensor([d.label for d in trainer.dm.dataset.train_u], dtype=torch.float32)
+        quality = thresholds.pseudo_label_quality(pseudo, hidden)
+        shown = " ".join(f"{t:.3f}" for t in threshold.reshape(-1).tolist())
+        print(
+            f"epoch [{trainer.epoch + 1}/{trainer.max_epoch}] pseudo-labels ({self.cfg.THRESHOLDS} thresholds): "
+            f"{int(pseudo.sum())} positives in {len(pseudo)} images, precision {100 * quality['precision']:.1f}% "
+            f"recall {100 * quality['recall']:.1f}% | thresholds {shown}"
+        )
+        self.thresholds, self.pseudo = threshold.to(trainer.device), pseudo.to(trainer.device)
+
+    def after_epoch(self):
+        """The epoch's diagnostics: precision and recall of the pseudo-labels the loss used."""
+        trainer, counter = self.trainer, self.quality
+        if not self.reads_unlabeled(trainer.epoch):
+            return
+        counter.true_pos, counter.predicted, counter.actual = distributed.sum_over_ranks(
+            [counter.true_pos, counter.predicted, counter.actual]
+        )
+        quality = counter.summary()
+        print(
+            f"epoch [{trainer.epoch + 1}/{trainer.max_epoch}] pseudo-labels used ({self.cfg.PL_SCHEDULE} schedule): "
+            f"precision {quality['precision']:.1f}% recall {quality['recall']:.1f}%"
+        )
+        for name, value in quality.items():
+            trainer.write_scalar(f"train/pseudo_label_{name}", value, trainer.epoch)
+
+    def targets(self, out_u, batch_u):
+        """Pseudo-labels of an unlabeled batch: this epoch's (epoch schedule) or the class
+        thresholds applied to the current scores (step schedule, without gradient)."""
+        if self.cfg.PL_SCHEDULE == "step":
+            targets = thresholds.threshold_pseudo_labels(self.trainer.class_scores(out_u).detach(), self.thresholds)
+        else:
+            targets = self.pseudo[batch_u["index"].to(self.pseudo.device)]
+        self.quality.update(targets.cpu(), batch_u["label"])
+        return targets
+
+    def losses(self, out_x, batch_u, classes):
+        trainer = self.trainer
+        out_u = trainer.forward_unlabeled(trainer.to_device(batch_u), classes, None)
+        targets = self.targets(out_u, batch_u)
+        losses = {"loss_u": self.cfg.LAMBDA_U * trainer.asl(out_u["logits"], targets)}
+        if self.cfg.CONTEXT:
+            losses["loss_ctx_u"] = trainer.context_loss(out_u, targets)
+        return losses
+
+    def state(self):
+        return {name: None if value is None else value.cpu()
+                for name, value in (("thresholds", self.thresholds), ("pseudo", self.pseudo))}
+
+    def load_state(self, state):
+        device = self.trainer.device
+        self.thresholds, self.pseudo = (None if state[k] is None else state[k].to(device) for k in ("thresholds", "pseudo"))

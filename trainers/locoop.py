@@ -78,6 +78,9 @@ def locoop_loss(logits, local_logits, labels, top_k, lam):
 
 @TRAINER_REGISTRY.register()
 class LELoCoOp(CLIPTrainer):
+    # the harness's method key of this trainer and its name in the tables
+    methods = {"locoop": "LoCoOp"}
+    table_row = 4  # its place in each task's table: baselines first, the papers' methods last
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
         local = cfg.TRAINER.LOCOOP.LOCAL_FEATURES

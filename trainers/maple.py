@@ -101,6 +101,9 @@ class MaPLeModel(nn.Module):
 
 @TRAINER_REGISTRY.register()
 class LEMaPLe(CLIPTrainer):
+    # the harness's method key of this trainer and its name in the tables
+    methods = {"maple": "MaPLe"}
+    table_row = 6  # its place in each task's table: baselines first, the papers' methods last
     def build_model(self):
         cfg = self.cfg.TRAINER.MAPLE
         self.clip_model = self.load_clip()

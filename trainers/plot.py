@@ -63,6 +63,9 @@ class PLOTModel(nn.Module):
 
 @TRAINER_REGISTRY.register()
 class LEPLOT(CLIPTrainer):
+    # the harness's method key of this trainer and its name in the tables
+    methods = {"plot": "PLOT"}
+    table_row = 5  # its place in each task's table: baselines first, the papers' methods last
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
         plot = cfg.TRAINER.PLOT

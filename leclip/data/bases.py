@@ -129,6 +129,8 @@ class OpenSetDataset(LEDatasetBase):
     """
 
     task = "ossl"
+    # the settings (labels per ID class, DATASET.NUM_LABELED) the papers report
+    paper_settings = ("5", "20")
 
     def build(self, cfg, key, cache_dir, classnames, pool, test, val=None):
         reject_set_keys(
@@ -181,6 +183,8 @@ class MultiLabelDataset(LEDatasetBase):
     labeled share `DATASET.LABELED_RATIO` of the training images."""
 
     task = "multilabel"
+    # the settings the papers report: unsup (DATASET.SETTING, task B), labeled ratios (DATASET.LABELED_RATIO, task C)
+    paper_settings = ("unsup", "0.05", "0.1", "0.15", "0.2")
 
     def build(self, cfg, key, cache_dir, classnames, train, test):
         reject_set_keys(

@@ -17,7 +17,6 @@ constant map) gives the whole image (ours; the released code fails there).
 Crops of all pairs are cut and resized in one `roi_align` call.
 """
 import math
-import os.path as osp
 import typing
 import warnings
 
@@ -26,6 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 from torchvision.ops import roi_align
+
+from . import classifier_weights
 
 # how to take the feature map (before pooling and classifier) of each torchvision family
 _TRUNKS = (
@@ -55,55 +56,10 @@ def classification_models():
     return torchvision.models.list_models(module=torchvision.models)
 
 
-EMBEDDED = "embedded"  # TRAINER.CCD.WEIGHTS value: the world-pretrained weights shipped for the backbone
-
-
-def resolve_weights(name, weights_path):
-    """The weights file of backbone `name`: `weights_path`, or for EMBEDDED the shipped
-    world-pretrained weights (leclip.world.trunk)."""
-    if weights_path != EMBEDDED:
-        return weights_path
-    from ..world import trunk  # the world is imported only when its weights are asked for
-
-    path = trunk.asset_path(name)
-    if not osp.isfile(path):
-        raise FileNotFoundError(
-            f"No embedded world-pretrained weights for classifier backbone {name!r} (shipped for: "
-            f"{', '.join(trunk.shipped_backbones()) or 'none'}): use one of those backbones, build them with "
-            f"`python scripts/pretrain_synth_trunk.py --backbone {name}`, or leave the weights path empty"
-        )
-    return path
-
-
-def _load_weights(model, trunk, name, weights_path):
-    """Load a torchvision state dict of `name` into `model`; keys only its final classifier
-    layer uses may be absent (the trunk never reads that layer)."""
-    hint = (
-        f"give the path of torchvision's ImageNet state dict for {name!r} (the .pth file its "
-        "weights enum names), or leave the path empty to start from random weights"
-    )
-    try:
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"Classifier weights {weights_path!r} do not exist: {hint}") from None
-    except Exception as error:  # any unreadable file: pickle, zip or format errors
-        raise ValueError(f"Classifier weights {weights_path!r} could not be read ({error}): {hint}") from None
-    if not isinstance(state, dict):
-        raise ValueError(f"Classifier weights {weights_path!r} hold a {type(state).__name__}, not a state dict: {hint}")
-    trunk_tensors = {id(t) for t in trunk.state_dict(keep_vars=True).values()}
-    needed = {k for k, t in model.state_dict(keep_vars=True).items() if id(t) in trunk_tensors}
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or needed.intersection(missing):
-            raise RuntimeError(f"missing keys {sorted(needed.intersection(missing))}, unexpected keys {sorted(unexpected)}")
-    except RuntimeError as error:
-        raise ValueError(f"Classifier weights {weights_path!r} do not fit {name!r} ({error}): {hint}") from None
-
-
-def build_trunk(name, weights_path=""):
-    """(feature extractor, number of channels) of torchvision CNN `name`; nothing is
-    downloaded: ImageNet weights come from `weights_path` (a torchvision state dict), or
-    with EMBEDDED from the world-pretrained weights shipped for `name`."""
+def build_trunk(name, weights="IMAGENET1K_V1"):
+    """(feature extractor, number of channels, where its weights came from) of torchvision
+    CNN `name`, its weights from `classifier_weights.load_into` (a weights enum name
+    through torchvision's cache, a state dict's path, a registered name, or `random`)."""
     if name not in classification_models():
         raise ValueError(
             f"Unknown classifier backbone {name!r}: use a torchvision classification model name, "
@@ -120,27 +76,19 @@ def build_trunk(name, weights_path=""):
         )
     model = torchvision.models.get_model(name, weights=None)
     trunk = take(model)
-    weights_path = resolve_weights(name, weights_path)
-    if weights_path:
-        _load_weights(model, trunk, name, weights_path)
-    else:
-        warnings.warn(
-            f"CAMClassifier: no ImageNet weights path given for {name!r}: the backbone starts from "
-            "random weights, far from the released setting (ImageNet-pretrained ResNet-50)",
-            stacklevel=3,
-        )
+    source = classifier_weights.load_into(model, trunk, name, weights)
     trunk.eval()  # the probe must not touch batch-norm statistics
     with torch.no_grad():
         channels = trunk(torch.zeros(1, 3, 64, 64)).shape[1]
-    return trunk.train(), channels
+    return trunk.train(), channels, source
 
 
 class CAMClassifier(nn.Module):
     """torchvision CNN -> 1x1 conv (one CAM per class) -> global average pool -> logits."""
 
-    def __init__(self, num_classes, backbone="resnet50", weights_path="", cam_coeff=3.0):
+    def __init__(self, num_classes, backbone="resnet50", weights_path="IMAGENET1K_V1", cam_coeff=3.0):
         super().__init__()
-        self.backbone, channels = build_trunk(backbone, weights_path)
+        self.backbone, channels, self.weights_source = build_trunk(backbone, weights_path)
         self.head = nn.Conv2d(channels, num_classes, kernel_size=1)
         self.cam_coeff = float(cam_coeff)
 
@@ -280,3 +228,31 @@ def calibrate_threshold(scores, bound=4, start=0.05, step=0.001):
             stacklevel=2,
         )
     return start + step * k, float(mean_count[k])
+
+
+CALIBRATIONS = ("all", "walk")
+
+
+def calibrate_threshold_walk(scores, bound=4, start=0.05, step=0.001, window=100, generator=None):
+    """(threshold, mean count of the window that fixed it): the released walk. The images
+    in a random order (`generator`); one threshold t from `start`; each image adds its
+    number of classes with score >= t, divided by `window`; after the first window + 1
+    images, then after every further `window` images, that sum is checked: inside
+    (bound, bound + 2) it stops, otherwise t rises by `step` and the sum restarts. Images
+    left after the last check are not read; running out keeps the last t (so t is at most
+    start + step * (N - 1) // window: 0.107 on VOC2012's 5717 training images)."""
+    order = torch.randperm(scores.shape[0], generator=generator)
+    ordered = scores.detach().float().cpu()[order]
+    threshold, begin, checks = start, 0, (scores.shape[0] - 1) // window
+    for k in range(checks):
+        end = (k + 1) * window + 1  # the release checks at image index 100, 200, ...
+        mean_count = float((ordered[begin:end] >= threshold).sum()) / window
+        if bound < mean_count < bound + 2:
+            return threshold, mean_count
+        threshold, begin = start + step * (k + 1), end
+    warnings.warn(
+        f"calibrate_threshold_walk: {scores.shape[0]} images gave {checks} windows of {window} and none landed in "
+        f"({bound}, {bound + 2}) classes per image; keeping the walk's last threshold {threshold:.3f} (as released)",
+        stacklevel=2,
+    )
+    return threshold, float((ordered >= threshold).sum()) / max(scores.shape[0], 1)

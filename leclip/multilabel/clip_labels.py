@@ -32,10 +32,11 @@ def unreliable(probs, max_entropy=2.0):
     return entropy(probs) > max_entropy
 
 
-def class_bias(probs, reliable=None):
+def class_bias(probs, reliable=None, fix=""):
     """[C] mean top-1 probability of each class over the (reliable) images whose top-1
     class it is. A class that is never top-1 gets the mean of the others' biases (the
-    released code divides by zero there)."""
+    released code divides by zero there). `fix`: what the caller's user should change when
+    no image is reliable (ends the error message)."""
     top_prob, top_class = probs.max(dim=-1)
     if reliable is not None:
         top_prob, top_class = top_prob[reliable], top_class[reliable]
@@ -44,7 +45,7 @@ def class_bias(probs, reliable=None):
     count = probs.new_zeros(num_classes).index_add_(0, top_class, torch.ones_like(top_prob))
     seen = count > 0
     if not bool(seen.any()):
-        raise ValueError("class_bias: no (reliable) image to estimate CLIP's class bias from")
+        raise ValueError("class_bias: no (reliable) image to estimate CLIP's class bias from" + (f": {fix}" if fix else ""))
     bias = torch.where(seen, total / count.clamp_min(1), torch.zeros_like(total))
     bias[~seen] = bias[seen].mean()
     return bias

@@ -10,9 +10,13 @@ Ours: the correlation is the cosine between class columns (co-count / sqrt(count
 count_j)); a class without labeled positives has no co-occurrence evidence, so it is left
 out of the clustering and gets context NO_CONTEXT (-1), which no context target counts
 (with class-wise thresholds it has no pseudo-positives either); a soft label counts
-towards its context as its largest label (max over the context's classes); the head is one
-linear layer on the L2-normalised feature it is given, and its BCE sums over contexts and
-averages over images, the reduction of the ASL.
+towards its context as its largest label (max over the context's classes); the BCE sums
+over contexts and averages over images, the reduction of the ASL. Two heads:
+`LabelContextHead` reads the label-specific features that make the class scores (one
+weight vector per context and class, on each L2-normalised f_k), so its loss shapes them;
+`ContextHead` is one linear layer on an L2-normalised global feature. `narrow_scores` is
+Figure 1's "narrow down the label space": each class score times the posterior of its
+context.
 """
 import numpy as np
 import torch
@@ -96,6 +100,41 @@ class ContextHead(nn.Module):
 
     def forward(self, features):
         return self.linear(F.normalize(features.to(self.linear.weight.dtype), dim=-1))
+
+
+class LabelContextHead(nn.Module):
+    """Context logits [B, K] from label-specific features [B, C, D]:
+    logit_j = b_j + sum_k <W_jk, f_k / |f_k|> (ours: a class's feature speaks for a
+    context through its own weights; W starts at 0, so every context starts at sigmoid(b_j))."""
+
+    def __init__(self, num_classes, feature_dim, n_contexts):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(n_contexts, num_classes, feature_dim))
+        self.bias = nn.Parameter(torch.zeros(n_contexts))
+
+    def forward(self, features):
+        if features.dim() != 3 or features.shape[1:] != self.weight.shape[1:]:
+            raise ValueError(
+                f"Label-specific features {tuple(features.shape)}: use [B, {self.weight.shape[1]}, "
+                f"{self.weight.shape[2]}] (one feature per class)"
+            )
+        features = F.normalize(features.to(self.weight.dtype), dim=-1)
+        return torch.einsum("bcd,kcd->bk", features, self.weight) + self.bias
+
+
+def narrow_scores(scores, context_logits, class_context):
+    """Class scores [B, C] (probabilities) times the posterior sigmoid(context logit) of
+    each class's context [B, K]; a class without a context (NO_CONTEXT) keeps its score."""
+    class_context = torch.as_tensor(class_context, dtype=torch.long, device=scores.device)
+    posterior = context_logits.float().sigmoid()[:, class_context.clamp_min(0)]
+    return torch.where(class_context == NO_CONTEXT, scores, scores * posterior.to(scores.dtype))
+
+
+def context_accuracy(logits, targets):
+    """(element accuracy, exact-match accuracy) in percent of the context decisions
+    sigmoid(logit) >= 0.5 against the context targets [B, K] (hard)."""
+    hits = (logits >= 0) == (targets > 0.5)
+    return 100.0 * hits.float().mean().item(), 100.0 * hits.all(dim=-1).float().mean().item()
 
 
 def context_loss(logits, targets, weight=None):

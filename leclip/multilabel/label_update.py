@@ -82,13 +82,38 @@ def cam_candidates(classifier, classifier_images, box_size, cam_threshold=0.95, 
     return scores, boxes, cam_maps(cams.flatten(0, 1), box_size).view(*logits.shape, *box_size)
 
 
-def cut_crops(clip_images, boxes, image_index, crop_size=None, crops_per_class=1, jitter=0.1, generator=None):
-    """(crops [K * crops_per_class, 3, *crop_size], their image index): `crops_per_class`
-    crops per box (`jitter_boxes`: the box itself first), cut from `clip_images` and resized
-    to `crop_size` (default: the CLIP view's own size) in one roi_align."""
+def aspect_sizes(boxes, long_side):
+    """[K, 2] (h, w) of crops of `boxes` [K, 4] resized to a long side of `long_side` px at
+    their own aspect, truncated to whole pixels as released."""
+    sides = (boxes[:, 2:] - boxes[:, :2]).double().clamp_min(1.0)  # (w, h), in float64 as the release's Python floats
+    scale = long_side / sides.amax(dim=1, keepdim=True)
+    return (sides.flip(1) * scale).long().clamp_min(1)
+
+
+def cut_crops(clip_images, boxes, image_index, crop_size=None, crops_per_class=1, jitter=0.1, generator=None,
+              long_side=None):
+    """(crops, their image index): `crops_per_class` crops per box (`jitter_boxes`: the box
+    itself first), cut from `clip_images` and resized in roi_align: square crops
+    [K * crops_per_class, 3, *crop_size] (default: the CLIP view's own size) in one call,
+    or with `long_side` (as released) a list of crops [3, h, w], each at its box's aspect."""
     size = tuple(clip_images.shape[-2:])
     boxes, crop_image = jitter_boxes(boxes.to(clip_images.dtype), image_index, crops_per_class, size, jitter, generator)
-    return crop_resize(clip_images, boxes, crop_image, crop_size or size), crop_image
+    if long_side is None:
+        return crop_resize(clip_images, boxes, crop_image, crop_size or size), crop_image
+    sizes = aspect_sizes(boxes, long_side).tolist()
+    crops = [crop_resize(clip_images, box[None], k[None], hw)[0] for box, k, hw in zip(boxes, crop_image, sizes)]
+    return crops, crop_image
+
+
+def crop_probs(encode_image, crops, text_features, logit_scale=100.0, batch_size=64):
+    """CLIP's softmax [K, C] of square crops (a tensor, in batches) or of crops of their own
+    shapes (a list, one at a time as released)."""
+    if isinstance(crops, torch.Tensor):
+        return clip_image_probs(encode_image, crops, text_features, logit_scale, batch_size)
+    if not crops:
+        return text_features.new_zeros(0, text_features.shape[0]).float()
+    features = torch.cat([encode_image(crop[None]) for crop in crops])
+    return clip_probs(features, text_features, logit_scale)
 
 
 @torch.no_grad()
@@ -109,6 +134,7 @@ def crops_update(
     crop_size=None,
     logit_scale=100.0,
     clip_batch_size=64,
+    long_side=None,
 ):
     """The CLIP side of the update -> LabelUpdate. boxes [K, 4] of the selected (image,
     class) pairs, image_index [K] their images in the batch. Each box gives
@@ -116,11 +142,14 @@ def crops_update(
     `crop_size` (default: the CLIP view's own size, CLIP's input resolution) in one
     roi_align; CLIP scores them `clip_batch_size` at a time; the max over each image's
     crops starts from zeros, as released (an image without any selected class gets 0);
-    new labels = `blend_update(old_labels, crop_max, bias, ratio, ls_coeff, clamp_local)`."""
-    crops, crop_image = cut_crops(clip_images, boxes, image_index, crop_size, crops_per_class, jitter, generator)
-    crop_probs = clip_image_probs(encode_image, crops, text_features, logit_scale, clip_batch_size)
+    new labels = `blend_update(old_labels, crop_max, bias, ratio, ls_coeff, clamp_local)`.
+    `long_side` (as released): crops at their box's aspect, long side `long_side`, scored
+    one at a time (`encode_image` must then take any size: `any_size.encode_any_size`)."""
+    crops, crop_image = cut_crops(clip_images, boxes, image_index, crop_size, crops_per_class, jitter, generator,
+                                  long_side)
+    probs = crop_probs(encode_image, crops, text_features, logit_scale, clip_batch_size)
     rows = crop_image[:, None].expand(-1, old_labels.shape[1])
-    crop_max = old_labels.new_zeros(old_labels.shape).scatter_reduce_(0, rows, crop_probs.to(old_labels.dtype), "amax")
+    crop_max = old_labels.new_zeros(old_labels.shape).scatter_reduce_(0, rows, probs.to(old_labels.dtype), "amax")
     labels = blend_update(old_labels, crop_max, bias, ratio, ls_coeff, clamp_local)
     return LabelUpdate(labels=labels, crop_max=crop_max)
 
@@ -147,8 +176,8 @@ def cam_label_update(
     `calibrate_threshold`) are selected, their boxes found (`cam_boxes`, in pixels of the
     CLIP view) and `crops_update` (its keyword options in `crop_options`) does the rest.
     Defaults as released except `box_rule` (ours; "released" reproduces the released box)
-    and the crops' square shape (the released code keeps each crop's aspect at a 640 px
-    long side, which only its ResNet CLIP with re-interpolated position embeddings takes)."""
+    and the crops' square shape (ours; `long_side=640` in `crop_options` keeps each crop's
+    aspect as released)."""
     logits, cams = classifier_outputs(classifier, classifier_images, return_cams=True)
     selected = logits.float().sigmoid() >= threshold
     image_index, class_index = selected.nonzero(as_tuple=True)

@@ -85,3 +85,22 @@ def pseudo_label_quality(pseudo, hidden):
         "class_precision": safe_ratio(true_pos, predicted),
         "class_recall": safe_ratio(true_pos, actual),
     }
+
+
+class QualityCounter:
+    """Precision and recall of the hard pseudo-labels used over an epoch, summed batch by
+    batch (whichever schedule made them)."""
+
+    def __init__(self):
+        self.true_pos = self.predicted = self.actual = 0
+
+    def update(self, pseudo, hidden):
+        predicted, actual = pseudo > 0.5, hidden > 0.5
+        self.true_pos += int((predicted & actual).sum())
+        self.predicted += int(predicted.sum())
+        self.actual += int(actual.sum())
+
+    def summary(self):
+        """{"precision", "recall"} in percent, NaN where undefined."""
+        ratio = safe_ratio(torch.tensor([self.true_pos] * 2), torch.tensor([self.predicted, self.actual]))
+        return {"precision": 100.0 * ratio[0].item(), "recall": 100.0 * ratio[1].item()}

@@ -20,6 +20,7 @@ import torchvision
 
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, array_to_tensor
 from ..files import write_atomic
+from ..multilabel import classifier_weights
 from . import render, synth_fg
 
 ASSETS = osp.join(osp.dirname(__file__), "assets")
@@ -36,6 +37,21 @@ def shipped_backbones():
     """torchvision model names whose world-pretrained weights ship in the package."""
     names = (f[len("synth-"):-len(".pt")] for f in os.listdir(ASSETS) if f.startswith("synth-") and f.endswith(".pt"))
     return sorted(set(names).intersection(torchvision.models.list_models()))
+
+
+def embedded_weights(backbone):
+    """The shipped weights file of `backbone`: TRAINER.CCD.WEIGHTS "embedded" (registered below)."""
+    path = asset_path(backbone)
+    if not osp.isfile(path):
+        raise FileNotFoundError(
+            f"No embedded world-pretrained weights for classifier backbone {backbone!r} (shipped for: "
+            f"{', '.join(shipped_backbones()) or 'none'}): use one of those backbones, build them with "
+            f"`python scripts/pretrain_synth_trunk.py --backbone {backbone}`, or set TRAINER.CCD.WEIGHTS"
+        )
+    return path
+
+
+classifier_weights.register("embedded", embedded_weights)  # the classifier layer never imports the world
 
 
 def single_objects(rng, n, size=render.IMAGE_SIZE):
