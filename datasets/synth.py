@@ -9,8 +9,9 @@ import os.path as osp
 
 from leclip.config import add_defaults
 from leclip.dassl import DATASET_REGISTRY
-from leclip.data import MultiLabelDataset, OpenSetDataset
-from leclip.world import cache, synth_fg, synth_ml, trunk  # noqa: F401 (trunk: CCD's WEIGHTS "embedded")
+from leclip.data import MultiLabelDataset, OpenSetDataset, register_view
+from leclip.data.transforms import to_normalized_tensor
+from leclip.world import cache, references, synth_fg, synth_ml, trunk  # noqa: F401 (trunk: CCD's WEIGHTS "embedded")
 
 add_defaults(
     {
@@ -21,6 +22,11 @@ add_defaults(
 )
 
 DEFAULT_ROOT = "data"  # used when DATASET.ROOT is empty: the world needs no download
+
+# the world's label-preserving views for semi-supervised learning on it (no flip, no
+# change of hue); "weak" / "strong" (RandAugment) stay the views for real data
+register_view("synth_weak", lambda cfg: to_normalized_tensor(cfg, references.view_ops(max(cfg.INPUT.SIZE), False)))
+register_view("synth_strong", lambda cfg: to_normalized_tensor(cfg, references.view_ops(max(cfg.INPUT.SIZE), True)))
 
 
 def rendered_world(cfg, benchmark, classnames, render_train, render_test, train_split="pool"):

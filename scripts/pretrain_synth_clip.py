@@ -55,7 +55,8 @@ def main(argv=None):
         "threads": args.threads,
         "captions": {
             name: getattr(captions, name)
-            for name in ("P_PART_TYPICAL", "P_PART_RARE", "P_PART_LOCAL", "P_NAME_LARGE", "P_NAME_SMALL")
+            for name in ("P_PROPER", "P_PROPER_RIGHT", "P_PART_TYPICAL", "P_PART_RARE", "P_PART_LOCAL", "P_NAME_LARGE",
+                         "P_NAME_SMALL")
         }
         | {"SYNONYMS": {word: list(use) for word, use in captions.SYNONYMS.items()}},
     }

@@ -44,7 +44,7 @@ def main(argv=None):
     parser.add_argument("--world-seed", type=int, default=0)
     parser.add_argument("--fg-pool", type=int, default=40, help="synth_fg probe-training images per class")
     parser.add_argument("--fg-test", type=int, default=20, help="synth_fg test images per class")
-    parser.add_argument("--ml-train", type=int, default=640, help="synth_ml training scenes (the shipped benchmark's 40 a class)")
+    parser.add_argument("--ml-train", type=int, default=3200, help="synth_ml training scenes (the benchmark's 200 a class)")
     parser.add_argument("--ml-test", type=int, default=320, help="synth_ml test images (views, zero-shot)")
     parser.add_argument("--top-k", type=int, default=3, help="k of recall@k")
     parser.add_argument("--ratio", type=float, default=0.1, help="labeled ratio for the context clustering")

@@ -103,7 +103,10 @@ def test_fg_siblings_differ_only_in_their_part_and_every_ood_class_has_id_siblin
         siblings = [c for c in id_classes if (c.shape, c.family, c.shade, c.texture) == (ood.shape, ood.family, ood.shade, ood.texture)]
         assert len(siblings) == 3 and all(c.part != ood.part for c in siblings), ood.name
     for c in synth_fg.CLASSES:
-        assert c.name == f"{c.part} {c.family} {c.shape}" and render.FAMILY_OF[c.shade] == c.family
+        assert c.description == f"{c.part} {c.family} {c.shape}" and render.FAMILY_OF[c.shade] == c.family
+        # named by a proper noun and its group's common word, never by its part or colour
+        proper, shape = c.name.split()
+        assert shape == c.shape and proper not in render.PART_NAMES + tuple(render.FAMILIES)
     # no part marks a class as OOD: each part is ID in some group and OOD in another
     assert {c.part for c in id_classes} == {c.part for c in ood_classes} == set(render.PART_NAMES)
 
@@ -149,12 +152,32 @@ def test_class_names_are_unique_short_and_spoken_by_the_captions():
         _, texts, regions, _ = captions.pretraining_batch(rng, 128)
         spoken.update(texts + [t for _, _, t in regions])
     corpus = " | ".join(spoken)
-    assert not [n for n in synth_fg.CLASSNAMES if n not in corpus]
+    assert not [c.description for c in synth_fg.CLASSES if c.description not in corpus]
+    assert len([n for n in synth_fg.CLASSNAMES if n in corpus]) > len(synth_fg.CLASSNAMES) / 2
     # a synth_ml name with a preferred synonym is rare ("purple cross": 0.05 x 0.1 of its
     # objects' phrases), yet spoken; every other is common
     assert not [n for n in synth_ml.CLASSNAMES if n not in corpus and "purple" not in n and "cross" not in n]
     phrases = {captions.object_phrase(rng, "purple", "cross") for _ in range(2000)}
     assert phrases == {"purple cross", "violet cross", "purple plus", "violet plus"}
+
+
+def test_proper_names_are_seldom_attached_to_the_detail():
+    """A caption that names a synth_fg class by its proper noun names the class's own
+    P_PROPER_RIGHT of the time, else any of its group's three of its kind (ID or
+    look-alike): the group is reliable, the variant barely above chance; and only
+    P_PROPER of the captions of its images do."""
+    rng = np.random.default_rng(0)
+    for cls in (0, synth_fg.NUM_ID):  # an ID class and a look-alike
+        c = synth_fg.CLASSES[cls]
+        said = [captions.proper_phrase(rng, cls) for _ in range(3000)]
+        kind = {k.name for i, k in enumerate(synth_fg.CLASSES)
+                if k.shape == c.shape and (i < synth_fg.NUM_ID) == (cls < synth_fg.NUM_ID)}
+        assert set(said) == kind and len(kind) == 3
+    own = captions.P_PROPER_RIGHT + (1 - captions.P_PROPER_RIGHT) / 3
+    assert abs(np.mean([s == c.name for s in said]) - own) < 0.03
+    _, texts, _ = captions.single_batch(np.random.default_rng(1), 400, SIZE, 8)
+    proper = np.mean([any(n in t for n in synth_fg.CLASSNAMES) for t in texts])
+    assert abs(proper - 0.5 * captions.P_PROPER) < 0.05  # half the single objects are of a synth_fg class
 
 
 def test_captions_fit_the_context_and_name_colour_and_shape():
@@ -163,7 +186,8 @@ def test_captions_fit_the_context_and_name_colour_and_shape():
     tokens = clip.tokenize(texts + [t for _, _, t in regions], context_length=pretrain.ARCH["context_length"], truncate=True)
     assert (tokens == 49407).sum(1).eq(1).all()  # one end token each: nothing was cut off
     colours = set(render.FAMILIES) | {s for s, _ in captions.SYNONYMS.values()}
-    assert all(any(w.strip(",.") in colours for w in t.split()) for t in texts)
+    by_name = [any(n in t for n in synth_fg.CLASSNAMES) for t in texts]
+    assert all(any(w.strip(",.") in colours for w in t.split()) for t, named in zip(texts, by_name) if not named)
 
 
 def _spellings(word):
@@ -257,36 +281,68 @@ def shipped_fg(shipped):
     return properties.fg_properties(shipped, world_seed=0)  # the report's render: AUROC needs 240 + 240 images
 
 
-def test_shipped_clip_on_fine_classes_local_beats_global_and_leaves_room(shipped_fg):
+@pytest.fixture(scope="module")
+def shipped_headroom(shipped):
+    """Task A's reference learners on a smaller render than the report's (one seed)."""
+    return properties.fg_headroom(shipped, world_seed=0, pool_per_class=24, test_per_class=20, seeds=(1,), views=2)
+
+
+def test_shipped_clip_on_fine_classes_local_beats_global(shipped_fg):
     assert shipped_fg["probe_part_patch"] > shipped_fg["probe_global"] + 10
-    # room to learn (the report's target, 30-70 %, is not met: 77.5 %)
-    assert 30 <= shipped_fg["zs_closed_acc"] <= 80
-    assert shipped_fg["zs_auroc"] > 55  # ID above its look-alikes
-    # the SFM's top patches for the true class hold the part far more often than chance
-    assert shipped_fg["sfm_part_hit"] > 3 * shipped_fg["sfm_chance"]
+    # the SFM's top patches for the true class's prompt hold the part more often than
+    # chance; v2's names said the part (71 %, 4.6 x chance), v3's proper names do not (20 %)
+    assert shipped_fg["sfm_part_hit"] > shipped_fg["sfm_chance"]
 
 
-def test_shipped_clip_finds_small_objects_on_crops_and_is_biased(shipped):
+def test_shipped_clip_names_fine_classes_weakly_but_its_features_know_them(shipped_headroom):
+    """Task A's headroom: zero-shot with the proper names stays in 25-55 %, and linear
+    probes on the same frozen feature go well past it (report: 44.6 %; 74.4 and 71.1 %
+    from 20 and 5 labels a class)."""
+    zs = shipped_headroom["zs_closed_acc"]
+    assert 25 <= zs <= 55
+    assert shipped_headroom["probe_20"] >= zs + 15
+    assert shipped_headroom["probe_few"] >= zs + 3
+
+
+def test_shipped_clip_scores_look_alikes_a_little_below_id_images(shipped_headroom):
+    assert 55 <= shipped_headroom["zs_mcm_auroc"] <= 75
+
+
+def test_shipped_clip_finds_small_objects_on_crops_and_is_biased_as_ccd_assumes(shipped):
     view = properties.ml_view_properties(shipped, world_seed=0, num_images=160, k=3)
     assert view["recall_crop"] - view["recall_whole"] >= 10
     assert view["recall_crop_small"] - view["recall_whole_small"] >= 20
     bias = properties.ml_bias_properties(shipped, world_seed=0, num_images=320)
-    assert bias["bias_spread"] >= 1.6
+    assert bias["map_crops"] >= bias["map_raw"] + 5  # labels from crops beat whole-image labels
+    assert bias["bias_spread"] >= 2
+    # CCD's division by the class bias helps the labels as a BCE target sees them
+    assert bias["pooled_ap_debiased"] > bias["pooled_ap_floor"]
     zs = properties.ml_zero_shot(shipped, world_seed=0, num_images=160)
     assert zs["zs_map"] > zs["frequency_map"] + 10
 
 
+def test_a_classifier_learns_far_past_zero_shot_from_the_true_labels(shipped):
+    """Task B's headroom: CCD's classifier (the shipped trunk, 128 px: 4 x 4 class maps)
+    trained with BCE on 960 scenes' true labels (report, 3,200 scenes: 97.5 mAP)."""
+    bce = properties.ml_bce_headroom(world_seed=0, train_images=960, test_images=160, input_size=128, epochs=8)
+    assert bce["cam_size"] == (4, 4)
+    assert bce["bce_map"] >= properties.ml_zero_shot(shipped, world_seed=0, num_images=160)["zs_map"] + 15
+
+
 def test_shipped_clip_label_specific_features_learn_more_from_few_labels(shipped):
-    """CSA's premise on synth_ml: from task C's 64 labeled images (ratio 0.1), probes on the
-    label-specific features beat one on the global feature (report: 30.9 vs 27.3)."""
+    """CSA's premise on synth_ml: from 64 labeled images (ratio 0.1 of 640), probes on the
+    label-specific features beat one on the global feature (30.0 vs 27.8; at the report's
+    ratio 0.1 of 3,200 scenes they no longer do: 33.6 vs 34.7)."""
     probes = properties.ml_probes(shipped, world_seed=0, train_images=640, test_images=320, ratio=0.1)
     assert probes["few_labels"] == 64
     assert probes["probe_label_specific_few"] > probes["probe_global_few"] + 2
-    # every label lifts the global probe above its few-label self (report: 34.1)
+    # every label lifts the global probe above its few-label self (34.7)
     assert probes["probe_global_all"] > probes["probe_global_few"] + 4
     # and well above scoring every image with the class frequencies (report: 14.2)
     frequency = properties.ml_zero_shot(shipped, world_seed=0, num_images=320)["frequency_map"]
     assert probes["probe_global_all"] > frequency + 5
+    # the planted contexts carry information: told the scene's context, the probe gains
+    assert probes["probe_context_few"] >= probes["probe_global_few"] + 2
 
 
 # ------------------------------------------------------------------ render cache

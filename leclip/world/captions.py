@@ -17,21 +17,32 @@ ones, and biased in their words:
   (`P_NAME_SMALL`), so CLIP on a whole scene overlooks small objects; a crop around an
   object (`crop_views`) is captioned with that object, so CLIP on the crop finds it.
 - Some words have synonyms the captions prefer (`SYNONYMS`: "purple" is mostly
-  "violet", "cross" mostly "plus"), so some `synth_ml` class names are rare words to
-  CLIP and its confidence differs by class, the bias CCD corrects.
-Class names of the benchmarks ("horned red disc", "purple cross") are phrases of this
-language, so the text tower knows every word of them.
+  "violet", "cross" mostly "plus", "green" "jade", "square" "block"), so most `synth_ml`
+  class names hold a word rare to CLIP, as benchmark class names often are: CLIP's
+  confidence differs by class (the bias CCD corrects) and its zero-shot scores fall
+  below what its image features hold.
+- A `synth_fg` class has a proper name ("arven disc"), as a fine-grained benchmark's
+  classes have ("Cessna 172"); a caption of one of its objects uses it `P_PROPER` of the
+  time, and then the class's own name only `P_PROPER_RIGHT` of the time, else any name
+  of its group's three ID classes (for an ID class) or three look-alikes: the name is
+  seldom attached to the detail, so zero-shot CLIP knows the group a name belongs to and
+  barely which sibling; the other captions describe the detail in common words ("horned
+  red disc"), so the image features know it (a probe finds it).
+The benchmarks' class names ("arven disc", "purple cross") are phrases of this language,
+so the text tower knows every word of them.
 """
 import numpy as np
 
 from . import render, synth_fg, synth_ml
 
+P_PROPER = 0.3
+P_PROPER_RIGHT = 0.05
 P_PART_TYPICAL = 0.8
 P_PART_RARE = 0.8
 P_PART_LOCAL = 0.8
 P_NAME_LARGE = 0.95
 P_NAME_SMALL = 0.1
-SYNONYMS = {"purple": ("violet", 0.95), "cross": ("plus", 0.9)}
+SYNONYMS = {"purple": ("violet", 0.95), "cross": ("plus", 0.9), "green": ("jade", 0.8), "square": ("block", 0.8)}
 TEMPLATES = ("a photo of a {}.", "a {}.", "a picture of a {}.", "a photo of the {}.")
 # share of a batch: single objects (synth_fg-like), whole scenes, crops of scenes
 SINGLE_SHARE, SCENE_SHARE = 0.4, 0.35
@@ -47,6 +58,19 @@ def word(rng, w):
     """`w` or, as often as the captions prefer it, its synonym."""
     synonym = SYNONYMS.get(w)
     return synonym[0] if synonym is not None and rng.random() < synonym[1] else w
+
+
+def proper_phrase(rng, cls):
+    """A `synth_fg` class's proper name as a caption says it: its own `P_PROPER_RIGHT` of
+    the time, else any name of its kind in its group (an ID class's or a look-alike's
+    three): the captioner knows the family and whether it is a common variant, seldom
+    which variant."""
+    own = synth_fg.CLASSES[cls]
+    if rng.random() < P_PROPER_RIGHT:
+        return own.name
+    is_id = cls < synth_fg.NUM_ID
+    kind = [c.name for k, c in enumerate(synth_fg.CLASSES) if c.shape == own.shape and (k < synth_fg.NUM_ID) == is_id]
+    return kind[rng.integers(len(kind))]
 
 
 def object_phrase(rng, family, shape, part=None, p_part=0.0):
@@ -100,19 +124,21 @@ def region_mask(centres, point, reach):
 
 
 def random_objects(rng, n):
-    """(shape, family, shade, texture, part) of `n` single objects: half of them of a
-    `synth_fg` class, half of any shape, colour, texture and part (or none)."""
+    """(shape, family, shade, texture, part, synth_fg class or None) of `n` single
+    objects: half of them of a `synth_fg` class, half of any shape, colour, texture and
+    part (or none)."""
     objects = []
     for _ in range(n):
         if rng.random() < 0.5:
-            c = synth_fg.CLASSES[rng.integers(len(synth_fg.CLASSES))]
-            objects.append((c.shape, c.family, c.shade, c.texture, c.part))
+            k = int(rng.integers(len(synth_fg.CLASSES)))
+            c = synth_fg.CLASSES[k]
+            objects.append((c.shape, c.family, c.shade, c.texture, c.part, k))
             continue
         family = rng.choice(sorted(render.FAMILIES))
         part = rng.choice(render.PART_NAMES + (None,))
         objects.append((
             rng.choice(render.SHAPES), family, rng.choice(sorted(render.FAMILIES[family])),
-            rng.choice(render.TEXTURES), part,
+            rng.choice(render.TEXTURES), part, None,
         ))
     return objects
 
@@ -120,14 +146,17 @@ def random_objects(rng, n):
 def single_batch(rng, n, size, grid):
     """Single objects: images, captions, and their object and part regions."""
     objects = random_objects(rng, n)
-    shapes, families, shades, textures, parts = zip(*objects)
+    shapes, families, shades, textures, parts, _ = zip(*objects)
     scenes = synth_fg.object_scenes(rng, shapes, shades, textures, parts, size)
     centres = patch_centres(size, grid)
     part_xy = render.part_centres(scenes, synth_fg.OBJECT_SLOT)
     texts, regions = [], []
-    for i, (shape, family, _, _, part) in enumerate(objects):
+    for i, (shape, family, _, _, part, cls) in enumerate(objects):
         p_part = P_PART_TYPICAL if (shape, family, part) in TYPICAL else P_PART_RARE
-        texts.append(caption(rng, object_phrase(rng, family, shape, part, p_part)))
+        if cls is not None and rng.random() < P_PROPER:
+            texts.append(caption(rng, proper_phrase(rng, cls)))
+        else:
+            texts.append(caption(rng, object_phrase(rng, family, shape, part, p_part)))
         radius = scenes.radius[i, synth_fg.OBJECT_SLOT] * SCENE_RADIUS_FACTOR
         regions.append((i, region_mask(centres, scenes.center[i, synth_fg.OBJECT_SLOT], radius),
                         caption(rng, object_phrase(rng, family, shape, part, p_part))))

@@ -1,9 +1,10 @@
 """`synth_fg`: fine-grained open-set classification in the synthetic world (task A).
 
 24 classes in four groups of six siblings. The siblings of a group share shape, colour
-and texture ("red disc", plain) and differ only in one small local part (`render.PARTS`:
-"horned red disc", "tailed red disc", ...), under 10 % of the object's area, so only a
-local detail tells them apart. Three siblings of each group are ID, the other three
+and texture (a red disc, plain) and differ only in one small local part (`render.PARTS`:
+a horned red disc, a tailed red disc, ...), under 10 % of the object's area, so only a
+local detail tells them apart. Classes are named by proper nouns ("arven disc",
+`PROPER_NOUNS`) that the captions seldom attach to the detail (`captions`). Three siblings of each group are ID, the other three
 their OOD look-alikes: every OOD class differs from three ID classes in its part alone.
 Which parts are ID rotates over the groups, so no part word marks a class as OOD.
 Class order: all ID classes, then all OOD classes (the protocol takes the first half
@@ -15,7 +16,18 @@ import numpy as np
 
 from . import render
 
-FGClass = namedtuple("FGClass", "name shape family shade texture part")
+FGClass = namedtuple("FGClass", "name shape family shade texture part description")
+
+# Each class is named like a fine-grained benchmark's class: a proper noun (a model, a
+# species, "Cessna 172") before the common word of its group ("vesper disc"), never by
+# its detail. `description` is how the captions say what it looks like ("horned red
+# disc"): the detail in common words. Siblings' proper nouns, in PART_NAMES order.
+PROPER_NOUNS = {
+    "disc": ("arven", "belto", "corra", "dunic", "elsop", "fenra"),
+    "square": ("gavro", "hulme", "istra", "jorek", "kelda", "lumar"),
+    "triangle": ("mervo", "nalda", "orvik", "pesca", "quorn", "rilda"),
+    "hexagon": ("sarno", "tevil", "ulmar", "vondo", "wesla", "yarek"),
+}
 
 # (shape, family, shade, texture, the group's three ID parts); the other parts are OOD
 _GROUPS = (
@@ -34,7 +46,8 @@ def _make_classes():
     for shape, family, shade, texture, id_parts in _GROUPS:
         for part in render.PART_NAMES:
             bucket = id_classes if part in id_parts else ood_classes
-            bucket.append(FGClass(f"{part} {family} {shape}", shape, family, shade, texture, part))
+            proper = PROPER_NOUNS[shape][render.PART_NAMES.index(part)]
+            bucket.append(FGClass(f"{proper} {shape}", shape, family, shade, texture, part, f"{part} {family} {shape}"))
     return tuple(id_classes + ood_classes)
 
 
