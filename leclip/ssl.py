@@ -267,8 +267,8 @@ class FixMatch(Unlabeled):
         per_group = self.step(
             trainer.output_groups(out_x),
             forward,
-            trainer.to_device(batch_u, "img_weak"),
-            trainer.to_device(batch_u, "img_strong"),
+            # the first and second of DATALOADER.TRAIN_U.VIEWS (weak/strong, synth_weak/synth_strong...)
+            *(trainer.to_device(batch_u, f"img_{view}") for view in trainer.cfg.DATALOADER.TRAIN_U.VIEWS[:2]),
             trainer.logit_scale,
             batch_u["label"],
             trainer.num_classes,
