@@ -57,6 +57,15 @@ REPLICAS = {
     "coco": lambda root, size: miniature.coco(root, size=size, classes=80, images=40),
     "nuswide": lambda root, size: miniature.nuswide(root, missing=1, size=size, concepts=81, images=40),
 }
+# task B (no labels; CCD's recipe trains on batches of 16): one batch of training images, so that a
+# case makes one training step (a ResNet-50 at 448 px costs about 10 s of CPU an image), and as many
+# test images (a quarter on COCO and NUS-WIDE); NUS-WIDE lists one more, missing on disk
+UNSUP_REPLICAS = {
+    "voc2007": lambda root, size: miniature.voc(root, "2007", ("trainval", "test"), size=size, images=16),
+    "voc2012": lambda root, size: miniature.voc(root, "2012", ("train", "val"), size=size, images=16),
+    "coco": lambda root, size: miniature.coco(root, size=size, classes=80, images=16),
+    "nuswide": lambda root, size: miniature.nuswide(root, missing=1, size=size, concepts=81, images=17),
+}
 # the official CLIP architectures at a reduced width (random weights; the real input size)
 REDUCED = dict(embed_dim=64, context_length=77, transformer_width=64, transformer_heads=1, transformer_layers=2)
 ARCHITECTURES = {
@@ -149,19 +158,25 @@ def backbones(selected):
     return sorted(names)
 
 
-def run_case(method, dataset, setting, data_root, output_dir):
-    """runner.run of the case, its log silenced; returns (results, seconds)."""
-    cfg = case_cfg(method, dataset, setting, data_root, output_dir)
+def data_root(work, dataset, setting):
+    """Where a case's replica is: task B's own (`UNSUP_REPLICAS`) in `work`/unsup, the others in `work`."""
+    return osp.join(work, "unsup") if catalogue.task_of_setting(dataset, setting) == "B" else work
+
+
+def build_replicas(work, selected):
+    """The replicas that the cases `selected` read, each written once."""
+    for root, dataset in sorted({(data_root(work, dataset, setting), dataset) for _, dataset, setting in selected}):
+        (REPLICAS if root == work else UNSUP_REPLICAS)[dataset](root, miniature.REAL_SIZES[dataset])
+
+
+def run_case(method, dataset, setting, work, output_dir):
+    """runner.run of the case on its replica in `work`, its log silenced; returns (results, seconds)."""
+    cfg = case_cfg(method, dataset, setting, data_root(work, dataset, setting), output_dir)
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         results = runner.run(cfg)
     return results, time.perf_counter() - start
-
-
-def build_replicas(root, datasets, replicas=REPLICAS):
-    for dataset in datasets:
-        replicas[dataset](root, miniature.REAL_SIZES[dataset])
 
 
 def time_steps(method, dataset, setting, work, steps=2, opts=()):
@@ -173,7 +188,7 @@ def time_steps(method, dataset, setting, work, steps=2, opts=()):
 
     os.environ["LECLIP_CLIP_CACHE"] = clip_cache(osp.join(work, "clip"), backbones([(method, dataset, setting)]),
                                                  REAL_WIDTH)
-    build_replicas(work, [dataset], TIMING_REPLICAS)
+    TIMING_REPLICAS[dataset](work, miniature.REAL_SIZES[dataset])
     output = tempfile.mkdtemp(prefix="time-", dir=work)  # a fresh folder: never a resume
     cfg = case_cfg(method, dataset, setting, work, output,
                    ["TRAIN.COUNT_ITER", "train_x", "OPTIM.MAX_EPOCH", str(steps), *opts])  # one step an epoch
@@ -214,7 +229,7 @@ def main(argv=None):
             return 0
         selected = cases(args.methods, args.datasets)
         os.environ["LECLIP_CLIP_CACHE"] = clip_cache(osp.join(work, "clip"), backbones(selected))
-        build_replicas(work, sorted({dataset for _, dataset, _ in selected}))
+        build_replicas(work, selected)
         failed, total = [], 0.0
         for method, dataset, setting in selected:
             out = osp.join(work, "out", method, dataset, setting)
