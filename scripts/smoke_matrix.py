@@ -170,13 +170,14 @@ def build_replicas(work, selected):
 
 
 def run_case(method, dataset, setting, work, output_dir):
-    """runner.run of the case on its replica in `work`, its log silenced; returns (results, seconds)."""
+    """runner.run of the case on its replica in `work`, its log silenced; returns (results, (wall
+    s, CPU s)): the CPU time is the case's own on a machine that others share."""
     cfg = case_cfg(method, dataset, setting, data_root(work, dataset, setting), output_dir)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         results = runner.run(cfg)
-    return results, time.perf_counter() - start
+    return results, (time.perf_counter() - start, time.process_time() - cpu)
 
 
 def time_steps(method, dataset, setting, work, steps=2, opts=()):
@@ -230,23 +231,23 @@ def main(argv=None):
         selected = cases(args.methods, args.datasets)
         os.environ["LECLIP_CLIP_CACHE"] = clip_cache(osp.join(work, "clip"), backbones(selected))
         build_replicas(work, selected)
-        failed, total = [], 0.0
+        failed, total = [], [0.0, 0.0]
         for method, dataset, setting in selected:
             out = osp.join(work, "out", method, dataset, setting)
             try:
-                results, seconds = run_case(method, dataset, setting, work, out)
+                results, (seconds, cpu) = run_case(method, dataset, setting, work, out)
             except Exception as err:  # noqa: BLE001  a failing case is reported, the others still run
                 failed.append((method, dataset, setting))
                 print(f"FAIL {method:<13}{dataset:<10}{setting:<7}{type(err).__name__}: {str(err)[:300]}")
                 if not isinstance(err, catalogue.HarnessError):
                     traceback.print_exc(limit=-3)
                 continue
-            total += seconds
+            total = [total[0] + seconds, total[1] + cpu]
             shown = ", ".join(f"{k} {v:.1f}" for k, v in results.items()
                               if k not in runner.RUN_FIELDS and isinstance(v, float))
-            print(f"ok   {method:<13}{dataset:<10}{setting:<7}{seconds:6.1f} s  {shown}", flush=True)
-    print(f"\n{len(selected) - len(failed)} of {len(selected)} cases passed in {total:.0f} s of runs "
-          f"({torch.get_num_threads()} threads)")
+            print(f"ok   {method:<13}{dataset:<10}{setting:<7}{seconds:6.1f} s ({cpu:5.1f} s CPU)  {shown}", flush=True)
+    print(f"\n{len(selected) - len(failed)} of {len(selected)} cases passed in {total[0]:.0f} s of runs "
+          f"({total[1]:.0f} s CPU, {torch.get_num_threads()} threads)")
     return 1 if failed else 0
 
 
