@@ -8,12 +8,16 @@ at miniature scale: one epoch of training and one evaluation per case.
 Per case: the harness resolves the method's recipe on the benchmark (its config files,
 the setting's key); the benchmark is a miniature replica of its official on-disk layout
 (`tests/miniature.py`: its real class count for the multi-label sets, its typical image
-size); the recipe's CLIP backbone is a random model of the official architecture at a
-reduced width (patch 16 at 224 px for ViT-B/16; 77 text tokens), saved as TorchScript under
-the official file name in a temporary clip cache ($LECLIP_CLIP_CACHE), as a user's
-download would be. The only overrides: one epoch (`OPTIM.MAX_EPOCH 1`), CSA's
-pseudo-labels from the first epoch, data loading in this process. Prints one line per
-case (its seconds and metrics) and a summary; exit status 1 when a case fails.
+size; task B's replicas hold one training batch of CCD's recipe, so its one epoch is one
+step of the ResNet-50 at 448 px); the recipe's CLIP backbone is a random model of the
+official architecture at a reduced width (patch 16 at 224 px for ViT-B/16; 77 text
+tokens), saved as TorchScript under the official file name in a temporary clip cache
+($LECLIP_CLIP_CACHE), as a user's download would be. The only overrides: one epoch
+(`OPTIM.MAX_EPOCH 1`), CSA's pseudo-labels from the first epoch, data loading in this
+process, and CCD's classifier from random weights (torchvision's download is not
+assumed) with every image reliable (a random CLIP's labels are near uniform). Prints one
+line per case (its wall and CPU seconds and metrics) and a summary; exit status 1 when a
+case fails.
 
 `--time METHOD DATASET SETTING`: the recipe's batch sizes with a random CLIP of the real
 width (ViT-B/16: 768 wide, 12 blocks; text 512 wide); each training step's wall and CPU
@@ -58,8 +62,8 @@ REPLICAS = {
     "nuswide": lambda root, size: miniature.nuswide(root, missing=1, size=size, concepts=81, images=40),
 }
 # task B (no labels; CCD's recipe trains on batches of 16): one batch of training images, so that a
-# case makes one training step (a ResNet-50 at 448 px costs about 10 s of CPU an image), and as many
-# test images (a quarter on COCO and NUS-WIDE); NUS-WIDE lists one more, missing on disk
+# case makes one training step (its ResNet-50 at 448 px: about 21 CPU seconds at 1 thread), and as
+# many test images (a quarter on COCO and NUS-WIDE); NUS-WIDE lists one more, missing on disk
 UNSUP_REPLICAS = {
     "voc2007": lambda root, size: miniature.voc(root, "2007", ("trainval", "test"), size=size, images=16),
     "voc2012": lambda root, size: miniature.voc(root, "2012", ("train", "val"), size=size, images=16),

@@ -3,8 +3,9 @@
 Every case resolves its recipe, then trains one epoch and evaluates through the harness,
 as `scripts/run.sh` would, on a miniature replica of the benchmark's on-disk layout at
 its real image size, with a reduced-width CLIP of the official architecture stored as
-TorchScript under its official name in a clip cache (about a minute of CPU for every
-case but CCD's, of which CI trains one; `scripts/smoke_matrix.py` runs it outside pytest, one line a case).
+TorchScript under its official name in a clip cache. A case takes a few CPU seconds, but a
+CCD case (a ResNet-50 at 448 px) more than half a CPU minute: CI trains one case of each
+CCD method; `scripts/smoke_matrix.py` runs every case outside pytest, one line a case.
 """
 import glob
 import importlib.util
