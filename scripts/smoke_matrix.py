@@ -8,14 +8,16 @@ at miniature scale: one epoch of training and one evaluation per case.
 Per case: the harness resolves the method's recipe on the benchmark (its config files,
 the setting's key); the benchmark is a miniature replica of its official on-disk layout
 (`tests/miniature.py`: its real class count for the multi-label sets, its typical image
-size; task B's replicas hold one training batch of CCD's recipe, so its one epoch is one
-step of the ResNet-50 at 448 px); the recipe's CLIP backbone is a random model of the
+size; task B's replicas hold one training batch, so a CCD case's epoch is one step of its
+ResNet-50 at 448 px); the recipe's CLIP backbone is a random model of the
 official architecture at a reduced width (patch 16 at 224 px for ViT-B/16; 77 text
 tokens), saved as TorchScript under the official file name in a temporary clip cache
 ($LECLIP_CLIP_CACHE), as a user's download would be. The only overrides: one epoch
 (`OPTIM.MAX_EPOCH 1`), CSA's pseudo-labels from the first epoch, data loading in this
 process, and CCD's classifier from random weights (torchvision's download is not
-assumed) with every image reliable (a random CLIP's labels are near uniform). Prints one
+assumed) with every image reliable (a random CLIP's labels are near uniform), trained on
+batches of `CCD_BATCH` images instead of the recipe's 16 (a batch of 16 needs 7 GiB;
+`--time ccd ...` measures it). Prints one
 line per case (its wall and CPU seconds and metrics) and a summary; exit status 1 when a
 case fails.
 
@@ -61,14 +63,15 @@ REPLICAS = {
     "coco": lambda root, size: miniature.coco(root, size=size, classes=80, images=40),
     "nuswide": lambda root, size: miniature.nuswide(root, missing=1, size=size, concepts=81, images=40),
 }
-# task B (no labels; CCD's recipe trains on batches of 16): one batch of training images, so that a
-# case makes one training step (its ResNet-50 at 448 px: about 21 CPU seconds at 1 thread), and as
-# many test images (a quarter on COCO and NUS-WIDE); NUS-WIDE lists one more, missing on disk
+# task B: one training batch and as many test images (a quarter on COCO and NUS-WIDE; NUS-WIDE lists one
+# more, missing on disk). CCD's cases train on batches of CCD_BATCH images, not the recipe's 16: its
+# ResNet-50 at 448 px needs 7 GiB and 21 CPU seconds a step at 16 (`--time ccd` measures that step)
+CCD_BATCH = 4
 UNSUP_REPLICAS = {
-    "voc2007": lambda root, size: miniature.voc(root, "2007", ("trainval", "test"), size=size, images=16),
-    "voc2012": lambda root, size: miniature.voc(root, "2012", ("train", "val"), size=size, images=16),
-    "coco": lambda root, size: miniature.coco(root, size=size, classes=80, images=16),
-    "nuswide": lambda root, size: miniature.nuswide(root, missing=1, size=size, concepts=81, images=17),
+    "voc2007": lambda root, size: miniature.voc(root, "2007", ("trainval", "test"), size=size, images=CCD_BATCH),
+    "voc2012": lambda root, size: miniature.voc(root, "2012", ("train", "val"), size=size, images=CCD_BATCH),
+    "coco": lambda root, size: miniature.coco(root, size=size, classes=80, images=CCD_BATCH),
+    "nuswide": lambda root, size: miniature.nuswide(root, missing=1, size=size, concepts=81, images=CCD_BATCH + 1),
 }
 # the official CLIP architectures at a reduced width (random weights; the real input size)
 REDUCED = dict(embed_dim=64, context_length=77, transformer_width=64, transformer_heads=1, transformer_layers=2)
@@ -176,7 +179,9 @@ def build_replicas(work, selected):
 def run_case(method, dataset, setting, work, output_dir):
     """runner.run of the case on its replica in `work`, its log silenced; returns (results, (wall
     s, CPU s)): the CPU time is the case's own on a machine that others share."""
-    cfg = case_cfg(method, dataset, setting, data_root(work, dataset, setting), output_dir)
+    ccd = catalogue.check_method(method).trainer == "CCD"
+    cfg = case_cfg(method, dataset, setting, data_root(work, dataset, setting), output_dir,
+                   ["DATALOADER.TRAIN_U.BATCH_SIZE", str(CCD_BATCH)] if ccd else ())
     start, cpu = time.perf_counter(), time.process_time()
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
