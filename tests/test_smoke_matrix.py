@@ -4,7 +4,7 @@ Every case resolves its recipe, then trains one epoch and evaluates through the 
 as `scripts/run.sh` would, on a miniature replica of the benchmark's on-disk layout at
 its real image size, with a reduced-width CLIP of the official architecture stored as
 TorchScript under its official name in a clip cache. A case takes under a CPU second, a
-CCD case (a ResNet-50 at 448 px) 5 to 7: CI trains one case of each CCD method, every
+CCD case (a ResNet-50 at 448 px) 4 to 7: CI trains one case of each CCD method, every
 task-B benchmark among them; `scripts/smoke_matrix.py` runs every case, one line a case.
 """
 import glob
@@ -31,7 +31,7 @@ def has_real_recipe(trainer):
     return any(not name.startswith("synth") for name in os.listdir(folder) if name.endswith(".yaml"))
 
 
-# A CCD case trains and evaluates a ResNet-50 at 448 px, 5 to 7 CPU seconds, ten times another case:
+# A CCD case trains and evaluates a ResNet-50 at 448 px, 4 to 7 CPU seconds, ten times another case:
 # CI runs one case of each method of the CCD trainer (all 24 would double this file's time), every
 # task-B benchmark among them; scripts/smoke_matrix.py runs all of them.
 CCD_IN_CI = {
