@@ -267,8 +267,9 @@ def main(argv=None):
             resolution = SHAPES[model_name]["image_resolution"]
             print(f"\n== {model_name} (random weights, {resolution} px) ==")
             specs = {
-                (method, mode): dict(method=method, mode=mode, mode_opts=mode_opts + AT_SHAPE.get((model_name, method), []),
-                                     model_path=path, resolution=resolution, batch=args.batch, steps=args.steps,
+                (method, mode): dict(method=method, mode=mode,
+                                     mode_opts=mode_opts + AT_SHAPE.get((model_name, method), []), model_path=path,
+                                     resolution=resolution, batch=args.batch, steps=args.steps,
                                      eval_images=args.eval_images, data=data,
                                      output_dir=os.path.join(tmp, "out", model_name, method, mode))
                 for method in methods for mode, mode_opts in rows_of(method)[2].items()
