@@ -1,11 +1,13 @@
 """Every task-A baseline on the embedded world: a short run beats the untrained model,
-and the shared FixMatch recipe runs it on the unlabeled pool; CFSG-CLIP and CCD, each
-with its whole synth recipe, beat zero-shot CLIP (world v3 has headroom above it).
+and the shared FixMatch recipe runs it on the unlabeled pool; CFSG-CLIP with its whole
+synth recipe beats zero-shot CLIP (world v3 has headroom above it); CCD's classifier
+learns from CLIP's labels.
 (CFSG-CLIP and zero-shot CLIP also have their own end-to-end tests.)"""
 import re
 
 import pytest
 import torch
+from conftest import run_in
 
 TRAINERS = ["LECoOp", "LELoCoOp", "LEPLOT", "LECLIPAdapter", "LEMaPLe", "LECLIPLoRA"]
 
@@ -52,19 +54,32 @@ def test_cfsg_beats_zero_shot_clip_with_five_labels_a_class(run_trainer):
     assert cfsg["closed_accuracy"] > zero_shot["closed_accuracy"] + 5
 
 
-def test_ccd_updates_its_labels_and_its_classifier_learns(run_trainer):
-    """CCD end to end on the embedded world's small render: the CAM-guided update raises
-    the pseudo-labels' mAP against the hidden labels, and the classifier trained on them
-    ends above its untrained self."""
+@pytest.fixture(scope="module")
+def ccd_runs(synth_root, tmp_path_factory):
+    """CCD's synth recipe (128 px, 4 x 4 class maps) on the small render after 0, 1 and 4
+    epochs, one warm-up epoch: {epochs: results}."""
     opts = ["TRAINER.CCD.WARMUP_EPOCHS", "1"]
-    short = run_trainer("CCD", "configs/trainers/CCD/synth.yaml", opts + ["OPTIM.MAX_EPOCH", "1"], "synth_ml", "unsup")
-    trained = run_trainer("CCD", "configs/trainers/CCD/synth.yaml", opts + ["OPTIM.MAX_EPOCH", "4"], "synth_ml", "unsup")
-    # +1.6 on this small render, +2.4 on the full one (README, task B)
-    assert trained["labels_final_mAP"] > trained["labels_initial_mAP"] + 1
-    assert short["labels_final_mAP"] == short["labels_initial_mAP"]  # one epoch: no update yet
-    untrained = run_trainer("CCD", "configs/trainers/CCD/synth.yaml", opts + ["OPTIM.MAX_EPOCH", "0"], "synth_ml", "unsup")
-    # above the untrained classifier (on this world epochs past the first add little: README)
-    assert trained["final_mAP"] > untrained["final_mAP"] + 3
+    out = tmp_path_factory.mktemp("ccd")
+    return {
+        epochs: run_in(out, synth_root, "CCD", "configs/trainers/CCD/synth.yaml",
+                       opts + ["OPTIM.MAX_EPOCH", str(epochs)], "synth_ml", "unsup")
+        for epochs in (0, 1, 4)
+    }
+
+
+def test_ccds_classifier_learns_from_clips_labels(ccd_runs):
+    """Above its untrained self; the labels stay CLIP's own until the warm-up ends."""
+    assert ccd_runs[1]["labels_final_mAP"] == ccd_runs[1]["labels_initial_mAP"]  # one epoch: no update yet
+    assert ccd_runs[4]["final_mAP"] > ccd_runs[0]["final_mAP"] + 3
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "world v3: CCD's CAM-guided update moves the small render's pseudo-label mAP by -1.0 to +0.5 "
+    "(+1.0 on the full world, seed 1; v2 gave +1.6 / +2.4): docs/WORLD.md"))
+def test_ccds_update_raises_its_pseudo_labels(ccd_runs):
+    """The CAM-guided update raises the pseudo-labels' mAP against the hidden labels by a
+    point (strict: when the world shows it again, this fails until the mark goes)."""
+    assert ccd_runs[4]["labels_final_mAP"] > ccd_runs[4]["labels_initial_mAP"] + 1
 
 
 def test_csa_learns_on_the_embedded_world(run_trainer):
