@@ -124,12 +124,20 @@ def test_an_epoch_without_any_loader_is_one_message():
 
 
 def test_the_log_line_every_print_freq_batches_with_the_runs_eta(clock, capsys):
-    trainer = Loop(n_x=3, n_u=None, print_freq=2, max_epoch=3)
+    trainer = Loop(n_x=4, n_u=None, print_freq=3, max_epoch=3)
     trainer.run_epoch()
     lines = capsys.readouterr().out.splitlines()
-    # batch 2 of 3 only (3 is not a multiple of 2, and the epoch is not shorter than 2); 1 left + 2 epochs of 3
-    assert lines == ["epoch [1/3] batch [2/3] time 1.000 (1.000) data 0.500 (0.500) loss_a 2.0000 (1.5000) "
-                     "loss_b 4.0000 (3.0000) loss 6.0000 (4.5000) lr 1.2300e-02 eta 0:00:07"]
+    # batch 3 of 4 only (4 is not a multiple of 3, and the epoch is not shorter than 3); 1 left + 2 epochs of 4
+    assert lines == ["epoch [1/3] batch [3/4] time 1.000 (1.000) data 0.500 (0.500) loss_a 3.0000 (2.0000) "
+                     "loss_b 6.0000 (4.0000) loss 9.0000 (6.0000) lr 1.2300e-02 eta 0:00:09"]
+
+
+@pytest.mark.parametrize("n, freq, printed", [(3, 3, [3]), (3, 1, [1, 2, 3]), (2, 3, [1, 2])])
+def test_which_batches_are_logged(clock, capsys, n, freq, printed):
+    """An epoch as long as PRINT_FREQ logs its last batch only; PRINT_FREQ 1 logs every batch."""
+    Loop(n_x=n, n_u=None, print_freq=freq, max_epoch=1).run_epoch()
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" time")[0] for line in lines] == [f"epoch [1/1] batch [{b}/{n}]" for b in printed]
 
 
 def test_an_epoch_shorter_than_print_freq_logs_every_batch(clock, capsys):
