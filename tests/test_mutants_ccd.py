@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from leclip.engine.trainer import SimpleTrainer
-from leclip.multilabel import cam, label_update
+from leclip.multilabel import cam, clip_labels, label_update, losses
 from leclip.trainers import ccd
 from test_ccd import make_trainer
 
@@ -180,3 +180,56 @@ def test_the_selected_checkpoint_is_read_back(tmp_path, synth_root):
     torch.save({"state_dict": state, "epoch": 1}, os.path.join(trainer.output_dir, "classifier", ccd.SELECTED))
     trainer.load_selected()
     assert all(torch.equal(value, state[name]) for name, value in trainer.classifier.state_dict().items())
+
+
+# ---------------------------------------------------------------- label sources, ROLE, predict
+def test_clip_source_floors_at_ls_coeff_and_logs_the_unreliable_images_and_the_bias(tmp_path, synth_root, capsys):
+    trainer = make_trainer(tmp_path, synth_root, "TRAINER.CCD.CACHE_DIR", str(tmp_path / "cache"),
+                           "TRAINER.CCD.LS_COEFF", "8.0", "TRAINER.CCD.MAX_ENTROPY", "1.0")
+    targets, _, bias = ccd.LABEL_SOURCES["clip"](trainer)
+    probs = trainer.clip_labels("global")
+    flagged = clip_labels.unreliable(probs, 1.0)
+    assert 0 < int(flagged.sum()) < len(probs)
+    assert torch.allclose(targets, clip_labels.debias(probs, bias, 8.0))
+    line = clip_labels.bias_line(trainer.classnames, probs, bias, ~flagged)
+    assert line != clip_labels.bias_line(trainer.classnames, probs, bias, flagged)
+    assert line != clip_labels.bias_line(trainer.classnames, probs, bias)
+    out = capsys.readouterr().out
+    assert f"CCD: {int(flagged.sum())} of {len(probs)} images unreliable (entropy > 1)\n" in out
+    assert line + "\n" in out
+
+
+def test_without_debiasing_the_bias_is_one(tmp_path, synth_root, capsys):
+    trainer = make_trainer(tmp_path, synth_root, "TRAINER.CCD.CACHE_DIR", str(tmp_path / "cache"),
+                           "TRAINER.CCD.DEBIAS", "False")
+    targets, _, bias = ccd.LABEL_SOURCES["clip"](trainer)
+    probs = trainer.clip_labels("global")
+    assert torch.equal(bias, torch.ones(probs.shape[1]))
+    assert torch.allclose(targets, clip_labels.debias(probs, bias, 20.0))
+    assert "class bias" not in capsys.readouterr().out
+
+
+def test_roles_estimates_are_seeded_and_learn_at_their_own_rate(tmp_path, synth_root):
+    keys = ["TRAINER.CCD.LABELS", "top1", "TRAINER.CCD.LOSS", "role", "TRAINER.CCD.UPDATE", "False",
+            "TRAINER.CCD.DEBIAS", "False", "TRAINER.CCD.CONSISTENCY", "False", "TRAINER.CCD.ROLE_LR_MULT", "7.0",
+            "OPTIM.LR", "0.01"]
+    trainer = ready(tmp_path, synth_root, *keys)
+    estimator = trainer.estimator
+    seeded = losses.LabelEstimator(trainer.table.targets, seed=trainer.seed).state_dict()
+    assert trainer.seed != 0 and all(torch.equal(v, seeded[k]) for k, v in estimator.state_dict().items())
+    assert "label_estimator" in trainer.get_model_names()
+    (group,) = trainer._optims["label_estimator"].param_groups
+    assert group["lr"] == pytest.approx(0.07) and group["params"] == list(estimator.parameters())
+    assert trainer._scheds["label_estimator"] is not None
+
+
+def test_the_table_knows_the_first_selectable_epoch(tmp_path, synth_root):
+    trainer = ready(tmp_path, synth_root, "TRAINER.CCD.SELECT_AFTER_UPDATE", "True", "TRAINER.CCD.WARMUP_EPOCHS", "3")
+    assert trainer.table.first_selectable == 5
+
+
+def test_a_score_of_one_half_is_positive(tmp_path, synth_root):
+    trainer = make_trainer(tmp_path, synth_root)
+    trainer.classifier = lambda images: torch.tensor([[0.0, 2.0, -2.0]], dtype=torch.float64)
+    scores, positives = trainer.predict(None, None)
+    assert scores.dtype == torch.float32 and positives.tolist() == [[True, True, False]]
