@@ -302,3 +302,90 @@ def test_testing_reads_the_split_and_writes_each_result(task, split, args, capsy
     del trainer.epoch
     trainer.test(split)
     assert scalars[-1] == (f"{name}/macro_f1", 70.0, 0)
+
+
+# ---------------------------------------------------------------- under Dassl.pytorch
+@pytest.fixture
+def under_dassl(monkeypatch):
+    """ENGINE "dassl": the save, resume and per-epoch reseed go through leclip.dassl_compat."""
+    from leclip import dassl_compat
+
+    monkeypatch.setattr(trainer_base, "ENGINE", "dassl")
+    calls = []
+    monkeypatch.setattr(dassl_compat, "save_with_trainer_state", lambda *args: calls.append(("save", *args)))
+    monkeypatch.setattr(dassl_compat, "resume_with_trainer_state", lambda *args: calls.append(("resume", *args)) or 9)
+    monkeypatch.setattr(trainer_base, "set_random_seed", lambda seed: calls.append(("seed", seed)))
+    return calls
+
+
+def engine_method(trainer, name):
+    """The engine's method that CLIPTrainer's `name` wraps, bound to `trainer` (what super() gives)."""
+    return getattr(super(CLIPTrainer, trainer), name)
+
+
+def test_under_dassl_the_checkpoint_is_saved_with_the_trainer_state(monkeypatch, under_dassl):
+    trainer = bare()
+    trainer.drop_earlier_checkpoints = lambda kept, directory: under_dassl.append(("drop", kept, directory))
+    trainer.save_model(2, "dir", True, "val", "")
+    assert under_dassl == [("save", trainer, engine_method(trainer, "save_model"), 2, "dir", True, "val", ""),
+                           ("drop", 3, "dir")]
+    under_dassl.clear()
+    assert trainer.resume_model_if_exist("out") == 9
+    assert under_dassl == [("resume", trainer, engine_method(trainer, "resume_model_if_exist"), "out")]
+
+
+@pytest.mark.parametrize("seed, used", [(5, 5), (0, 0), (-1, 0)])
+def test_under_dassl_each_epoch_is_reseeded_as_the_builtin_engine_does(monkeypatch, under_dassl, seed, used):
+    from leclip.data.seeding import epoch_seed
+
+    recording(monkeypatch, SimpleTrainer, "before_epoch")
+    trainer = bare(**{"SEED": seed})
+    trainer.epoch, trainer.unlabeled = 3, strategy(trainer)
+    trainer.dm = SimpleNamespace(set_epoch=lambda epoch, base: under_dassl.append(("set_epoch", epoch, base)))
+    trainer.before_epoch()
+    assert under_dassl == [("seed", epoch_seed(used, 3)), ("set_epoch", 3, used)]
+    assert trainer.events == [("engine.before_epoch",), ("strategy.before_epoch",)]
+
+
+# ---------------------------------------------------------------- defaults and the reference pass
+def test_save_models_defaults_are_an_epoch_checkpoint(monkeypatch):
+    recording(monkeypatch, TrainerBase, "save_model")
+    trainer = bare(**{"TRAIN.KEEP_EVERY_CHECKPOINT": True})
+    trainer.save_model(1, "dir")
+    trainer.save_model(1, "dir", False, {"accuracy": 3.0})
+    assert trainer.events == [("engine.save_model", 1, "dir", False, None, ""),
+                              ("engine.save_model", 1, "dir", False, {"accuracy": 3.0}, "")]
+
+
+def test_the_data_are_built_from_the_trainers_config(monkeypatch):
+    trainer = bare(**{"TRAINER.SSL.MODE": "none"})
+    monkeypatch.setattr(evaluators, "name_in_cfg", lambda task, cfg: None)
+    seen = []
+
+    class DM:
+        def __init__(self, cfg, dataset):
+            seen.append((cfg, dataset))
+
+        def attach(self, t):
+            t.dm, t.train_loader_u = SimpleNamespace(dataset=SimpleNamespace(task="ossl")), None
+
+    monkeypatch.setattr(trainer_base, "DataManager", DM)
+    monkeypatch.setattr(trainer_base, "build_dataset", lambda cfg: ("dataset of", cfg))
+    trainer.build_data_loader()
+    assert seen == [(trainer.cfg, ("dataset of", trainer.cfg))]
+
+
+def test_the_reference_scores_are_the_labeled_images_id_scores_under_the_test_view():
+    trainer = bare()
+    calls = []
+    trainer.dm = SimpleNamespace(dataset=SimpleNamespace(train_x="labeled"),
+                                 make_loader=lambda data, views: calls.append(("loader", data, views)) or "loader")
+
+    def score_pass(loader, fn, desc):
+        calls.append(("pass", loader, desc))
+        return fn({"img": "images"})
+
+    trainer.score_pass = score_pass
+    trainer.predict = lambda images, classes: (None, (images, classes))
+    assert trainer.reference_scores("classes") == ("images", "classes")
+    assert calls == [("loader", "labeled", "test"), ("pass", "loader", "Scoring the labeled images")]
