@@ -3,6 +3,7 @@ __init__ (what mutmut's survivors showed untested): the data checks and their me
 the order of the hooks around the strategy's, the state carried in checkpoints, the
 pruning of earlier checkpoints, the zero-shot train(), the default predict, and the
 evaluation's split, scalars and result."""
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -389,3 +390,51 @@ def test_the_reference_scores_are_the_labeled_images_id_scores_under_the_test_vi
     trainer.predict = lambda images, classes: (None, (images, classes))
     assert trainer.reference_scores("classes") == ("images", "classes")
     assert calls == [("loader", "labeled", "test"), ("pass", "loader", "Scoring the labeled images")]
+
+
+# ---------------------------------------------------------------- CLIP, AMP and the scaler
+def test_load_clip_freezes_the_named_clip_and_names_it_in_a_size_error(tmp_path):
+    import leclip.datasets  # noqa: F401 (registers the embedded world's CLIP "synth-vit")
+
+    trainer = bare(**{"MODEL.BACKBONE.NAME": "synth-vit", "MODEL.BACKBONE.PATH": "", "INPUT.SIZE": (64, 64),
+                      "TRAINER.LOGIT_SCALE": "model"})
+    model = trainer.load_clip()
+    assert model.visual.input_resolution == 64 and not any(p.requires_grad for p in model.parameters())
+    assert trainer.logit_scale == pytest.approx(model.logit_scale.exp().item())
+    trainer.cfg.INPUT.SIZE = (32, 32)
+    with pytest.raises(ValueError, match=r"^INPUT.SIZE=\(32, 32\) but the CLIP backbone 'synth-vit' takes 64x64"):
+        trainer.load_clip()
+    path = str(tmp_path / "clip.pt")
+    torch.save({"state_dict": model.state_dict(), "meta": {}}, path)
+    trainer.cfg.MODEL.BACKBONE.PATH = path
+    with pytest.raises(ValueError, match=f"the CLIP backbone '{path}' takes 64x64"):
+        trainer.load_clip()
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
+@pytest.mark.parametrize("prec, amp", [("fp32", False), ("amp", True), ("fp16", True)])
+def test_autocast_is_amp_only_on_cuda_under_amp(prec, amp):
+    trainer = bare(**{"TRAINER.PREC": prec})
+    assert not isinstance(trainer.autocast(), torch.autocast)  # the CPU: fp32
+    trainer.device = torch.device("cuda")
+    assert isinstance(trainer.autocast(), torch.autocast) == amp
+
+
+@pytest.mark.parametrize("learns, prec, scaled", [(True, "amp", True), (False, "amp", False), (True, "fp32", False)])
+def test_the_scaler_exists_on_cuda_under_amp_for_a_method_that_learns(monkeypatch, learns, prec, scaled):
+    def engine_init(self, cfg):
+        self.cfg, self.device, self.task, self.lab2cname, self.evaluator = cfg, torch.device("cuda"), "ossl", {}, None
+
+    monkeypatch.setattr(SimpleTrainer, "__init__", engine_init)
+    monkeypatch.setattr(evaluators, "for_task", lambda task, cfg, lab2cname, engine_evaluator: ("evaluator", task))
+    cls = type("Learner", (CLIPTrainer,), {"learns": learns})
+    trainer = object.__new__(cls)
+    cfg = get_cfg_default()
+    cfg.TRAINER.PREC = prec
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # GradScaler warns when the machine has no CUDA
+        CLIPTrainer.__init__(trainer, cfg)
+    assert trainer.evaluator == ("evaluator", "ossl")
+    assert isinstance(trainer.scaler, torch.amp.GradScaler) == scaled
+    if scaled:
+        assert trainer.scaler._device == "cuda"
