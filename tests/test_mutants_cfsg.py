@@ -149,3 +149,11 @@ def test_build_model_registers_the_learnable_parts_with_the_optimizer(backbone, 
     learnable = {id(p) for p in model.learnable.parameters()}
     assert {id(p) for group in trainer.optim.param_groups for p in group["params"]} == learnable
     assert model.describe() in capsys.readouterr().out
+
+
+def test_build_model_moves_the_model_to_the_trainers_device(backbone, tmp_path):  # noqa: F811
+    trainer = build(backbone, tmp_path, "CFSG", ["TRAINER.CFSG.N_CTX", "4"])
+    trainer.device = torch.device("meta")  # any device but the CPU the CLIP is loaded on
+    trainer.setup_optimization = lambda name, module: None
+    trainer.build_model()
+    assert {p.device.type for p in trainer.model.learnable.parameters()} == {"meta"}

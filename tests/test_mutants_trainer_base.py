@@ -43,7 +43,7 @@ def bare(cls=Method, **cfg_overrides):
 def data(monkeypatch):
     """build_data_loader with a stand-in DataManager: data(task, train_u) -> trainer's view."""
     named = []
-    monkeypatch.setattr(evaluators, "name_in_cfg", lambda task, cfg: named.append(task))
+    monkeypatch.setattr(evaluators, "name_in_cfg", lambda task, cfg: named.append((task, cfg.DATASET.NAME)))
 
     def use(task, train_u="loader_u", has_task=True):
         dataset = SimpleNamespace(task=task) if has_task else SimpleNamespace()
@@ -83,7 +83,7 @@ def test_without_fixmatch_the_unlabeled_loader_is_dropped_and_the_evaluator_name
     named = data("ossl")
     trainer = bare(**{"TRAINER.SSL.MODE": "none"})
     trainer.build_data_loader()
-    assert trainer.train_loader_u is None and trainer.task == "ossl" and named == ["ossl"]
+    assert trainer.train_loader_u is None and trainer.task == "ossl" and named == [("ossl", "SomeData")]
     named = data("ossl")
     trainer = bare(**{"TRAINER.SSL.MODE": "fixmatch"})
     trainer.build_data_loader()
@@ -253,6 +253,8 @@ def test_to_device_reads_the_image_unless_told():
     trainer = bare()
     batch = {"img": torch.ones(1), "label": torch.zeros(1)}
     assert trainer.to_device(batch) is batch["img"] and trainer.to_device(batch, "label") is batch["label"]
+    trainer.device = torch.device("meta")  # another device: the batch moves there
+    assert trainer.to_device(batch).device.type == "meta"
 
 
 def test_an_empty_pass_is_named():
