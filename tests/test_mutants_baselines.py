@@ -1,12 +1,18 @@
 """What mutmut's survivors in the baseline trainers showed untested: each built model on
-the trainer's device, CLIP-Adapter's bad-key message in full, and LoCoOp's entropy term
-as float32 when no region is a non-label one (whatever the logits' precision)."""
+the trainer's device, the bad-key and ResNet messages in full (they name the method and
+the fix), MaPLe's depth note only when a tower is shallower, CLIP-LoRA's prompt line, and
+LoCoOp's entropy term as float32 when no region is a non-label one (whatever the logits'
+precision)."""
 import pytest
 import torch
 
+from leclip.backbone import random_clip
 from leclip.dassl import get_cfg_default
 from leclip.trainers.clip_adapter import LECLIPAdapter
+from leclip.trainers.clip_lora import LECLIPLoRA
 from leclip.trainers.locoop import non_label_region_entropy
+from leclip.trainers.maple import MaPLeModel
+from leclip.trainers.plot import PLOTModel
 from test_wiring import LEARNABLE, backbone, build  # noqa: F401 (backbone: a fixture)
 
 
@@ -33,3 +39,42 @@ def test_locoop_entropy_without_non_label_regions_is_a_float32_zero():
     local = torch.randn(2, 3, 4).half()  # [B, N, K]; top_k = K: every region ranks its label
     zero = non_label_region_entropy(local, torch.tensor([0, 3]), top_k=4)
     assert zero.dtype == torch.float32 and zero.item() == 0.0
+
+
+@pytest.mark.parametrize("method, build_model", [
+    ("MaPLe", lambda clip: MaPLeModel(clip, ["a", "b"], 2, "", 1, 100.0)),
+    ("PLOT", lambda clip: PLOTModel(clip, None, 100.0)),
+])
+def test_a_resnet_backbone_names_the_method(method, build_model):
+    resnet = random_clip(vision_layers=(1, 1, 1, 1), vision_width=16)
+    with pytest.raises(ValueError, match=rf"^{method} needs a ViT CLIP backbone \(patch tokens and token hooks\); "
+                                         r"ResNet backbones are not supported: use e\.g\. MODEL\.BACKBONE\.NAME ViT-B/16$"):
+        build_model(resnet)
+
+
+@pytest.mark.parametrize("depth, note", [
+    (2, ""),  # as deep as the shallower tower: no note
+    (3, "MaPLe: PROMPT_DEPTH 3 exceeds the text (2 blocks) tower of this CLIP; prompting text to depth 2, "
+        "vision to depth 3\n"),
+])
+def test_maple_notes_a_depth_beyond_the_shallower_tower_only(capsys, depth, note):
+    clip = random_clip(vision_layers=3, transformer_layers=2, context_length=24, seed=1)
+    model = MaPLeModel(clip, ["a", "b"], 2, "", depth, 100.0)
+    assert capsys.readouterr().out == note
+    assert model.depths == {"text": min(depth, 2), "vision": depth}
+
+
+def test_clip_lora_template_without_a_slot_message():
+    cfg = get_cfg_default()
+    cfg.TRAINER.CLIP_LORA.TEMPLATE = "a photo"
+    with pytest.raises(ValueError, match=r"^TRAINER\.CLIP_LORA\.TEMPLATE='a photo' has no \{\} for the class name "
+                                         r'\(released: "a photo of a \{\}\."; "" = DATASET\.PROMPT_TEMPLATE\)$'):
+        object.__new__(LECLIPLoRA).check_cfg(cfg)
+
+
+@pytest.mark.parametrize("template, used", [("a blurry photo of a {}.", "a blurry photo of a {}."),
+                                            ("", "a photo of a {}.")])
+def test_clip_lora_prints_its_prompt_template(backbone, tmp_path, capsys, template, used):  # noqa: F811
+    build(backbone, tmp_path, "LECLIPLoRA", ["TRAINER.CLIP_LORA.TEMPLATE", template,
+                                             "DATASET.PROMPT_TEMPLATE", "a photo of a {}."])
+    assert f"CLIP-LoRA prompts: {used!r}\n" in capsys.readouterr().out
