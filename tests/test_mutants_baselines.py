@@ -10,9 +10,10 @@ from leclip.backbone import random_clip
 from leclip.dassl import get_cfg_default
 from leclip.trainers.clip_adapter import LECLIPAdapter
 from leclip.trainers.clip_lora import LECLIPLoRA
-from leclip.trainers.locoop import non_label_region_entropy
+from leclip.trainers.coop import PromptedCLIP
+from leclip.trainers.locoop import non_label_region_entropy, resolve_top_k
 from leclip.trainers.maple import MaPLeModel
-from leclip.trainers.plot import PLOTModel
+from leclip.trainers.plot import LEPLOT, PLOTModel
 from test_wiring import LEARNABLE, backbone, build  # noqa: F401 (backbone: a fixture)
 
 
@@ -78,3 +79,36 @@ def test_clip_lora_prints_its_prompt_template(backbone, tmp_path, capsys, templa
     build(backbone, tmp_path, "LECLIPLoRA", ["TRAINER.CLIP_LORA.TEMPLATE", template,
                                              "DATASET.PROMPT_TEMPLATE", "a photo of a {}."])
     assert f"CLIP-LoRA prompts: {used!r}\n" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("opts, message", [
+    ({"N": 0}, r"^TRAINER\.PLOT: N=0, MAX_ITER=100, EPS=0\.1: N and MAX_ITER must be at least 1 and EPS positive "
+               r"\(released: 4, 100, 0\.1\)$"),
+    ({"N": 2, "CTX_INIT": "a photo of a"},
+     r"^TRAINER\.PLOT\.CTX_INIT='a photo of a' starts all 2 prompt sets from the same words, so they never diverge; "
+     r"leave CTX_INIT empty \(random init, as released\) or set TRAINER\.PLOT\.N 1$"),
+])
+def test_plot_bad_keys_messages(opts, message):
+    cfg = get_cfg_default()
+    for key, value in opts.items():
+        cfg.TRAINER.PLOT[key] = value
+    with pytest.raises(ValueError, match=message):
+        object.__new__(LEPLOT).check_cfg(cfg)
+
+
+def test_locoop_accepts_a_top_k_of_one():
+    assert resolve_top_k(1, 5) == 1 and resolve_top_k(4, 5) == 4 and resolve_top_k(0, 5) == 1
+    with pytest.raises(ValueError, match=r"^TRAINER\.LOCOOP\.TOPK=5 with 5 ID classes: .* so use 1\.\.4 "):
+        resolve_top_k(5, 5)
+
+
+def test_locoop_prints_its_keys(backbone, tmp_path, capsys):  # noqa: F811
+    build(backbone, tmp_path, "LELoCoOp", ["TRAINER.LOCOOP.LAMBDA", "0.4", "TRAINER.LOCOOP.TOPK", "2"])
+    assert "LoCoOp: lambda 0.4, top-K 2 of 5 classes, value local features\n" in capsys.readouterr().out
+
+
+def test_local_features_on_a_resnet_are_named():
+    resnet = random_clip(vision_layers=(1, 1, 1, 1), vision_width=16)
+    with pytest.raises(ValueError, match=r"^Local features needs a ViT CLIP backbone"):
+        PromptedCLIP(resnet, None, 100.0, local="tokens")
+    PromptedCLIP(resnet, None, 100.0)  # global features only: a ResNet is fine
