@@ -112,3 +112,23 @@ def test_local_features_on_a_resnet_are_named():
     with pytest.raises(ValueError, match=r"^Local features needs a ViT CLIP backbone"):
         PromptedCLIP(resnet, None, 100.0, local="tokens")
     PromptedCLIP(resnet, None, 100.0)  # global features only: a ResNet is fine
+
+
+def test_maple_reads_ctx_init_up_to_four_context_tokens(capsys):
+    clip = random_clip(vision_layers=2, transformer_layers=2, context_length=24, seed=1)
+
+    def ctx(n_ctx, seed):
+        torch.manual_seed(seed)
+        return MaPLeModel(clip, ["a", "b"], n_ctx, "a photo of a", 1, 100.0).prompt_learner.ctx
+
+    assert torch.equal(ctx(4, 0), ctx(4, 1)) and capsys.readouterr().out == ""  # the words, not a random draw
+    assert not torch.equal(ctx(5, 0), ctx(5, 1))
+    assert capsys.readouterr().out == ("MaPLe: N_CTX 5 > 4, so CTX_INIT 'a photo of a' is not used (as released): "
+                                       "random context\n") * 2
+
+
+def test_maple_deep_prompts_start_at_std_002():
+    clip = random_clip(vision_layers=2, transformer_layers=2, context_length=24, seed=1)
+    torch.manual_seed(0)
+    deep = torch.cat([p.flatten() for p in MaPLeModel(clip, ["a", "b"], 16, "", 2, 100.0).deep_text])
+    assert 0.015 < deep.std().item() < 0.025
