@@ -68,7 +68,9 @@ def test_the_class_selection_is_the_calibrated_threshold_on_every_image(tmp_path
     else:
         threshold, count = cam.calibrate_threshold(scores, 2)
     assert torch.equal(selected, scores >= threshold) and selected.any()
-    assert f"CCD a test: class threshold {threshold:.3f} selects {count:.2f} classes per image" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"CCD a test: class threshold {threshold:.3f} selects {count:.2f} classes per image" in out
+    assert "\nCCD CAM boxes: " in out  # the pass's progress line
 
 
 @pytest.mark.parametrize("opts, batches", [
@@ -168,8 +170,9 @@ def test_the_results_are_the_selected_models_with_the_final_ones_beside(tmp_path
     assert results["labels_initial_mAP"] == mean_average_precision(trainer.table.initial, trainer.hidden_labels)
     assert results["labels_final_mAP"] == mean_average_precision(trainer.table.targets, trainer.hidden_labels)
     out = capsys.readouterr().out
-    assert ("CCD: the label-free rule picked no epoch: the last epoch is the selected model" in out) == (selected < 0)
-    assert ("Deploy the model the label-free rule selected (epoch 1)" in out) == reloaded
+    lines = out.splitlines()
+    assert ("CCD: the label-free rule picked no epoch: the last epoch is the selected model" in lines) == (selected < 0)
+    assert ("Deploy the model the label-free rule selected (epoch 1)" in lines) == reloaded
 
 
 def test_the_selected_checkpoint_is_read_back(tmp_path, synth_root):
@@ -233,3 +236,28 @@ def test_a_score_of_one_half_is_positive(tmp_path, synth_root):
     trainer.classifier = lambda images: torch.tensor([[0.0, 2.0, -2.0]], dtype=torch.float64)
     scores, positives = trainer.predict(None, None)
     assert scores.dtype == torch.float32 and positives.tolist() == [[True, True, False]]
+
+
+def test_the_walk_gets_the_runs_seeded_order_and_a_score_at_the_threshold_is_selected(tmp_path, synth_root,
+                                                                                     monkeypatch):
+    trainer = make_trainer(tmp_path, synth_root, "TRAINER.CCD.CALIBRATION", "walk", "TRAINER.CCD.BOUND", "3")
+    scores = torch.tensor([[0.5, 0.2], [0.7, 0.5]])
+    trainer.score_pass = lambda loader, fn, desc: (scores, torch.zeros(2, 2, 4))
+    seen = []
+
+    def walk(scores, bound, generator):
+        seen.append((bound, generator.get_state()))
+        return 0.5, 1.5
+
+    monkeypatch.setattr(cam, "calibrate_threshold_walk", walk)
+    _, _, selected = trainer.cam_selection(None, "walk")
+    assert selected.tolist() == [[True, False], [True, True]]  # >= the threshold
+    assert seen[0][0] == 3 and torch.equal(seen[0][1], torch.Generator().manual_seed(trainer.seed).get_state())
+
+
+def test_each_step_keeps_its_scores_and_indices_for_the_epochs_rule(tmp_path, synth_root):
+    from test_ccd import hand_logits, one_step
+
+    trainer, batch, _ = one_step(tmp_path, synth_root, "TRAINER.CCD.UPDATE", "False")
+    assert len(trainer.epoch_index) == 1 and torch.equal(trainer.epoch_index[0], batch["index"])
+    assert torch.allclose(trainer.epoch_scores[0], hand_logits(trainer, batch, "ccd_train").sigmoid(), atol=1e-6)
