@@ -261,3 +261,16 @@ def test_each_step_keeps_its_scores_and_indices_for_the_epochs_rule(tmp_path, sy
     trainer, batch, _ = one_step(tmp_path, synth_root, "TRAINER.CCD.UPDATE", "False")
     assert len(trainer.epoch_index) == 1 and torch.equal(trainer.epoch_index[0], batch["index"])
     assert torch.allclose(trainer.epoch_scores[0], hand_logits(trainer, batch, "ccd_train").sigmoid(), atol=1e-6)
+
+
+def test_the_pseudo_labels_map_is_printed_and_logged(tmp_path, synth_root, capsys):
+    from leclip.metrics import mean_average_precision
+
+    trainer = ready(tmp_path, synth_root, "OPTIM.MAX_EPOCH", "4")
+    scalars = []
+    trainer.write_scalar = lambda *args: scalars.append(args)
+    trainer.epoch = 2
+    trainer.report_labels("after a test")
+    value = mean_average_precision(trainer.table.targets, trainer.hidden_labels)
+    assert scalars == [("train/pseudo_label_mAP", value, 2)]
+    assert f"epoch [3/4] pseudo-labels (after a test): mAP {value:.2f} against the hidden labels\n" in capsys.readouterr().out
