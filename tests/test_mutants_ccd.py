@@ -274,3 +274,13 @@ def test_the_pseudo_labels_map_is_printed_and_logged(tmp_path, synth_root, capsy
     value = mean_average_precision(trainer.table.targets, trainer.hidden_labels)
     assert scalars == [("train/pseudo_label_mAP", value, 2)]
     assert f"epoch [3/4] pseudo-labels (after a test): mAP {value:.2f} against the hidden labels\n" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("start_epoch, what", [(0, "initial"), (1, "resumed")])
+def test_the_first_pseudo_labels_line_says_initial_or_resumed(tmp_path, synth_root, monkeypatch, capsys,
+                                                               start_epoch, what):
+    monkeypatch.setattr(SimpleTrainer, "before_train", lambda self: setattr(self, "start_epoch", start_epoch))
+    trainer = make_trainer(tmp_path, synth_root, "TRAINER.CCD.CACHE_DIR", str(tmp_path / "cache"))
+    trainer.epoch = start_epoch
+    trainer.before_train()
+    assert f"pseudo-labels ({what}): mAP " in capsys.readouterr().out
