@@ -8,6 +8,7 @@ import os
 import pytest
 import torch
 
+from leclip.dassl import get_cfg_default
 from leclip.engine.trainer import SimpleTrainer
 from leclip.multilabel import cam, clip_labels, label_update, losses
 from leclip.trainers import ccd
@@ -284,3 +285,43 @@ def test_the_first_pseudo_labels_line_says_initial_or_resumed(tmp_path, synth_ro
     trainer.epoch = start_epoch
     trainer.before_train()
     assert f"pseudo-labels ({what}): mAP " in capsys.readouterr().out
+
+
+def test_clips_normalisation_follows_clip_norm():
+    from leclip.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    cfg = get_cfg_default()
+    cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD = [0.1, 0.2, 0.3], [0.4, 0.5, 0.6]
+    assert ccd.clip_normalisation(cfg) == ([0.1, 0.2, 0.3], [0.4, 0.5, 0.6])
+    cfg.TRAINER.CCD.CLIP_NORM = "imagenet"
+    assert ccd.clip_normalisation(cfg) == (IMAGENET_MEAN, IMAGENET_STD)
+
+
+@pytest.mark.parametrize("opts, message", [
+    ({"TRAINER.SSL.MODE": "fixmatch"}, r"^CCD learns from CLIP's pseudo-labels: set TRAINER\.SSL\.MODE none$"),
+    ({"TRAINER.CCD.CLIP_NORM": "caffe"}, r"^TRAINER\.CCD\.CLIP_NORM='caffe': use one of \('clip', 'imagenet'\)$"),
+    ({"TRAINER.CCD.CLIP_NORM": "imagenet"},
+     r"^TRAINER\.CCD\.CLIP_NORM imagenet renormalises the views CCD builds: set CLIP_VIEW squash$"),
+    ({"TRAINER.CCD.INPUT_SIZE": 16}, r"INPUT_SIZE=16, .*: use WARMUP_EPOCHS, CLIP_SIZE, LABEL_PASS_SIZE >= 0, "
+                                     r"INPUT_SIZE >= 32, CROPS_PER_CLASS >= 1$"),
+    ({"TRAINER.CCD.LABELS": "true", "TRAINER.CCD.UPDATE": False, "TRAINER.CCD.DEBIAS": False},
+     r"^TRAINER\.CCD\.LABELS='true': the label update, debiasing and consistency are CCD's"),
+    ({"TRAINER.CCD.JITTER": (0.5, 0.0, 0.5, 0.5)}, None),  # a zero jitter is allowed
+    ({"TRAINER.CCD.CLIP_NORM": "imagenet", "TRAINER.CCD.CLIP_VIEW": "squash"}, None),
+])
+def test_ccd_config_checks(opts, message):
+    cfg = get_cfg_default()
+    cfg.TRAINER.SSL.MODE = "none"
+    cfg.DATALOADER.TRAIN_U.VIEWS = list(ccd.TRAIN_VIEWS)
+    for dotted, value in opts.items():
+        node = cfg
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    trainer = object.__new__(ccd.CCD)
+    if message is None:
+        trainer.check_cfg(cfg)
+    else:
+        with pytest.raises(ValueError, match=message):
+            trainer.check_cfg(cfg)
