@@ -1,5 +1,7 @@
 """CCD's trainer on a tiny embedded world: the cached CLIP labels and their key, the
 label update's wiring, the baselines' switches, and the bad-input messages."""
+import os
+
 import pytest
 import torch
 
@@ -44,6 +46,19 @@ def test_clip_labels_are_cached_under_their_key(tmp_path, synth_root, monkeypatc
     trainer.cfg.DATASET.PROMPT_TEMPLATE = "a picture of the {}."  # another template: another key
     trainer.clip_labels("global")
     assert len(calls) == 2
+    trainer.clip_labels("cdul")  # another kind of labels: another entry, never the global ones
+    trainer.cfg.TRAINER.CCD.CLIP_SCALE = 50.0  # another softmax scale: another key
+    trainer.clip_labels("global")
+    assert calls[2:] == ["CLIP cdul labels", "CLIP global labels"]
+    names = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir())
+    assert names == ["cdul", "global", "global", "global"]
+
+
+def test_clip_labels_are_cached_beside_the_data_by_default(tmp_path, synth_root):
+    trainer = make_trainer(tmp_path, synth_root)
+    trainer.clip_labels("global")
+    folder = os.path.join(synth_root, "leclip_cache", "ccd")
+    assert any(name.startswith("global-") for name in os.listdir(folder))
 
 
 def test_initial_targets_are_the_debiased_clip_labels(tmp_path, synth_root):
