@@ -424,21 +424,6 @@ def test_label_context_head_by_hand():
         contexts.LabelContextHead(3, 2, 2)(features)
 
 
-def test_context_heads_scale_their_normalised_inputs():
-    head = contexts.LabelContextHead(num_classes=2, feature_dim=2, n_contexts=2, scale=4.0)
-    with torch.no_grad():
-        head.weight.copy_(torch.tensor([[[1.0, 0], [0, 2]], [[0, 0], [3, 0]]]))
-        head.bias.copy_(torch.tensor([0.5, -1.0]))
-    # the bias is not scaled: 0.5 + 4 * (1 + 1.6) and -1 + 4 * 1.8
-    assert torch.allclose(head(torch.tensor([[[2.0, 0], [3, 4]]])), torch.tensor([[10.9, 6.2]]))
-    head = contexts.ContextHead(feature_dim=2, n_contexts=1, scale=10.0)
-    with torch.no_grad():
-        head.linear.weight.copy_(torch.tensor([[1.0, -1.0]]))
-        head.linear.bias.copy_(torch.tensor([0.25]))
-    assert torch.allclose(head(torch.tensor([[3.0, 4.0]])), torch.tensor([[0.25 + 10 * (0.6 - 0.8)]]))
-    assert contexts.ContextHead(2, 1).scale == contexts.LabelContextHead(2, 2, 1).scale == 1.0
-
-
 def test_narrowing_multiplies_each_score_by_its_context_posterior():
     scores = torch.tensor([[0.8, 0.5, 0.4], [0.2, 0.9, 0.6]])
     context_logits = torch.tensor([[0.0, math.log(3)], [math.log(1 / 3), 0.0]])  # sigmoid: .5 .75 / .25 .5

@@ -77,7 +77,6 @@ def csa_trainer(clip_model, **overrides):
         ({"TAU": 0.0}, "TAU=0.0, N_CONTEXTS=2, PL_START_EPOCH=1: TAU must be positive"),
         ({"N_CONTEXTS": 0}, "N_CONTEXTS=0"),
         ({"PL_START_EPOCH": -1}, "PL_START_EPOCH=-1"),
-        ({"CONTEXT_SCALE": 0.0}, r"TRAINER.CSA.CONTEXT_SCALE=0.0: use a positive scale"),
     ],
 )
 def test_check_cfg_names_the_key_and_the_fix(overrides, message):
@@ -143,9 +142,6 @@ def test_build_model_clusters_the_labeled_labels_and_reports_unseen_classes(monk
     assert set(trainer._models) == {"csa"} and trainer._models["csa"] is trainer.model.learnable
     assert trainer.model.learnable["context_head"].weight.shape[0] == 2
     assert isinstance(trainer.model.learnable["context_head"], contexts.LabelContextHead)
-    assert trainer.model.learnable["context_head"].scale == 1.0
-    head = built(monkeypatch, clip_model, labels, CONTEXT_SCALE=16.0).model.learnable["context_head"]
-    assert head.scale == 16.0
     # the optimizer holds exactly the learnable parameters
     held = {id(p) for group in trainer.optim.param_groups for p in group["params"]}
     assert held == {id(p) for p in trainer.model.learnable.parameters()}
@@ -155,9 +151,8 @@ def test_build_model_without_context_task_has_no_head_and_no_clustering(monkeypa
     trainer = built(monkeypatch, clip_model, [[1, 1, 1, 1], [0, 1, 0, 1]], CONTEXT=False)
     assert "context_head" not in trainer.model.learnable
     assert "CSA context" not in capsys.readouterr().out
-    trainer = built(monkeypatch, clip_model, [[1, 1, 1, 1], [0, 1, 0, 1]], CONTEXT_INPUT="global", CONTEXT_SCALE=8.0)
+    trainer = built(monkeypatch, clip_model, [[1, 1, 1, 1], [0, 1, 0, 1]], CONTEXT_INPUT="global")
     assert isinstance(trainer.model.learnable["context_head"], contexts.ContextHead)
-    assert trainer.model.learnable["context_head"].scale == 8.0
     assert "have no positive" not in capsys.readouterr().out
 
 

@@ -63,9 +63,6 @@ add_defaults(
         "TRAINER.CSA.CONTEXT": True,  # the context identification task (paper)
         "TRAINER.CSA.N_CONTEXTS": 8,  # (ours) contexts of the spectral clustering
         "TRAINER.CSA.CONTEXT_WEIGHT": 0.5,  # (ours) weight of the context loss
-        # (ours) the context head's normalised inputs times this scale (a logit scale, as CLIP's
-        # on its cosines): at 1 plain SGD leaves its logits near the labeled context rates
-        "TRAINER.CSA.CONTEXT_SCALE": 1.0,
         # what the context head reads: "label_features" (paper: the label-specific features
         # that make the class scores, so its loss shapes them) | "global" (the adapted global feature)
         "TRAINER.CSA.CONTEXT_INPUT": "label_features",
@@ -109,9 +106,9 @@ class CSAModel(nn.Module):
             learnable["adapter"] = ResidualAdapter(dim, cfg.ADAPTER_REDUCTION, cfg.ADAPTER_RATIO)
         self.context_input = cfg.CONTEXT_INPUT
         if n_contexts and self.context_input == "label_features":
-            learnable["context_head"] = contexts.LabelContextHead(len(classnames), dim, n_contexts, cfg.CONTEXT_SCALE)
+            learnable["context_head"] = contexts.LabelContextHead(len(classnames), dim, n_contexts)
         elif n_contexts:
-            learnable["context_head"] = contexts.ContextHead(dim, n_contexts, cfg.CONTEXT_SCALE)
+            learnable["context_head"] = contexts.ContextHead(dim, n_contexts)
         self.learnable = nn.ModuleDict(learnable)
 
     def encode_classes(self):
@@ -181,8 +178,6 @@ class CSA(CLIPTrainer):
             raise ValueError(
                 "TRAINER.CSA.CONTEXT_NARROWING reweights class scores by the context head: set TRAINER.CSA.CONTEXT True"
             )
-        if csa.CONTEXT_SCALE <= 0:
-            raise ValueError(f"TRAINER.CSA.CONTEXT_SCALE={csa.CONTEXT_SCALE}: use a positive scale (1: the plain head)")
         if csa.TAU <= 0 or csa.N_CONTEXTS < 1 or csa.PL_START_EPOCH < 0:
             raise ValueError(
                 f"TRAINER.CSA: TAU={csa.TAU}, N_CONTEXTS={csa.N_CONTEXTS}, PL_START_EPOCH={csa.PL_START_EPOCH}: "

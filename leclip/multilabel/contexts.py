@@ -92,29 +92,25 @@ def context_targets(labels, class_context, n_contexts):
 
 class ContextHead(nn.Module):
     """Context logits [B, K] from an image feature [B, D]: a linear layer on the
-    L2-normalised feature times `scale` (ours: the same scale on every backbone)."""
+    L2-normalised feature (ours: the same scale on every backbone)."""
 
-    def __init__(self, feature_dim, n_contexts, scale=1.0):
+    def __init__(self, feature_dim, n_contexts):
         super().__init__()
         self.linear = nn.Linear(feature_dim, n_contexts)
-        self.scale = scale
 
     def forward(self, features):
-        return self.linear(self.scale * F.normalize(features.to(self.linear.weight.dtype), dim=-1))
+        return self.linear(F.normalize(features.to(self.linear.weight.dtype), dim=-1))
 
 
 class LabelContextHead(nn.Module):
     """Context logits [B, K] from label-specific features [B, C, D]:
-    logit_j = b_j + s * sum_k <W_jk, f_k / |f_k|> (ours: a class's feature speaks for a
-    context through its own weights; W starts at 0, so every context starts at sigmoid(b_j);
-    the scale s, as CLIP's logit scale on its cosines, lets plain SGD move the logits: the
-    normalised features of different images differ by little)."""
+    logit_j = b_j + sum_k <W_jk, f_k / |f_k|> (ours: a class's feature speaks for a
+    context through its own weights; W starts at 0, so every context starts at sigmoid(b_j))."""
 
-    def __init__(self, num_classes, feature_dim, n_contexts, scale=1.0):
+    def __init__(self, num_classes, feature_dim, n_contexts):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(n_contexts, num_classes, feature_dim))
         self.bias = nn.Parameter(torch.zeros(n_contexts))
-        self.scale = scale
 
     def forward(self, features):
         if features.dim() != 3 or features.shape[1:] != self.weight.shape[1:]:
@@ -122,7 +118,7 @@ class LabelContextHead(nn.Module):
                 f"Label-specific features {tuple(features.shape)}: use [B, {self.weight.shape[1]}, "
                 f"{self.weight.shape[2]}] (one feature per class)"
             )
-        features = self.scale * F.normalize(features.to(self.weight.dtype), dim=-1)
+        features = F.normalize(features.to(self.weight.dtype), dim=-1)
         return torch.einsum("bcd,kcd->bk", features, self.weight) + self.bias
 
 
