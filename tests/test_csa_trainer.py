@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from leclip import ssl
+from leclip import metrics, ssl
 from leclip.backbone import random_clip
 from leclip.dassl import get_cfg_default
 from leclip.multilabel import contexts, thresholds
@@ -310,10 +310,15 @@ def test_test_adds_the_context_accuracy_against_the_prior(monkeypatch, capsys):
     prior = torch.logit(torch.tensor([0.75, 0.25])).expand(4, 2)
     prior_element, _ = contexts.context_accuracy(prior, targets)
     assert prior_element == 62.5
-    assert (f"* context_accuracy: 87.50%  (exact 75.00%, BCE {bce:.3f}; labeled-rate prior: 62.50%, BCE "
-            f"{contexts.context_loss(prior, targets).item():.3f}; logit 0: BCE {2 * math.log(2):.3f})") in out
-    assert trainer.evaluator.last_results == {"context_accuracy": 87.5, "context_exact": 75.0}
-    assert trainer.scalars == [("test/context_accuracy", 87.5, 4), ("test/context_exact", 75.0, 4)]
+    # AP of context 0: images 0 and 2 ranked 1st and 2nd -> 1; of context 1: image 1 ranked 1st of
+    # 1, 1, -1, -2 (tied with image 2) -> precision 1/2 at its recall -> 0.5 (sklearn's ties)
+    assert metrics.mean_average_precision(logits, targets) == pytest.approx(75.0)
+    # the prior ties every image: AP = each context's rate, 2/4 and 1/4
+    assert (f"* context_accuracy: 87.50%  (exact 75.00%, mAP 75.00, BCE {bce:.3f}; labeled-rate prior: 62.50%, "
+            f"mAP 37.50, BCE {contexts.context_loss(prior, targets).item():.3f}; logit 0: BCE {2 * math.log(2):.3f})") in out
+    assert trainer.evaluator.last_results == {"context_accuracy": 87.5, "context_exact": 75.0, "context_map": 75.0}
+    assert trainer.scalars == [("test/context_accuracy", 87.5, 4), ("test/context_exact", 75.0, 4),
+                               ("test/context_map", 75.0, 4)]
 
 
 def test_test_without_context_task_adds_nothing(monkeypatch, capsys):
