@@ -232,11 +232,12 @@ def test_no_pass_before_the_start_epoch(capsys):
 def test_epoch_end_logs_the_quality_of_the_labels_the_loss_used(capsys):
     trainer, strategy = pseudo_trainer(SCORES, LABELED, HIDDEN, epoch=2)
     strategy.before_epoch()
-    strategy.quality.update(torch.tensor([[1.0, 1.0], [0.0, 1.0]]), torch.tensor([[1.0, 0.0], [1.0, 1.0]]))
+    # 3 labels used, 2 hidden positives, 1 in common
+    strategy.quality.update(torch.tensor([[1.0, 1.0], [0.0, 1.0]]), torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
     strategy.after_epoch()
-    assert "epoch [3/10] pseudo-labels used (epoch schedule): precision 66.7% recall 66.7%" in capsys.readouterr().out
+    assert "epoch [3/10] pseudo-labels used (epoch schedule): precision 33.3% recall 50.0%" in capsys.readouterr().out
     assert [(tag, round(value, 2), step) for tag, value, step in trainer.scalars] == [
-        ("train/pseudo_label_precision", 66.67, 2), ("train/pseudo_label_recall", 66.67, 2)]
+        ("train/pseudo_label_precision", 33.33, 2), ("train/pseudo_label_recall", 50.0, 2)]
 
 
 def test_unlabeled_losses_use_the_epochs_labels_and_count_them(clip_model):
