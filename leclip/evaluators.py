@@ -6,7 +6,7 @@ scores of the labeled training images with `set_reference_scores` before testing
 `MultiLabelClassification` (tasks B, C): mAP, CF1, OF1; the trainer passes each
 image's scores and its predicted positives (its own per-class decision rule).
 Both keep the last results in `last_results` (percent), headline metric first.
-`for_task` picks the evaluator from the dataset's task.
+`name_in_cfg` names the evaluator of the dataset's task, which the engine then builds.
 """
 import math
 from collections import OrderedDict
@@ -23,8 +23,9 @@ def _cat(chunks):
 
 
 def name_in_cfg(task, cfg):
-    """Name the evaluator of a dataset's task in TEST.EVALUATOR (checked as `for_task`
-    does), so that the engine builds that one and its log names one evaluator."""
+    """Name the evaluator of a dataset's task in TEST.EVALUATOR, so that the engine builds
+    that one and its log names one evaluator; a Dassl fork's own (closed-set) dataset keeps
+    the engine's TEST.EVALUATOR."""
     chosen = _TASK_EVALUATORS.get(task)
     if chosen is None:
         return
@@ -36,16 +37,6 @@ def name_in_cfg(task, cfg):
     cfg.TEST.EVALUATOR = chosen.__name__
     if frozen:
         cfg.freeze()
-
-
-def for_task(task, cfg, lab2cname, engine_evaluator):
-    """The evaluator of a dataset's task (the engine's when it is already that one); a
-    Dassl fork's own (closed-set) dataset keeps the engine's TEST.EVALUATOR."""
-    chosen = _TASK_EVALUATORS.get(task)
-    if chosen is None or isinstance(engine_evaluator, chosen):
-        return engine_evaluator
-    _check(task, cfg, chosen)
-    return chosen(cfg, lab2cname=lab2cname)
 
 
 def _check(task, cfg, chosen):

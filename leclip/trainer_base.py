@@ -92,7 +92,6 @@ class CLIPTrainer(TrainingLoop, TrainerXU, MethodState):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.evaluator = evaluators.for_task(self.task, cfg, self.lab2cname, self.evaluator)
         self.scaler = torch.amp.GradScaler("cuda") if self.use_amp and self.learns else None
 
     # ---------------------------------------------------------------- set-up

@@ -8,12 +8,18 @@ at miniature scale: one epoch of training and one evaluation per case.
 Per case: the harness resolves the method's recipe on the benchmark (its config files,
 the setting's key); the benchmark is a miniature replica of its official on-disk layout
 (`tests/miniature.py`: its real class count for the multi-label sets, its typical image
-size); the recipe's CLIP backbone is a random model of the official architecture at a
-reduced width (patch 16 at 224 px for ViT-B/16; 77 text tokens), saved as TorchScript under
-the official file name in a temporary clip cache ($LECLIP_CLIP_CACHE), as a user's
-download would be. The only overrides: one epoch (`OPTIM.MAX_EPOCH 1`), CSA's
-pseudo-labels from the first epoch, data loading in this process. Prints one line per
-case (its seconds and metrics) and a summary; exit status 1 when a case fails.
+size; task B's replicas hold one training batch, so a CCD case's epoch is one step of its
+ResNet-50 at 448 px); the recipe's CLIP backbone is a random model of the
+official architecture at a reduced width (patch 16 at 224 px for ViT-B/16; 77 text
+tokens), saved as TorchScript under the official file name in a temporary clip cache
+($LECLIP_CLIP_CACHE), as a user's download would be. The only overrides: one epoch
+(`OPTIM.MAX_EPOCH 1`), CSA's pseudo-labels from the first epoch, data loading in this
+process, and CCD's classifier from random weights (torchvision's download is not
+assumed) with every image reliable (a random CLIP's labels are near uniform), trained on
+batches of `CCD_BATCH` images instead of the recipe's 16 (a batch of 16 needs 7 GiB;
+`--time ccd ...` measures it). Prints one
+line per case (its wall and CPU seconds and metrics) and a summary; exit status 1 when a
+case fails.
 
 `--time METHOD DATASET SETTING`: the recipe's batch sizes with a random CLIP of the real
 width (ViT-B/16: 768 wide, 12 blocks; text 512 wide); each training step's wall and CPU
@@ -56,6 +62,16 @@ REPLICAS = {
     "voc2012": lambda root, size: miniature.voc(root, "2012", ("train", "val"), size=size, images=40),
     "coco": lambda root, size: miniature.coco(root, size=size, classes=80, images=40),
     "nuswide": lambda root, size: miniature.nuswide(root, missing=1, size=size, concepts=81, images=40),
+}
+# task B: one training batch and as many test images (a quarter on COCO and NUS-WIDE; NUS-WIDE lists one
+# more, missing on disk). CCD's cases train on batches of CCD_BATCH images, not the recipe's 16: its
+# ResNet-50 at 448 px needs 7 GiB and 21 CPU seconds a step at 16 (`--time ccd` measures that step)
+CCD_BATCH = 4
+UNSUP_REPLICAS = {
+    "voc2007": lambda root, size: miniature.voc(root, "2007", ("trainval", "test"), size=size, images=CCD_BATCH),
+    "voc2012": lambda root, size: miniature.voc(root, "2012", ("train", "val"), size=size, images=CCD_BATCH),
+    "coco": lambda root, size: miniature.coco(root, size=size, classes=80, images=CCD_BATCH),
+    "nuswide": lambda root, size: miniature.nuswide(root, missing=1, size=size, concepts=81, images=CCD_BATCH + 1),
 }
 # the official CLIP architectures at a reduced width (random weights; the real input size)
 REDUCED = dict(embed_dim=64, context_length=77, transformer_width=64, transformer_heads=1, transformer_layers=2)
@@ -149,19 +165,28 @@ def backbones(selected):
     return sorted(names)
 
 
-def run_case(method, dataset, setting, data_root, output_dir):
-    """runner.run of the case, its log silenced; returns (results, seconds)."""
-    cfg = case_cfg(method, dataset, setting, data_root, output_dir)
-    start = time.perf_counter()
+def data_root(work, dataset, setting):
+    """Where a case's replica is: task B's own (`UNSUP_REPLICAS`) in `work`/unsup, the others in `work`."""
+    return osp.join(work, "unsup") if catalogue.task_of_setting(dataset, setting) == "B" else work
+
+
+def build_replicas(work, selected):
+    """The replicas that the cases `selected` read, each written once."""
+    for root, dataset in sorted({(data_root(work, dataset, setting), dataset) for _, dataset, setting in selected}):
+        (REPLICAS if root == work else UNSUP_REPLICAS)[dataset](root, miniature.REAL_SIZES[dataset])
+
+
+def run_case(method, dataset, setting, work, output_dir):
+    """runner.run of the case on its replica in `work`, its log silenced; returns (results, (wall
+    s, CPU s)): the CPU time is the case's own on a machine that others share."""
+    ccd = catalogue.check_method(method).trainer == "CCD"
+    cfg = case_cfg(method, dataset, setting, data_root(work, dataset, setting), output_dir,
+                   ["DATALOADER.TRAIN_U.BATCH_SIZE", str(CCD_BATCH)] if ccd else ())
+    start, cpu = time.perf_counter(), time.process_time()
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         results = runner.run(cfg)
-    return results, time.perf_counter() - start
-
-
-def build_replicas(root, datasets, replicas=REPLICAS):
-    for dataset in datasets:
-        replicas[dataset](root, miniature.REAL_SIZES[dataset])
+    return results, (time.perf_counter() - start, time.process_time() - cpu)
 
 
 def time_steps(method, dataset, setting, work, steps=2, opts=()):
@@ -173,7 +198,7 @@ def time_steps(method, dataset, setting, work, steps=2, opts=()):
 
     os.environ["LECLIP_CLIP_CACHE"] = clip_cache(osp.join(work, "clip"), backbones([(method, dataset, setting)]),
                                                  REAL_WIDTH)
-    build_replicas(work, [dataset], TIMING_REPLICAS)
+    TIMING_REPLICAS[dataset](work, miniature.REAL_SIZES[dataset])
     output = tempfile.mkdtemp(prefix="time-", dir=work)  # a fresh folder: never a resume
     cfg = case_cfg(method, dataset, setting, work, output,
                    ["TRAIN.COUNT_ITER", "train_x", "OPTIM.MAX_EPOCH", str(steps), *opts])  # one step an epoch
@@ -214,24 +239,24 @@ def main(argv=None):
             return 0
         selected = cases(args.methods, args.datasets)
         os.environ["LECLIP_CLIP_CACHE"] = clip_cache(osp.join(work, "clip"), backbones(selected))
-        build_replicas(work, sorted({dataset for _, dataset, _ in selected}))
-        failed, total = [], 0.0
+        build_replicas(work, selected)
+        failed, total = [], [0.0, 0.0]
         for method, dataset, setting in selected:
             out = osp.join(work, "out", method, dataset, setting)
             try:
-                results, seconds = run_case(method, dataset, setting, work, out)
+                results, (seconds, cpu) = run_case(method, dataset, setting, work, out)
             except Exception as err:  # noqa: BLE001  a failing case is reported, the others still run
                 failed.append((method, dataset, setting))
                 print(f"FAIL {method:<13}{dataset:<10}{setting:<7}{type(err).__name__}: {str(err)[:300]}")
                 if not isinstance(err, catalogue.HarnessError):
                     traceback.print_exc(limit=-3)
                 continue
-            total += seconds
+            total = [total[0] + seconds, total[1] + cpu]
             shown = ", ".join(f"{k} {v:.1f}" for k, v in results.items()
                               if k not in runner.RUN_FIELDS and isinstance(v, float))
-            print(f"ok   {method:<13}{dataset:<10}{setting:<7}{seconds:6.1f} s  {shown}", flush=True)
-    print(f"\n{len(selected) - len(failed)} of {len(selected)} cases passed in {total:.0f} s of runs "
-          f"({torch.get_num_threads()} threads)")
+            print(f"ok   {method:<13}{dataset:<10}{setting:<7}{seconds:6.1f} s ({cpu:5.1f} s CPU)  {shown}", flush=True)
+    print(f"\n{len(selected) - len(failed)} of {len(selected)} cases passed in {total[0]:.0f} s of runs "
+          f"({total[1]:.0f} s CPU, {torch.get_num_threads()} threads)")
     return 1 if failed else 0
 
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import leclip.config  # noqa: F401 -- declares TEST.OOD_QUANTILE, as importing a trainer does
-from leclip.dassl import get_cfg_default
-from leclip.evaluators import MultiLabelClassification, OpenSetClassification, for_task
+from leclip.dassl import build_evaluator, get_cfg_default
+from leclip.evaluators import MultiLabelClassification, OpenSetClassification, name_in_cfg
 
 
 def open_set(cfg=None, lab2cname=None, reference=(0.25, 0.75)):
@@ -21,11 +21,15 @@ def report_lines(capsys):
     return capsys.readouterr().out.splitlines()
 
 
-def test_for_task_builds_the_evaluator_with_the_config_and_the_class_count():
+def test_the_engine_builds_the_named_evaluator_with_the_config_and_the_class_count():
     cfg = get_cfg_default()
-    evaluator = for_task("ossl", cfg, {0: "a", 1: "b", 2: "c"}, None)
-    assert evaluator.cfg is cfg and evaluator.num_id == 3
-    assert for_task("multilabel", cfg, {0: "a"}, None).cfg is cfg
+    name_in_cfg("ossl", cfg)
+    evaluator = build_evaluator(cfg, lab2cname={0: "a", 1: "b", 2: "c"})
+    assert isinstance(evaluator, OpenSetClassification) and evaluator.cfg is cfg and evaluator.num_id == 3
+    cfg = get_cfg_default()
+    cfg.freeze()
+    name_in_cfg("multilabel", cfg)
+    assert cfg.is_frozen() and isinstance(build_evaluator(cfg, lab2cname={0: "a"}), MultiLabelClassification)
 
 
 def test_fresh_evaluators_have_empty_results():

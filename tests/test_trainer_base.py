@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from leclip import ssl
 from leclip.dassl import get_cfg_default
-from leclip.evaluators import MultiLabelClassification, OpenSetClassification, for_task
+from leclip.evaluators import MultiLabelClassification, OpenSetClassification, name_in_cfg
 from leclip.trainer_base import CLIPTrainer
 
 SCALE = 10.0
@@ -101,18 +101,22 @@ def test_the_open_set_threshold_comes_from_the_labeled_training_images():
 
 
 def test_the_evaluator_follows_the_dataset_task():
+    for task, chosen in (("ossl", "OpenSetClassification"), ("multilabel", "MultiLabelClassification")):
+        cfg = get_cfg_default()
+        name_in_cfg(task, cfg)
+        assert cfg.TEST.EVALUATOR == chosen
     cfg = get_cfg_default()
-    engine_evaluator = object()
-    assert isinstance(for_task("ossl", cfg, {0: "a"}, engine_evaluator), OpenSetClassification)
-    assert isinstance(for_task("multilabel", cfg, {0: "a"}, engine_evaluator), MultiLabelClassification)
-    assert for_task("closed", cfg, {0: "a"}, engine_evaluator) is engine_evaluator
+    cfg.TEST.EVALUATOR = "MyForkEvaluator"  # a Dassl fork's closed-set dataset keeps its engine's evaluator
+    name_in_cfg("closed", cfg)
+    assert cfg.TEST.EVALUATOR == "MyForkEvaluator"
+    cfg = get_cfg_default()
     cfg.TEST.EVALUATOR = "MultiLabelClassification"
     with pytest.raises(ValueError, match="evaluate a ossl dataset with OpenSetClassification"):
-        for_task("ossl", cfg, {0: "a"}, engine_evaluator)
+        name_in_cfg("ossl", cfg)
     cfg = get_cfg_default()
     cfg.TEST.PER_CLASS_RESULT = True
     with pytest.raises(ValueError, match="TEST.PER_CLASS_RESULT is an option of Dassl's Classification"):
-        for_task("multilabel", cfg, {0: "a"}, engine_evaluator)
+        name_in_cfg("multilabel", cfg)
 
 
 def test_score_pass_runs_in_eval_mode_without_grad_and_restores_the_modes():

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from leclip import catalogue, ssl
+from leclip import catalogue, evaluators, ssl
 from leclip.adapters import ResidualAdapter
 from leclip.backbone import DeepTokens, ImageEncoder, ReplaceAt, TextEncoder, class_text_features, random_clip
 from leclip.backbone.loader import load_clip
@@ -56,6 +56,7 @@ def build(backbone, tmp_path, name, opts=(), task="ossl"):
             self.dm = SimpleNamespace(dataset=SimpleNamespace(classnames=list(CLASSES), task=task))
             self.task, self.num_classes, self.lab2cname = task, len(CLASSES), dict(enumerate(CLASSES))
             self.train_loader_x = self.train_loader_u = self.val_loader = self.test_loader = None
+            evaluators.name_in_cfg(task, self.cfg)  # as CLIPTrainer.build_data_loader ends
 
     opts = ["MODEL.BACKBONE.PATH", backbone, "INPUT.SIZE", "(32, 32)", "TRAINER.LOGIT_SCALE", str(SCALE)] + list(opts)
     cfg = catalogue.setup_cfg(
