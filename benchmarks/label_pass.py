@@ -12,8 +12,9 @@ released-style pass follows the released control flow: per image one classifier 
 at batch 1, per selected class its own CAM upsampling, normalisation, `nonzero` box and
 crop, and one CLIP forward per crop. Its crops use the batched pass's resampling kernel
 (roi_align, which matches the released bilinear resize except on the outermost pixels of
-upsampled crops) so that the two passes' labels can be compared exactly. It prints
-images/s of each pass, the ratio and the largest label difference.
+upsampled crops) so that the two passes' labels can be compared exactly. The two passes
+run in turns (`--repeats` times each, the best counts). It prints images/s of each pass,
+the ratio and the largest label difference.
 CUDA is used where available, else the CPU.
 """
 import argparse
@@ -83,19 +84,21 @@ def batched_pass(classifier, cls_images, clip_images, encode_image, text, old_la
     ])
 
 
-def timed(fn, device, repeats):
-    """(output, best wall time of `repeats` runs): the best is the least disturbed by
-    other processes on a shared machine."""
-    times = []
+def alternate_times(fns, device, repeats):
+    """(outputs, best wall time of each of `fns`): the functions run in turns, `repeats`
+    times, so a shared machine's load falls on both alike; the best run is the least
+    disturbed."""
+    times, outputs = [[] for _ in fns], [None] * len(fns)
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        out = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return out, min(times)
+        for i, fn in enumerate(fns):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            outputs[i] = fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[i].append(time.perf_counter() - start)
+    return outputs, [min(t) for t in times]
 
 
 def main():
@@ -133,13 +136,14 @@ def main():
 
     batched_pass(*inputs(args.batch), args.batch)  # warm-up
     released_style_pass(*inputs(2))
-    batched, t_batched = timed(lambda: batched_pass(*inputs(args.images), args.batch), device, args.repeats)
-    single, t_single = timed(lambda: released_style_pass(*inputs(args.images)), device, args.repeats)
+    (batched, single), (t_batched, t_single) = alternate_times(
+        [lambda: batched_pass(*inputs(args.images), args.batch), lambda: released_style_pass(*inputs(args.images))],
+        device, args.repeats)
 
     diff = (batched - single).abs().max().item()
     print(f"device {device} (threads {torch.get_num_threads()}), CLIP {args.clip} at {clip_size} px, "
           f"classifier {args.classifier} at {cls_size} px, {num_classes} classes, {args.images} images, "
-          f"box rule {args.box_rule}, best of {args.repeats} runs")
+          f"box rule {args.box_rule}, best of {args.repeats} runs in turns")
     print(f"threshold {threshold:.3f}: {mean_count:.2f} crops per image")
     print(f"batched (batch {args.batch}): {args.images / t_batched:8.2f} images/s")
     print(f"one at a time (released):  {args.images / t_single:8.2f} images/s")

@@ -2,7 +2,7 @@
 
     python benchmarks/step_time.py [--models small vitb16] [--methods coop cfsg ccd ...]
                                    [--ssl none fixmatch] [--batch 8] [--steps 3]
-                                   [--eval-images 64] [--data ./data] [--in-process]
+                                   [--eval-images 64] [--data ./data] [--in-process | --alternate]
 
 Each trainer is built through the harness on the embedded world (task A methods on
 `synth_fg`, CCD on `synth_ml` unsupervised, CSA on `synth_ml` with 10% labels; images
@@ -11,7 +11,8 @@ resized to the model's input) with two random-weight CLIPs of the same code path
 (ViT-B/16's shape: 224 px, patch 16, width 768, 12 blocks; text width 512, 77 tokens).
 SSL on and off: TRAINER.SSL.MODE fixmatch / none for the task-A methods, CSA's
 pseudo-labelled unlabeled batch (TRAINER.CSA.PSEUDO_LABELS) on / off; CCD always trains
-on its pseudo-labels; zero-shot CLIP only evaluates.
+on its pseudo-labels, and at `vitb16` with the release's classifier shape (ResNet-50 at
+448 px, random weights); zero-shot CLIP only evaluates.
 
 Per row it prints the median step time (forward, backward and update of one step, the
 first step not counted), its ratio to CoOp's in the same run, the evaluation throughput
@@ -19,8 +20,11 @@ first step not counted), its ratio to CoOp's in the same run, the evaluation thr
 best of 3, as load on a shared machine only slows) and its ratio to zero-shot CLIP's,
 and the peak memory: CUDA's peak allocation, or on the CPU the peak resident size of the
 process, which is why every row runs in a process of its own (`--in-process`: one
-process, faster, but the memory column is then the running maximum). CUDA is used where
-available (with the recipes' AMP), else the CPU.
+process, faster, but the memory column is then the running maximum). `--alternate`
+builds every row in one process and measures them in turns: one step of each row, then
+the next; one evaluation of each, then the next; so a shared machine's load falls on
+every row alike and the ratio columns compare like with like (no memory column). CUDA is
+used where available (with the recipes' AMP), else the CPU.
 """
 import argparse
 import json
@@ -52,6 +56,10 @@ WORLDS = {
 # method -> (dataset, setting, {ssl mode: config overrides}) ; "-" = the method's only mode
 SSL_OFF = {"none": ["TRAINER.SSL.MODE", "none"]}
 SSL_BOTH = {**SSL_OFF, "fixmatch": ["TRAINER.SSL.MODE", "fixmatch"]}
+# (model, method) -> overrides: at ViT-B/16's shape CCD's classifier is the release's,
+# ResNet-50 at 448 px (random weights: the benchmark times, it does not learn)
+AT_SHAPE = {("vitb16", "ccd"): ["TRAINER.CCD.BACKBONE", "resnet50", "TRAINER.CCD.WEIGHTS", "random",
+                                "TRAINER.CCD.INPUT_SIZE", "448"]}
 
 
 def rows_of(method):
@@ -115,6 +123,27 @@ def count_flops(trainer, batches):
     return counter.get_total_flops()
 
 
+def prepare_steps(trainer):
+    """Puts a learning trainer where a step starts (the epoch's setup, train mode, no LR
+    update mid-benchmark) and returns the batches of one step."""
+    trainer.before_train()
+    trainer.epoch = 0
+    trainer.before_epoch()  # each method's epoch start: its unlabeled strategy, CSA's pseudo-labels, ...
+    trainer.set_model_mode("train")
+    trainer.batch_idx, trainer.num_batches = 0, 10**9
+    return first_batches(trainer)
+
+
+def timed_step(trainer, batches):
+    """Seconds of one training step (forward, backward, update)."""
+    trainer.set_model_mode("train")
+    sync(trainer.device)
+    start = time.perf_counter()
+    trainer.forward_backward(*batches)
+    sync(trainer.device)
+    return time.perf_counter() - start
+
+
 def measure(trainer, steps, eval_images, flops=False):
     """{step: median seconds, eval: images/s, memory: peak MiB} and, with `flops`,
     {flops: of one step, step_images: the images one step reads}."""
@@ -123,19 +152,8 @@ def measure(trainer, steps, eval_images, flops=False):
         torch.cuda.reset_peak_memory_stats()
     step_times, extra = [], {}
     if trainer.learns:
-        trainer.before_train()
-        trainer.epoch = 0
-        trainer.before_epoch()  # each method's epoch start: its unlabeled strategy, CSA's pseudo-labels, ...
-        trainer.set_model_mode("train")
-        trainer.batch_idx, trainer.num_batches = 0, 10**9  # no LR update mid-benchmark
-        batches = first_batches(trainer)
-        for step in range(steps + 1):  # the first step warms up
-            sync(device)
-            start = time.perf_counter()
-            trainer.forward_backward(*batches)
-            sync(device)
-            if step:
-                step_times.append(time.perf_counter() - start)
+        batches = prepare_steps(trainer)
+        step_times = [timed_step(trainer, batches) for _ in range(steps + 1)][1:]  # the first step warms up
         if flops:
             extra = {"flops": count_flops(trainer, batches),
                      "step_images": sum(len(b["img"]) for b in batches if b is not None)}
@@ -148,25 +166,57 @@ def measure(trainer, steps, eval_images, flops=False):
             **extra}
 
 
-def eval_throughput(trainer, eval_images, repeats=3):
-    """Images/s of an evaluation (one class encode, then `eval_images` images in test
-    batches): the best of `repeats` evaluations, as a shared machine's load only slows."""
-    device = trainer.device
+def eval_images_of(trainer):
+    """One test batch on the device: what every evaluation round of this trainer reads."""
+    return next(iter(trainer.test_loader))["img"].to(trainer.device)
+
+
+@torch.no_grad()
+def eval_round(trainer, images, eval_images):
+    """Images/s of one evaluation: one class encode, then `eval_images` images (at least
+    one batch) in batches of `images`, as test() runs."""
     trainer.set_model_mode("eval")
-    images = next(iter(trainer.test_loader))["img"].to(device)
     rounds = max(1, eval_images // len(images))
-    best = 0.0
-    with torch.no_grad(), trainer.autocast():
-        trainer.predict(images, trainer.encode_classes())  # warm-up
-        for _ in range(repeats):
-            sync(device)
-            start = time.perf_counter()
-            classes = trainer.encode_classes()  # once per evaluation, as test() does
-            for _ in range(rounds):
-                trainer.predict(images, classes)
-            sync(device)
-            best = max(best, rounds * len(images) / (time.perf_counter() - start))
-    return best
+    with trainer.autocast():
+        sync(trainer.device)
+        start = time.perf_counter()
+        classes = trainer.encode_classes()
+        for _ in range(rounds):
+            trainer.predict(images, classes)
+        sync(trainer.device)
+    return rounds * len(images) / (time.perf_counter() - start)
+
+
+def eval_throughput(trainer, eval_images, repeats=3):
+    """The best of `repeats` evaluations (`eval_round`) after a warm-up, as a shared
+    machine's load only slows."""
+    images = eval_images_of(trainer)
+    eval_round(trainer, images, 1)  # warm-up
+    return max(eval_round(trainer, images, eval_images) for _ in range(repeats))
+
+
+def alternate(trainers, steps, eval_images, repeats=3):
+    """{row: {step, eval, memory None}} of trainers measured in turns in this one process:
+    one training step of each learning row in turn, `steps + 1` times (the first turn warms
+    up; median), then one evaluation of each row in turn, after a warm-up turn, `repeats`
+    times (best). Load on a shared machine falls on every row alike, so the ratios between
+    rows hold where the times themselves do not."""
+    batches = {row: prepare_steps(t) for row, t in trainers.items() if t.learns}
+    times = {row: [] for row in batches}
+    for turn in range(steps + 1):
+        for row, b in batches.items():
+            seconds = timed_step(trainers[row], b)
+            if turn:
+                times[row].append(seconds)
+    images = {row: eval_images_of(t) for row, t in trainers.items()}
+    for row, t in trainers.items():
+        eval_round(t, images[row], 1)  # warm-up
+    best = dict.fromkeys(trainers, 0.0)
+    for _ in range(repeats):
+        for row, t in trainers.items():
+            best[row] = max(best[row], eval_round(t, images[row], eval_images))
+    return {row: {"step": statistics.median(times[row]) if row in times else None, "eval": best[row],
+                  "memory": None} for row in trainers}
 
 
 def run_row(spec):
@@ -194,6 +244,8 @@ def main(argv=None):
     parser.add_argument("--eval-images", type=int, default=64, help="images per timed evaluation (one class encode)")
     parser.add_argument("--data", default="./data", help="where the embedded world is rendered (kept for reruns)")
     parser.add_argument("--in-process", action="store_true", help="all rows in this process (memory: running max)")
+    parser.add_argument("--alternate", action="store_true",
+                        help="all rows in this process, measured in turns (ratios under the same load; no memory)")
     parser.add_argument("--row", help=argparse.SUPPRESS)  # internal: one row, JSON in and out
     args = parser.parse_args(argv)
     if args.row:
@@ -204,8 +256,9 @@ def main(argv=None):
     # the references of the ratio columns first
     methods = sorted(args.methods, key=lambda m: (m != "zsclip", m != "coop"))
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    how = "in turns, one process" if args.alternate else "row by row"
     print(f"device: {device} | torch {torch.__version__} | threads {torch.get_num_threads()} | batch {args.batch} | "
-          f"{args.steps} timed steps | eval: 1 class encode + {args.eval_images} images")
+          f"{args.steps} timed steps | eval: 1 class encode + {args.eval_images} images | {how}")
     data = os.path.abspath(args.data)
     with tempfile.TemporaryDirectory() as tmp:
         for model_name in args.models:
@@ -213,28 +266,43 @@ def main(argv=None):
             save_clip(random_clip(**SHAPES[model_name]), path)
             resolution = SHAPES[model_name]["image_resolution"]
             print(f"\n== {model_name} (random weights, {resolution} px) ==")
+            specs = {
+                (method, mode): dict(method=method, mode=mode,
+                                     mode_opts=mode_opts + AT_SHAPE.get((model_name, method), []), model_path=path,
+                                     resolution=resolution, batch=args.batch, steps=args.steps,
+                                     eval_images=args.eval_images, data=data,
+                                     output_dir=os.path.join(tmp, "out", model_name, method, mode))
+                for method in methods for mode, mode_opts in rows_of(method)[2].items()
+                if mode in args.ssl or mode not in SSL_BOTH
+            }
+            if args.alternate:
+                trainers = {row: build_trainer(spec["method"], path, resolution, args.batch, spec["mode_opts"], data,
+                                               spec["output_dir"]) for row, spec in specs.items()}
+                rows = alternate(trainers, args.steps, args.eval_images)
+                del trainers
             print(f"{'method':<14}{'SSL':<10}{'step (s)':>10}{'vs CoOp':>9}{'eval img/s':>12}{'vs ZS':>7}"
                   f"{'peak MiB':>10}")
+            if args.alternate:
+                for row in specs:
+                    print_row(*row, rows[row], rows)
+                continue
             rows = {}
-            for method in methods:
-                for mode, mode_opts in rows_of(method)[2].items():
-                    if mode not in args.ssl and mode in SSL_BOTH:
-                        continue
-                    spec = dict(method=method, mode=mode, mode_opts=mode_opts, model_path=path, resolution=resolution,
-                                batch=args.batch, steps=args.steps, eval_images=args.eval_images, data=data,
-                                output_dir=os.path.join(tmp, "out", model_name, method, mode))
-                    rows[method, mode] = run_row(spec) if args.in_process else run_isolated(spec)
-                    print_row(method, mode, rows[method, mode], rows)
+            for row, spec in specs.items():
+                rows[row] = run_row(spec) if args.in_process else run_isolated(spec)
+                print_row(*row, rows[row], rows)
 
 
 def print_row(method, mode, row, rows):
-    coop = next((r["step"] for (m, s), r in rows.items() if m == "coop" and s == mode), None)
+    """One table row; its step against CoOp's of the same SSL mode (else CoOp's without
+    SSL), its evaluation against zero-shot CLIP's."""
+    coops = {s: r["step"] for (m, s), r in rows.items() if m == "coop"}
+    coop = coops.get(mode, coops.get("none"))
     zero_shot = next((r["eval"] for (m, _), r in rows.items() if m == "zsclip"), None)
     step = f"{row['step']:.3f}" if row["step"] else "-"
     vs_coop = f"{row['step'] / coop:.2f}x" if row["step"] and coop else "-"
     vs_zs = f"{row['eval'] / zero_shot:.2f}x" if zero_shot else "-"
-    print(f"{method:<14}{mode:<10}{step:>10}{vs_coop:>9}{row['eval']:>12.1f}{vs_zs:>7}{row['memory']:>10.0f}",
-          flush=True)
+    memory = "-" if row["memory"] is None else f"{row['memory']:.0f}"
+    print(f"{method:<14}{mode:<10}{step:>10}{vs_coop:>9}{row['eval']:>12.1f}{vs_zs:>7}{memory:>10}", flush=True)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ trainer whose update is zero_grad + backward, no optimizer step) and LE-CLIP's s
 (encode_classes, forward, the method's loss, backward) are timed `--steps` times each,
 alternately, after a warm-up of each, in fp32 on the CPU (or CUDA when present); each
 side's fastest step counts (load on a shared machine only slows). It prints them,
-their ratio (ours / official) and how far the outputs are apart: the logits, the loss
-and the gradient of every learnable tensor (max absolute difference).
+their ratio (ours / official) and how far the outputs are apart: the logits and the loss
+of an evaluation forward, and the gradient of every learnable tensor after each side's
+last timed step (max absolute difference).
 
 Shims, which only adapt the official code to a CPU and to fp32, and are listed in the
 output: `.cuda()` / `.to("cuda")` run on the CPU (LoCoOp and PLOT call them
@@ -332,41 +333,38 @@ def compare_one(method, path, dassl, batch, classes, steps, threads):
                 loss.backward()
                 return loss
 
-            official_s, ours_s = alternate_times(lambda: step(trainer, data), our_step, steps)
-            # the outputs, side by side: one more step each, gradients kept
-            step(trainer, data)
-            official_loss = trainer_loss(method, official, theirs, images, labels, trainer)
-            our_loss = our_step()
+            losses = {}
+            official_s, ours_s = alternate_times(lambda: step(trainer, data),
+                                                 lambda: losses.update(ours=float(our_step())), steps)
+            # the outputs, side by side: the gradients of each side's last timed step (no
+            # update between steps), then one evaluation forward of each
             grads = max((a.grad - b.grad.reshape(a.grad.shape)).abs().max().item() for a, b in pairs)
             with torch.no_grad():
                 theirs.eval()
-                official_logits = theirs(images)
-                official_logits = official_logits[0] if isinstance(official_logits, tuple) else official_logits
+                official_out = theirs(images)
+                official_loss = trainer_loss(method, official, official_out, labels, trainer)
+                official_logits = official_out[0] if isinstance(official_out, tuple) else official_out
                 our_logits = ours(images, ours.encode_classes())["logits"]
     return {
         "method": method, "official_s": official_s, "ours_s": ours_s, "ratio": ours_s / official_s,
         "logits_diff": (official_logits - our_logits).abs().max().item(),
-        "loss_diff": abs(official_loss - float(our_loss)), "grad_diff": grads, "shims": shims,
+        "loss_diff": abs(official_loss - losses["ours"]), "grad_diff": grads, "shims": shims,
         "batch": batch, "classes": classes, "threads": torch.get_num_threads(),
     }
 
 
-def trainer_loss(method, official, theirs, images, labels, trainer):
-    """The official loss value of this batch (no gradient)."""
-    import torch
+def trainer_loss(method, official, out, labels, trainer):
+    """The official loss of this batch from its evaluation outputs `out` (the training
+    forward of these four methods has no dropout: the same outputs)."""
     import torch.nn.functional as F
 
-    with torch.no_grad():
-        if method == "maple":
-            return float(theirs(images, labels))
-        out = theirs(images)
-        if method != "locoop":
-            return float(F.cross_entropy(out, labels))
-        logits, local = out
-        with cuda_on_cpu():
-            entropy = official.entropy_select_topk(local.reshape(-1, local.shape[-1]), trainer.top_k, labels,
-                                                   local.shape[1])
-        return float(F.cross_entropy(logits, labels) - trainer.lambda_value * entropy)
+    if method != "locoop":
+        return float(F.cross_entropy(out, labels))
+    logits, local = out
+    with cuda_on_cpu():
+        entropy = official.entropy_select_topk(local.reshape(-1, local.shape[-1]), trainer.top_k, labels,
+                                               local.shape[1])
+    return float(F.cross_entropy(logits, labels) - trainer.lambda_value * entropy)
 
 
 def main(argv=None):
