@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from leclip import distributed, ssl, viz
+from leclip import distributed, metrics, ssl, viz
 from leclip.adapters import ResidualAdapter
 from leclip.backbone import ImageEncoder, PromptLearner, TextEncoder, concat_prompts
 from leclip.config import add_defaults
@@ -273,7 +273,8 @@ class CSA(CLIPTrainer):
     @torch.no_grad()
     def test(self, split=None):
         """The evaluator's metrics, plus (with the context task) the context head's
-        accuracy against the contexts of the true labels: per (image, context) and exact."""
+        accuracy against the contexts of the true labels: per (image, context), exact, and
+        its mAP over the contexts, beside the constant predictor at the labeled rates."""
         result = super().test(split)
         if not self.cfg.TRAINER.CSA.CONTEXT:
             return result
@@ -287,18 +288,21 @@ class CSA(CLIPTrainer):
         )
         targets = self.context_targets(labels.float())
         element, exact = contexts.context_accuracy(logits, targets)
-        bce = contexts.context_loss(logits, targets).item()
-        # the constant predictor at the labeled images' context rates: what a head that learns nothing reaches
+        # threshold-free: does the head rank the images of each context first? (AP over images)
+        ranked, bce = metrics.mean_average_precision(logits, targets), contexts.context_loss(logits, targets).item()
+        # the constant predictor at the labeled images' context rates: what a head that learns nothing
+        # reaches (its mAP, every image tied, is the mean context rate)
         rate = self.context_targets(self.labeled_labels).mean(dim=0).clamp(1e-4, 1 - 1e-4)
         prior = torch.logit(rate).expand_as(logits)
         prior_element, _ = contexts.context_accuracy(prior, targets)
         print(
-            f"* context_accuracy: {element:.2f}%  (exact {exact:.2f}%, BCE {bce:.3f}; labeled-rate prior: "
-            f"{prior_element:.2f}%, BCE {contexts.context_loss(prior, targets).item():.3f}; logit 0: BCE "
+            f"* context_accuracy: {element:.2f}%  (exact {exact:.2f}%, mAP {ranked:.2f}, BCE {bce:.3f}; labeled-rate "
+            f"prior: {prior_element:.2f}%, mAP {metrics.mean_average_precision(prior, targets):.2f}, BCE "
+            f"{contexts.context_loss(prior, targets).item():.3f}; logit 0: BCE "
             f"{self.cfg.TRAINER.CSA.N_CONTEXTS * math.log(2):.3f})"
         )
-        self.evaluator.last_results.update(context_accuracy=element, context_exact=exact)
-        for name, value in (("context_accuracy", element), ("context_exact", exact)):
+        self.evaluator.last_results.update(context_accuracy=element, context_exact=exact, context_map=ranked)
+        for name, value in (("context_accuracy", element), ("context_exact", exact), ("context_map", ranked)):
             self.write_scalar(f"{split}/{name}", value, getattr(self, "epoch", 0))
         return result
 
