@@ -48,7 +48,8 @@ def main(argv=None):
     parser.add_argument("--ml-test", type=int, default=320, help="synth_ml test images (views, zero-shot)")
     parser.add_argument("--top-k", type=int, default=3, help="k of recall@k")
     parser.add_argument("--ratio", type=float, default=0.1, help="labeled ratio for the context clustering")
-    parser.add_argument("--ccd-input-size", type=int, default=64, help="CCD's classifier input (TRAINER.CCD.INPUT_SIZE)")
+    parser.add_argument("--ccd-input-size", type=int, default=128,
+                        help="CCD's classifier input (TRAINER.CCD.INPUT_SIZE of its synth recipe: 128)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
