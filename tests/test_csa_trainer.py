@@ -11,26 +11,14 @@ import pytest
 import torch
 
 from leclip import metrics, ssl
-from leclip.backbone import random_clip
 from leclip.dassl import get_cfg_default
 from leclip.multilabel import contexts, thresholds
 from leclip.trainer_base import CLIPTrainer
 from leclip.trainers.csa import CSA, CSAModel, PseudoLabels
+from test_wiring_methods import CLASS_CONTEXT as WIRING_CLASS_CONTEXT
+from test_wiring_methods import CLASSES, clip_model, images  # noqa: F401 (clip_model: the shared fixture)
 
-CLASSES = ["crimson disc", "navy square", "olive ring", "amber star"]
-CLASS_CONTEXT = np.array([0, 1, 0, contexts.NO_CONTEXT])
-
-
-@pytest.fixture(scope="module")
-def clip_model():
-    model = random_clip(vision_layers=3, context_length=24, seed=7)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
-def images(n, seed):
-    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+CLASS_CONTEXT = np.array(WIRING_CLASS_CONTEXT)
 
 
 def csa_cfg(**overrides):
