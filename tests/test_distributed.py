@@ -42,7 +42,10 @@ RUNS = {  # name: (trainer, method key, dataset, setting, overrides)
     "ccd": ("CCD", "ccd", "synth_ml", "unsup", [
         "DATASET.SYNTH.POOL_PER_CLASS", "2", "DATASET.SYNTH.TEST_PER_CLASS", "1", "TRAINER.CCD.INPUT_SIZE", "32",
         "TRAINER.CCD.BACKBONE", "squeezenet1_1", "TRAINER.CCD.WEIGHTS", "random",  # no weights ship for it
-        "OPTIM.MAX_EPOCH", "2", "TRAINER.CCD.WARMUP_EPOCHS", "1"]),
+        "OPTIM.MAX_EPOCH", "2", "TRAINER.CCD.WARMUP_EPOCHS", "1",
+        # SGD: Adam's normalised step turns the rounding of near-zero gradients into
+        # differences of a whole step, which would hide a real difference between the runs
+        "OPTIM.NAME", "sgd", "OPTIM.LR", "0.01"]),
     "csa": ("CSA", "csa", "synth_ml", "0.1", [
         "DATASET.SYNTH.POOL_PER_CLASS", "8", "DATASET.SYNTH.TEST_PER_CLASS", "2", "OPTIM.MAX_EPOCH", "2",
         "TRAINER.CSA.PL_START_EPOCH", "1", "DATALOADER.TRAIN_X.BATCH_SIZE", "4"]),
@@ -196,6 +199,17 @@ def metrics(results):
     return {k: v for k, v in results.items() if k not in runner.RUN_FIELDS}
 
 
+def assert_same_metrics(got, expected, name):
+    """The same metrics to 1e-6, but AUROC, a rank statistic: the rounding of another
+    summation order may reorder one near-tied ID/OOD pair of test images (seen on world v3:
+    CoOp, one pair of 120 x 120), and no more."""
+    got, expected = metrics(got), metrics(expected)
+    if "auroc" in expected:
+        one_pair = 100 / (12 * 10) ** 2  # SMALL_WORLD's synth_fg: 12 ID and 12 OOD classes, 10 test images each
+        assert abs(got.pop("auroc") - expected.pop("auroc")) <= one_pair + 1e-6, name
+    assert got == pytest.approx(expected, abs=1e-6), name
+
+
 # ---------------------------------------------------------------- tests
 def test_two_processes_train_as_one_and_resume_in_one(synth_root, tmp_path):
     one = {name: run_quietly(config(name, synth_root, str(tmp_path / f"{name}-1"))) for name in RUNS}
@@ -205,13 +219,11 @@ def test_two_processes_train_as_one_and_resume_in_one(synth_root, tmp_path):
         with open(folder / "results.json") as f:
             two = json.load(f)
         assert two["processes"] == 2 and one[name]["processes"] == 1
-        assert metrics(two) == pytest.approx(metrics(one[name]), abs=1e-6), name
         weights_1, weights_2 = learned(str(tmp_path / f"{name}-1"), MODELS[name]), learned(str(folder), MODELS[name])
-        # two ranks sum gradients in another order; CCD's Adam (step 1e-3) turns that rounding
-        # into differences of up to 2e-5 on a weight; 1e-4 is a tenth of one step
-        atol = 1e-4 if name == "ccd" else 1e-5
+        # two ranks sum gradients in another order: rounding only (CCD runs SGD here, above)
         for key, value in weights_1.items():
-            assert torch.allclose(value.float(), weights_2[key].float(), atol=atol), (name, key)
+            assert torch.allclose(value.float(), weights_2[key].float(), atol=1e-5), (name, key)
+        assert_same_metrics(two, one[name], name)
     # rank 0 wrote every file of the output folders; rank 1 opened none, not even to read
     assert touched[1] == [] and any(path.endswith("results.json") for path in touched[0])
     # the 2-process CoOp checkpoint of epoch 1 resumes in 1 process to the 1-process result
@@ -221,7 +233,7 @@ def test_two_processes_train_as_one_and_resume_in_one(synth_root, tmp_path):
     (resumed / "prompt_learner" / "checkpoint").write_text("model.pth.tar-1\n")
     os.remove(resumed / "prompt_learner" / "model.pth.tar-2")
     again = run_quietly(config("coop", synth_root, str(resumed)))
-    assert metrics(again) == pytest.approx(metrics(one["coop"]), abs=1e-6)
+    assert_same_metrics(again, one["coop"], "coop resumed")
     assert "Previous epoch: 1" in (resumed / "log.txt").read_text()
 
 

@@ -163,7 +163,7 @@ def test_unknown_trainer_evaluator_and_view_list_valid_names(toy_cfg):
     toy_cfg.TEST.EVALUATOR = "NoSuchEvaluator"
     with pytest.raises(KeyError, match="Unknown evaluator 'NoSuchEvaluator'.*Classification"):
         build_evaluator(toy_cfg)
-    with pytest.raises(KeyError, match=r"Unknown view 'blurry'; valid views: (\S+, )*jitter, strong, test, weak \("):
+    with pytest.raises(KeyError, match=r"Unknown view 'blurry'; valid views: (\S+, )*jitter, (\S+, )*strong, (\S+, )*test, weak \("):
         build_view(toy_cfg, "blurry")
     with pytest.raises(KeyError, match="View 'weak' is already registered"):
         register_view("weak", lambda cfg: None)
