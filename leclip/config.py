@@ -142,6 +142,12 @@ def check_config(cfg):
     for dotted, allowed in CHOICES.items():
         if value_of(cfg, dotted) not in allowed:
             raise ValueError(f"{dotted}={value_of(cfg, dotted)!r}: use one of {allowed}")
+    views_u = list(cfg.DATALOADER.TRAIN_U.VIEWS)
+    if cfg.TRAINER.SSL.MODE == "fixmatch" and len(views_u) < 2:
+        raise ValueError(
+            f"DATALOADER.TRAIN_U.VIEWS={views_u}: FixMatch reads two views of each unlabeled image, the weak "
+            "one first, then the strong one (e.g. [\"weak\", \"strong\"])"
+        )
     for dotted in UNIT_INTERVAL:
         if not 0 <= value_of(cfg, dotted) <= 1:
             raise ValueError(f"{dotted}={value_of(cfg, dotted)!r}: use a value in [0, 1]")

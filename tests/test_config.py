@@ -60,6 +60,18 @@ def test_a_value_outside_the_choices_is_an_error(dotted):
         config.check_config(cfg)
 
 
+def test_fixmatch_needs_a_weak_and_a_strong_unlabeled_view():
+    cfg = get_cfg_default()
+    cfg.TRAINER.SSL.MODE = "fixmatch"
+    cfg.DATALOADER.TRAIN_U.VIEWS = ["synth_weak", "synth_strong"]  # any two named views, weak first
+    config.check_config(cfg)
+    cfg.DATALOADER.TRAIN_U.VIEWS = ["weak"]
+    with pytest.raises(ValueError, match=r"DATALOADER.TRAIN_U.VIEWS=\['weak'\]: FixMatch reads two views"):
+        config.check_config(cfg)
+    cfg.TRAINER.SSL.MODE = "none"  # without FixMatch one view is enough
+    config.check_config(cfg)
+
+
 @pytest.mark.parametrize("dotted", config.UNIT_INTERVAL)
 def test_quantiles_and_thresholds_lie_in_the_unit_interval(dotted):
     cfg = get_cfg_default()

@@ -67,6 +67,12 @@ def safe_ratio(numerator, denominator):
     return torch.where(denominator > 0, numerator / denominator.clamp_min(1), torch.full_like(numerator, math.nan))
 
 
+def positive_counts(pseudo, hidden):
+    """Per class [C]: (true positives, pseudo-positives, hidden positives) of hard labels."""
+    predicted, actual = pseudo > 0.5, hidden > 0.5
+    return (predicted & actual).sum(dim=0), predicted.sum(dim=0), actual.sum(dim=0)
+
+
 def pseudo_label_quality(pseudo, hidden):
     """Precision and recall of hard pseudo-labels against the hidden labels (both [N, C]).
 
@@ -76,9 +82,7 @@ def pseudo_label_quality(pseudo, hidden):
     """
     if pseudo.shape != hidden.shape:
         raise ValueError(f"Pseudo-labels {tuple(pseudo.shape)} and hidden labels {tuple(hidden.shape)} differ")
-    predicted, actual = pseudo > 0.5, hidden > 0.5
-    true_pos = (predicted & actual).sum(dim=0)
-    predicted, actual = predicted.sum(dim=0), actual.sum(dim=0)
+    true_pos, predicted, actual = positive_counts(pseudo, hidden)
     return {
         "precision": safe_ratio(true_pos.sum(), predicted.sum()).item(),
         "recall": safe_ratio(true_pos.sum(), actual.sum()).item(),
@@ -95,8 +99,8 @@ class QualityCounter:
         self.true_pos = self.predicted = self.actual = 0
 
     def update(self, pseudo, hidden):
-        predicted, actual = pseudo > 0.5, hidden > 0.5
-        self.true_pos += int((predicted & actual).sum())
+        true_pos, predicted, actual = positive_counts(pseudo, hidden)
+        self.true_pos += int(true_pos.sum())
         self.predicted += int(predicted.sum())
         self.actual += int(actual.sum())
 
