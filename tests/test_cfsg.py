@@ -29,10 +29,7 @@ def cfsg_cfg(**overrides):
 @pytest.fixture(scope="module")
 def clip_model():
     # 32 px, patch 8 -> 16 patches; 3 vision blocks of width 64; joint space 32
-    model = random_clip(vision_layers=BLOCKS, context_length=24, seed=5)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+    return random_clip(vision_layers=BLOCKS, context_length=24, seed=5).requires_grad_(False)
 
 
 def make_model(clip_model, **overrides):

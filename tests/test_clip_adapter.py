@@ -26,9 +26,7 @@ def test_adapter_blend_by_hand():
 
 def test_logits_are_the_scaled_cosine_of_the_blended_image_feature():
     torch.manual_seed(0)
-    clip_model = random_clip(seed=8)
-    for p in clip_model.parameters():
-        p.requires_grad_(False)
+    clip_model = random_clip(seed=8).requires_grad_(False)
     classes = ["red disc", "blue ring", "green square"]
     width = clip_model.text_projection.shape[1]
     scale = clip_model.logit_scale.exp().item()

@@ -84,10 +84,7 @@ def test_maple_depth_below_one_is_an_error():
 
 @pytest.fixture
 def lora_clip():
-    clip_model = random_clip(seed=5)
-    for p in clip_model.parameters():
-        p.requires_grad_(False)
-    return clip_model
+    return random_clip(seed=5).requires_grad_(False)
 
 
 def test_lora_at_initialisation_is_exactly_the_frozen_model(lora_clip):

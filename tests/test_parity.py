@@ -397,8 +397,7 @@ def test_clip_lora_after_one_step(encoders, params):
     r, alpha, scale, template = 2, 1.0, 100.0, "a photo of a {}."
     clip_model = random_clip(vision_layers=2, transformer_layers=2, seed=13)
     reference = random_clip(vision_layers=2, transformer_layers=2, seed=13)  # the same weights, never adapted
-    for p in clip_model.parameters():
-        p.requires_grad_(False)
+    clip_model.requires_grad_(False)
     loras = apply_lora(clip_model, encoders, params, r=r, alpha=alpha, dropout=0.0)
     assert loras[0].scaling == pytest.approx(1 / math.sqrt(2))
     tokens = clip_api.tokenize([template.format(c.replace("_", " ")) for c in CLASSES], context_length=clip_model.context_length)

@@ -11,10 +11,7 @@ NAMES = ["red disc", "navy striped ring", "a", "big green square thing", "dot"]
 
 @pytest.fixture(scope="module")
 def clip_model():
-    model = random_clip(vision_width=64, vision_layers=2, seed=3)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+    return random_clip(vision_width=64, vision_layers=2, seed=3).requires_grad_(False)
 
 
 @pytest.fixture

@@ -69,10 +69,7 @@ def build(backbone, tmp_path, name, opts=(), task="ossl"):
 
 
 def fresh_clip(backbone):
-    clip_model = load_clip("", path=backbone)
-    for p in clip_model.parameters():
-        p.requires_grad_(False)
-    return clip_model
+    return load_clip("", path=backbone).requires_grad_(False)
 
 
 def perturb_(module, seed=2, std=0.05):

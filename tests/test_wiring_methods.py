@@ -5,6 +5,7 @@ reads; where the gradient goes; the inference rule.
 The trainers are built without data (`object.__new__` plus the attributes a step reads)
 on a small random CLIP, so each check runs in well under a second.
 """
+import functools
 import math
 
 import pytest
@@ -25,10 +26,7 @@ CLASS_CONTEXT = [0, 1, 0, contexts.NO_CONTEXT]  # "amber star" has no context
 @pytest.fixture(scope="module")
 def clip_model():
     # 32 px, patch 8 -> 16 patches; 3 vision blocks; joint space 32
-    model = random_clip(vision_layers=3, context_length=24, seed=7)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+    return random_clip(vision_layers=3, context_length=24, seed=7).requires_grad_(False)
 
 
 def images(n, seed):
@@ -88,6 +86,15 @@ def csa_hand_losses(trainer, batch_x, batch_u, targets_u):
     }
 
 
+def assert_weight_scales_its_terms(build, batches, key, value, scaled):
+    """One step's terms with `key` set to `value`: each named in `scaled` times its factor,
+    every other term unchanged."""
+    base = build().compute_loss(*batches)
+    changed = build(**{key: value}).compute_loss(*batches)
+    for name in base:
+        assert torch.allclose(changed[name], scaled.get(name, 1.0) * base[name], rtol=1e-5), name
+
+
 def assert_same_terms(losses, hand):
     assert set(losses) == set(hand)
     for name in hand:
@@ -131,11 +138,7 @@ def test_csa_labeled_only_step_has_no_unlabeled_terms(clip_model):
     [("LAMBDA_U", 3.0, {"loss_u": 3.0}), ("CONTEXT_WEIGHT", 2.0, {"loss_ctx_x": 4.0, "loss_ctx_u": 4.0})],
 )
 def test_csa_each_loss_weight_scales_its_own_terms(clip_model, key, value, scaled):
-    batch_x, batch_u = csa_batches()
-    base = csa_trainer(clip_model).compute_loss(batch_x, batch_u)
-    changed = csa_trainer(clip_model, **{key: value}).compute_loss(batch_x, batch_u)
-    for name in base:
-        assert torch.allclose(changed[name], scaled.get(name, 1.0) * base[name], rtol=1e-5), name
+    assert_weight_scales_its_terms(functools.partial(csa_trainer, clip_model), csa_batches(), key, value, scaled)
 
 
 @pytest.mark.parametrize("key, value", [("ASL_GAMMA_NEG", 1.0), ("ASL_GAMMA_POS", 1.0), ("ASL_CLIP", 0.0)])
@@ -278,11 +281,7 @@ def test_cfsg_step_is_ce_on_both_heads_and_fixmatch_per_branch(clip_model):
     ],
 )
 def test_cfsg_each_loss_weight_scales_its_own_terms(clip_model, key, value, scaled):
-    batch_x, batch_u = cfsg_batches()
-    base = cfsg_trainer(clip_model).compute_loss(batch_x, batch_u)
-    changed = cfsg_trainer(clip_model, **{key: value}).compute_loss(batch_x, batch_u)
-    for name in base:
-        assert torch.allclose(changed[name], scaled.get(name, 1.0) * base[name], rtol=1e-5), name
+    assert_weight_scales_its_terms(functools.partial(cfsg_trainer, clip_model), cfsg_batches(), key, value, scaled)
 
 
 def test_cfsg_labeled_images_pool_the_patches_of_their_label(clip_model):
