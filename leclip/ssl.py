@@ -45,6 +45,13 @@ def id_score(name, logits_global, logits_local=None):
     raise ValueError(f"Unknown ID score {name!r} (TRAINER.SSL.SCORE): use one of {ID_SCORES}")
 
 
+def head_id_score(name, out, logit_scale):
+    """`id_score` of a head's outputs: its logits (and per-patch `local_logits` where it has
+    them) divided by the logit scale, i.e. its cosine similarities."""
+    local = out.get("local_logits")
+    return id_score(name, out["logits"].float() / logit_scale, None if local is None else local.float() / logit_scale)
+
+
 class OODFilter:
     """Filter F: keep an unlabeled image iff confident and its ID score passes.
 
@@ -156,12 +163,6 @@ class FixMatchStep:
             for flt in self.filters.values():
                 flt.threshold = float("-inf")
 
-    def id_scores(self, out, logit_scale):
-        local = out.get("local_logits")
-        return id_score(
-            self.score, out["logits"].float() / logit_scale, None if local is None else local.float() / logit_scale
-        )
-
     def __call__(self, groups_x, forward, images_weak, images_strong, logit_scale, hidden_labels=None, num_id=None):
         """{group: loss}. `groups_x`: the groups of the labeled batch's outputs;
         `forward(images, out_weak)`: the method's outputs as groups (`out_weak` is None
@@ -173,8 +174,8 @@ class FixMatchStep:
         losses = {}
         for group, keys in self.heads.items():
             flt = self.filters[group]
-            flt.update(self.id_scores(groups_x[group], logit_scale).detach())
-            scores = self.id_scores(groups_weak[group], logit_scale)
+            flt.update(head_id_score(self.score, groups_x[group], logit_scale).detach())
+            scores = head_id_score(self.score, groups_weak[group], logit_scale)
             loss = 0.0
             for head, key in keys.items():
                 probs = groups_weak[group][key].float().softmax(dim=-1)

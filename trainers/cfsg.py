@@ -26,7 +26,7 @@ from leclip.backbone import DeepTokens, ImageEncoder, PromptLearner, TextEncoder
 from leclip.config import add_defaults
 from leclip.dassl import TRAINER_REGISTRY
 from leclip.sfm import WEIGHTINGS, SemanticFilter
-from leclip.ssl import id_score
+from leclip.ssl import head_id_score
 from leclip.trainer_base import CLIPTrainer
 
 add_defaults(
@@ -229,9 +229,5 @@ class CFSG(CLIPTrainer):
         if self.cfg.TRAINER.CFSG.ID_SCORE == "ensemble_msp":
             return probs, probs.max(dim=-1).values
         score = self.cfg.TRAINER.SSL.SCORE
-        per_branch = [id_score(score, *self.similarities(out[b])) for b in self.model.branches]
+        per_branch = [head_id_score(score, out[b], self.logit_scale) for b in self.model.branches]
         return probs, torch.stack(per_branch).mean(dim=0)
-
-    def similarities(self, branch_out):
-        """A branch's global (and per-patch) cosine similarities: its logits over the scale."""
-        return branch_out["logits"].float() / self.logit_scale, branch_out["local_logits"].float() / self.logit_scale
