@@ -323,12 +323,16 @@ class CLIPTrainer(TrainingLoop, TrainerXU, MethodState):
         loader = self.dm.make_loader(self.dm.dataset.train_x, views="test")
         return self.score_pass(loader, lambda batch: self.predict(batch["img"], classes)[1], "Scoring the labeled images")
 
+    def split_loader(self, split):
+        """The loader of evaluation split `split`: val when it exists, else test."""
+        return self.val_loader if split == "val" and self.val_loader is not None else self.test_loader
+
     @torch.no_grad()
     def test(self, split=None):
         self.set_model_mode("eval")
         self.evaluator.reset()
         split = split or self.cfg.TEST.SPLIT
-        loader = self.val_loader if split == "val" and self.val_loader is not None else self.test_loader
+        loader = self.split_loader(split)
         with self.autocast():
             classes = self.encode_classes()  # once per evaluation
         open_set = self.task == "ossl"

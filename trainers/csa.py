@@ -279,7 +279,7 @@ class CSA(CLIPTrainer):
         if not self.cfg.TRAINER.CSA.CONTEXT:
             return result
         split = split or self.cfg.TEST.SPLIT
-        loader = self.val_loader if split == "val" and self.val_loader is not None else self.test_loader
+        loader = self.split_loader(split)
         with self.autocast():
             classes = self.encode_classes()
         logits, labels = self.score_pass(
