@@ -315,6 +315,15 @@ class CLIPTrainer(TrainingLoop, TrainerXU, MethodState):
         probs = self.forward_eval(images, classes)["logits"].float().softmax(dim=-1)
         return probs, probs.max(dim=-1).values
 
+    def eval_outputs(self, images, classes):
+        """One evaluation batch: predict's two outputs, then any per-image tensors a method
+        reads from the same forward for its `evaluated` diagnostics (none by default)."""
+        return self.predict(images, classes)
+
+    def evaluated(self, split, labels, *extra):
+        """After the evaluator's metrics of `split`: the method's own diagnostics from the
+        extra outputs of `eval_outputs` (none by default)."""
+
     def model_inference(self, images):
         return self.predict(images, self.encode_classes())[0]
 
@@ -340,10 +349,10 @@ class CLIPTrainer(TrainingLoop, TrainerXU, MethodState):
             self.evaluator.set_reference_scores(self.reference_scores(classes))
         start = time.time()
         def outputs(batch):
-            probs, second = self.predict(batch["img"], classes)
-            return probs, batch["label"], second
+            probs, second, *extra = self.eval_outputs(batch["img"], classes)
+            return probs, batch["label"], second, *extra
 
-        probs, labels, second = self.score_pass(loader, outputs, f"Evaluating on {split}")
+        probs, labels, second, *extra = self.score_pass(loader, outputs, f"Evaluating on {split}")
         if self.task in ("ossl", "multilabel"):  # ID scores / predicted positives
             self.evaluator.process(probs, labels, second)
         else:
@@ -352,4 +361,5 @@ class CLIPTrainer(TrainingLoop, TrainerXU, MethodState):
         print(f"=> evaluated {len(loader.dataset)} images in {time.time() - start:.1f}s")
         for name, value in results.items():
             self.write_scalar(f"{split}/{name}", value, self.epoch if hasattr(self, "epoch") else 0)
+        self.evaluated(split, labels, *extra)
         return list(results.values())[0]

@@ -263,34 +263,34 @@ def test_context_targets_and_weighted_loss():
     assert set(bare_trainer(CONTEXT=False).supervised_losses({"logits": torch.zeros(3, 4)}, labels)) == {"loss_x"}
 
 
-def diagnosed(monkeypatch, capsys, context=True):
-    """`test` of a trainer whose context head outputs fixed logits on two batches."""
-    monkeypatch.setattr(CLIPTrainer, "test", lambda self, split=None: 12.5)
+def diagnosed(capsys, context=True):
+    """`evaluated` after a test pass whose context head gave fixed logits."""
     trainer = bare_trainer(CONTEXT=context)
     trainer.epoch = 4
     trainer.labeled_labels = torch.tensor([[1.0, 0, 0, 0], [1.0, 0, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0]])
-    trainer.test_loader, trainer.val_loader = "test", None
     trainer.evaluator = SimpleNamespace(last_results={})
-    trainer.autocast = lambda: torch.no_grad()
-    trainer.encode_classes = lambda: "classes"
     logits = torch.tensor([[2.0, -1.0], [-1.0, 1.0], [1.0, 1.0], [-3.0, -2.0]])
     labels = torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
-    trainer.forward_eval = lambda img, classes: {"context_logits": logits[img]}
-    batches = [{"img": torch.tensor([0, 1]), "label": labels[:2]}, {"img": torch.tensor([2, 3]), "label": labels[2:]}]
+    trainer.evaluated("test", labels, *([logits] if context else []))
+    return trainer, logits, labels, capsys.readouterr().out
 
-    def score_pass(loader, fn, desc):
-        assert loader == "test" and desc == "Contexts on test"
-        outs = [fn(b) for b in batches]
-        return tuple(torch.cat(column) for column in zip(*outs))
 
-    trainer.score_pass = score_pass
-    result = trainer.test()
-    return trainer, result, logits, labels, capsys.readouterr().out
+def test_one_forward_gives_the_class_scores_and_the_context_logits():
+    calls = []
+    with_head = {"logits": torch.tensor([[0.0, 2.0, -2.0, 0.5]]), "context_logits": torch.tensor([[1.0, -1.0]])}
+    for context in (True, False):
+        out = with_head if context else {"logits": with_head["logits"]}
+        trainer = bare_trainer(CONTEXT=context)
+        trainer.forward_eval = lambda images, classes: calls.append((images, classes)) or out
+        scores, positives, *extra = trainer.eval_outputs("images", "classes")
+        assert torch.equal(scores, out["logits"].sigmoid()) and positives.tolist() == [[True, True, False, True]]
+        assert [e is with_head["context_logits"] for e in extra] == ([True] if context else [])
+        assert [x.tolist() for x in trainer.predict("images", "classes")] == [scores.tolist(), positives.tolist()]
+    assert calls == [("images", "classes")] * 4
 
 
 def test_test_adds_the_context_accuracy_against_the_prior(monkeypatch, capsys):
-    trainer, result, logits, labels, out = diagnosed(monkeypatch, capsys)
-    assert result == 12.5
+    trainer, logits, labels, out = diagnosed(capsys)
     targets = contexts.context_targets(labels, CLASS_CONTEXT, 2)  # [[1,0],[0,1],[1,0],[0,0]]
     element, exact = contexts.context_accuracy(logits, targets)
     assert (element, exact) == (87.5, 75.0)  # image 2 says context 1 too
@@ -311,8 +311,8 @@ def test_test_adds_the_context_accuracy_against_the_prior(monkeypatch, capsys):
 
 
 def test_test_without_context_task_adds_nothing(monkeypatch, capsys):
-    trainer, result, _, _, out = diagnosed(monkeypatch, capsys, context=False)
-    assert result == 12.5 and out == "" and trainer.evaluator.last_results == {} and trainer.scalars == []
+    trainer, _, _, out = diagnosed(capsys, context=False)
+    assert out == "" and trainer.evaluator.last_results == {} and trainer.scalars == []
 
 
 def test_context_groups_name_each_contexts_classes():

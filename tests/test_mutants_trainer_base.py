@@ -307,6 +307,29 @@ def test_testing_reads_the_split_and_writes_each_result(task, split, args, capsy
     assert scalars[-1] == (f"{name}/macro_f1", 70.0, 0)
 
 
+def test_testing_hands_a_methods_extra_outputs_of_the_same_pass_to_its_diagnostics():
+    trainer = bare(**{"TEST.SPLIT": "test"})
+    trainer.task, trainer.evaluator, trainer.epoch = "multilabel", Evaluator(), 4
+    trainer.test_loader = Loader([{"img": torch.full((2, 1), float(b)), "label": torch.tensor([b, b])} for b in (1, 2)])
+    trainer.encode_classes = lambda: None
+    trainer.set_model_mode = lambda mode: None
+    trainer.write_scalar = lambda *args: None
+    passes = []
+    trainer.eval_outputs = lambda images, classes: passes.append(1) or (images, images > 0, 10 * images, -images)
+    seen = []
+    trainer.evaluated = lambda split, labels, *extra: seen.append((split, labels.tolist(), [e.flatten().tolist() for e in extra]))
+    assert trainer.test() == 80.0
+    assert len(passes) == 2 and trainer.evaluator.processed == [3]
+    assert seen == [("test", [1, 1, 2, 2], [[10.0, 10.0, 20.0, 20.0], [-1.0, -1.0, -2.0, -2.0]])]
+
+
+def test_by_default_a_test_batch_is_predict_and_adds_no_diagnostics():
+    trainer = bare()
+    trainer.predict = lambda images, classes: ("probs", images, classes)
+    assert trainer.eval_outputs("images", "classes") == ("probs", "images", "classes")
+    assert trainer.evaluated("test", torch.zeros(2), torch.ones(2)) is None
+
+
 # ---------------------------------------------------------------- under Dassl.pytorch
 @pytest.fixture
 def under_dassl(monkeypatch):

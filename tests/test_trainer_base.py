@@ -46,7 +46,7 @@ def fake_trainer(**cfg_overrides):
     for name in (
         "encode_classes", "forward_train", "forward_labeled", "forward_unlabeled", "forward_eval", "supervised_losses",
         "supervised_loss", "output_groups", "unlabeled_weights", "to_device", "predict", "reference_scores",
-        "compute_loss", "fixmatch_heads", "score_pass", "split_loader",
+        "compute_loss", "fixmatch_heads", "score_pass", "split_loader", "eval_outputs", "evaluated",
     ):
         setattr(trainer, name, getattr(CLIPTrainer, name).__get__(trainer))
     trainer.autocast = contextlib.nullcontext

@@ -267,25 +267,22 @@ class CSA(CLIPTrainer):
     # ---------------------------------------------------------------- testing
     def predict(self, images, classes):
         """(class scores [B, C], positives = scores >= 0.5): per-class decisions."""
-        scores = self.class_scores(self.forward_eval(images, classes))
-        return scores, scores >= 0.5
+        return self.eval_outputs(images, classes)[:2]
 
-    @torch.no_grad()
-    def test(self, split=None):
-        """The evaluator's metrics, plus (with the context task) the context head's
-        accuracy against the contexts of the true labels: per (image, context), exact, and
-        its mAP over the contexts, beside the constant predictor at the labeled rates."""
-        result = super().test(split)
-        if not self.cfg.TRAINER.CSA.CONTEXT:
-            return result
-        split = split or self.cfg.TEST.SPLIT
-        loader = self.split_loader(split)
-        with self.autocast():
-            classes = self.encode_classes()
-        logits, labels = self.score_pass(
-            loader, lambda batch: (self.forward_eval(batch["img"], classes)["context_logits"], batch["label"]),
-            f"Contexts on {split}",
-        )
+    def eval_outputs(self, images, classes):
+        """predict's outputs, and with the context task the context head's logits [B, K] of
+        the same forward (for `evaluated`)."""
+        out = self.forward_eval(images, classes)
+        scores = self.class_scores(out)
+        context = (out["context_logits"],) if "context_logits" in out else ()  # the model has a context head
+        return (scores, scores >= 0.5, *context)
+
+    def evaluated(self, split, labels, logits=None):
+        """With the context task, the context head's accuracy against the contexts of the
+        true labels: per (image, context), exact, and its mAP over the contexts, beside the
+        constant predictor at the labeled rates."""
+        if logits is None:
+            return
         targets = self.context_targets(labels.float())
         element, exact = contexts.context_accuracy(logits, targets)
         # threshold-free: does the head rank the images of each context first? (AP over images)
@@ -304,7 +301,6 @@ class CSA(CLIPTrainer):
         self.evaluator.last_results.update(context_accuracy=element, context_exact=exact, context_map=ranked)
         for name, value in (("context_accuracy", element), ("context_exact", exact), ("context_map", ranked)):
             self.write_scalar(f"{split}/{name}", value, getattr(self, "epoch", 0))
-        return result
 
     # ---------------------------------------------------------------- figures
     def context_groups(self):
