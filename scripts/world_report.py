@@ -109,6 +109,9 @@ def main(argv=None):
          bias["pooled_ap_debiased"] > bias["pooled_ap_floor"])
     line("train labels mAP (per class): debiased vs raw (pooled AP of raw)", "(info)",
          f"{bias['map_debiased']:.1f} vs {bias['map_raw']:.1f} ({bias['pooled_ap_raw']:.1f})", None)
+    line(f"train labels mAP: floor {properties.CCD_FLOOR:g} only vs raw; pairs below it", "(info)",
+         f"{bias['map_floor']:.1f} vs {bias['map_raw']:.1f}; positives {bias['positives_below_floor']:.0f} %, "
+         f"negatives {bias['negatives_below_floor']:.0f} %", None)
     line("training scenes", ">= 3000", f"{args.ml_train}", args.ml_train >= 3000)
     cam = bce["cam_size"]
     line(f"CCD classifier's class map at {args.ccd_input_size} px", ">= 4 x 4", f"{cam[0]} x {cam[1]}", min(cam) >= 4)

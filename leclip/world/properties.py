@@ -32,6 +32,7 @@ TEMPLATE = "a photo of a {}."  # DATASET.PROMPT_TEMPLATE's default, the prompt o
 CCD_TEMPLATE = "a photo of the {}."  # CCD's pseudo-label prompt
 CCD_SCALE = 100.0  # CCD scores softmax(100 cos) whatever the model's temperature
 RELIABLE_ENTROPY = 2.0  # CCD: images above this entropy are unreliable
+CCD_FLOOR = 1.0 / 20  # CCD's label floor 1/LS_COEFF: every label below it ties there
 SFM_TOP_K = 10  # TRAINER.CFSG.TOP_K's default
 MCM_TEMPERATURE = 1.0  # MCM scores max softmax(cos / T) with T = 1
 FEW_SHOTS = 5  # synth_fg's labeled images per ID class (the benchmark's own labeled set)
@@ -222,7 +223,8 @@ def ml_bias_properties(model, world_seed=0, num_images=640):
     """On the training split (CCD's prompt and scale): the mAP of CLIP's labels from whole
     images and from crops around the objects (per class, the max over the image's crops,
     as CCD's local labels), CLIP's class bias (CCD's rule) and the mAP of the raw and
-    debiased labels, per class and over all image-class pairs: per class, the rule is
+    debiased labels, per class and over all image-class pairs, and the share of positive
+    and negative pairs that CCD's floor ties: per class, the rule is
     monotone up to the ties its floor and clamp make, so only the pooled AP sees what a
     per-class rescaling does to a BCE target; it is compared with CCD's ablation (the
     floor without the division)."""
@@ -241,8 +243,9 @@ def ml_bias_properties(model, world_seed=0, num_images=640):
     np.maximum.at(crop_max, owner, on_crop.numpy())
     reliable = clip_labels.entropy(probs) <= RELIABLE_ENTROPY
     bias = clip_labels.class_bias(probs, reliable)
-    debiased = clip_labels.debias(probs, bias)
-    floor_only = clip_labels.debias(probs, torch.ones_like(bias))  # CCD's ablation without debiasing
+    debiased = clip_labels.debias(probs, bias, 1.0 / CCD_FLOOR)
+    floor_only = clip_labels.debias(probs, torch.ones_like(bias), 1.0 / CCD_FLOOR)  # CCD's ablation without debiasing
+    below = probs.numpy() < CCD_FLOOR
     return {
         "bias": bias.numpy(),
         "bias_spread": float(bias.max() / bias.min()),
@@ -250,6 +253,10 @@ def ml_bias_properties(model, world_seed=0, num_images=640):
         "map_raw": metrics.mean_average_precision(probs.numpy(), labels),
         "map_crops": metrics.mean_average_precision(crop_max, labels),
         "map_debiased": metrics.mean_average_precision(debiased.numpy(), labels),
+        "map_floor": metrics.mean_average_precision(floor_only.numpy(), labels),
+        # the floor ties these: a positive below it ranks level with most negatives
+        "positives_below_floor": 100.0 * float(below[labels == 1].mean()),
+        "negatives_below_floor": 100.0 * float(below[labels == 0].mean()),
         "pooled_ap_raw": 100.0 * average_precision_score(labels.ravel(), probs.numpy().ravel()),
         "pooled_ap_debiased": 100.0 * average_precision_score(labels.ravel(), debiased.numpy().ravel()),
         "pooled_ap_floor": 100.0 * average_precision_score(labels.ravel(), floor_only.numpy().ravel()),
