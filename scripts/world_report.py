@@ -20,13 +20,28 @@ reference learners in leclip.world.references, none of them a paper's method):
   0.8) and a probe told the context beats one without by 2 mAP.
 """
 import argparse
+import os.path as osp
 import time
 
 import numpy as np
 import torch
+import yaml
 
 from leclip.backbone.loader import load_clip
 from leclip.world import properties, synth_fg, synth_ml
+
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def recipe_value(config, *keys):
+    """A value of one of the repository's YAML configs, so the report measures the world
+    the benchmarks and recipes use."""
+    with open(osp.join(REPO, "configs", config)) as f:
+        value = yaml.safe_load(f)
+    for key in keys:
+        value = value[key]
+    return value
 
 
 def line(name, target, value, passed):
@@ -44,12 +59,15 @@ def main(argv=None):
     parser.add_argument("--world-seed", type=int, default=0)
     parser.add_argument("--fg-pool", type=int, default=40, help="synth_fg probe-training images per class")
     parser.add_argument("--fg-test", type=int, default=20, help="synth_fg test images per class")
-    parser.add_argument("--ml-train", type=int, default=3200, help="synth_ml training scenes (the benchmark's 200 a class)")
+    benchmark_scenes = recipe_value("datasets/synth_ml.yaml", "DATASET", "SYNTH", "POOL_PER_CLASS") * len(synth_ml.CLASSNAMES)
+    parser.add_argument("--ml-train", type=int, default=benchmark_scenes,
+                        help=f"synth_ml training scenes (default: the benchmark's, {benchmark_scenes})")
     parser.add_argument("--ml-test", type=int, default=320, help="synth_ml test images (views, zero-shot)")
     parser.add_argument("--top-k", type=int, default=3, help="k of recall@k")
     parser.add_argument("--ratio", type=float, default=0.1, help="labeled ratio for the context clustering")
-    parser.add_argument("--ccd-input-size", type=int, default=128,
-                        help="CCD's classifier input (TRAINER.CCD.INPUT_SIZE of its synth recipe: 128)")
+    parser.add_argument("--ccd-input-size", type=int,
+                        default=recipe_value("trainers/CCD/synth.yaml", "TRAINER", "CCD", "INPUT_SIZE"),
+                        help="CCD's classifier input (default: TRAINER.CCD.INPUT_SIZE of its synth recipe)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -112,7 +130,7 @@ def main(argv=None):
     line(f"train labels mAP: floor {properties.CCD_FLOOR:g} only vs raw; pairs below it", "(info)",
          f"{bias['map_floor']:.1f} vs {bias['map_raw']:.1f}; positives {bias['positives_below_floor']:.0f} %, "
          f"negatives {bias['negatives_below_floor']:.0f} %", None)
-    line("training scenes", ">= 3000", f"{args.ml_train}", args.ml_train >= 3000)
+    line("training scenes of the synth_ml benchmark", ">= 3000", f"{benchmark_scenes}", benchmark_scenes >= 3000)
     cam = bce["cam_size"]
     line(f"CCD classifier's class map at {args.ccd_input_size} px", ">= 4 x 4", f"{cam[0]} x {cam[1]}", min(cam) >= 4)
     print("task C, synth_ml")

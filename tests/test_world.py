@@ -283,8 +283,10 @@ def shipped_fg(shipped):
 
 @pytest.fixture(scope="module")
 def shipped_headroom(shipped):
-    """Task A's reference learners on a smaller render than the report's (one seed)."""
-    return properties.fg_headroom(shipped, world_seed=0, pool_per_class=24, test_per_class=20, seeds=(1,), views=2)
+    """Task A's reference learners with the report's render, views and seeds (12 s): with
+    24 pool images a class and two views, FixMatch's gain from the unlabeled pool is lost in
+    the seed noise (seeds 1-3: -5.0, -1.7, +3.3)."""
+    return properties.fg_headroom(shipped, world_seed=0)
 
 
 def test_shipped_clip_on_fine_classes_local_beats_global(shipped_fg):
@@ -306,6 +308,15 @@ def test_shipped_clip_names_fine_classes_weakly_but_its_features_know_them(shipp
 
 def test_shipped_clip_scores_look_alikes_a_little_below_id_images(shipped_headroom):
     assert 55 <= shipped_headroom["zs_mcm_auroc"] <= 75
+
+
+def test_unlabeled_id_images_lift_a_plain_fixmatch_head_above_its_labels_alone(shipped_headroom):
+    """Task A's unlabeled data has value: with the ID images of the pool (oracle filter) a
+    plain FixMatch head beats the same head from the 5 labels a class alone in every seed
+    (report: 69.9 vs 66.4, target +3)."""
+    gain = shipped_headroom["fixmatch_oracle"] - shipped_headroom["labels_only"]
+    assert (gain > 0).all()
+    assert gain.mean() >= 2
 
 
 def test_shipped_clip_finds_small_objects_on_crops_and_is_biased_as_ccd_assumes(shipped):
