@@ -20,28 +20,14 @@ reference learners in leclip.world.references, none of them a paper's method):
   0.8) and a probe told the context beats one without by 2 mAP.
 """
 import argparse
-import os.path as osp
 import time
 
 import numpy as np
 import torch
-import yaml
 
+from leclip import catalogue
 from leclip.backbone.loader import load_clip
 from leclip.world import properties, synth_fg, synth_ml
-
-
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-
-
-def recipe_value(config, *keys):
-    """A value of one of the repository's YAML configs, so the report measures the world
-    the benchmarks and recipes use."""
-    with open(osp.join(REPO, "configs", config)) as f:
-        value = yaml.safe_load(f)
-    for key in keys:
-        value = value[key]
-    return value
 
 
 def line(name, target, value, passed):
@@ -59,14 +45,16 @@ def main(argv=None):
     parser.add_argument("--world-seed", type=int, default=0)
     parser.add_argument("--fg-pool", type=int, default=40, help="synth_fg probe-training images per class")
     parser.add_argument("--fg-test", type=int, default=20, help="synth_fg test images per class")
-    benchmark_scenes = recipe_value("datasets/synth_ml.yaml", "DATASET", "SYNTH", "POOL_PER_CLASS") * len(synth_ml.CLASSNAMES)
+    # the benchmark and CCD recipe as a run resolves them, so the report measures the world they use
+    recipe = catalogue.setup_cfg(catalogue.trainer_config("ccd", "synth_ml"), catalogue.dataset_config("synth_ml"))
+    benchmark_scenes = recipe.DATASET.SYNTH.POOL_PER_CLASS * len(synth_ml.CLASSNAMES)
     parser.add_argument("--ml-train", type=int, default=benchmark_scenes,
                         help=f"synth_ml training scenes (default: the benchmark's, {benchmark_scenes})")
     parser.add_argument("--ml-test", type=int, default=320, help="synth_ml test images (views, zero-shot)")
     parser.add_argument("--top-k", type=int, default=3, help="k of recall@k")
     parser.add_argument("--ratio", type=float, default=0.1, help="labeled ratio for the context clustering")
     parser.add_argument("--ccd-input-size", type=int,
-                        default=recipe_value("trainers/CCD/synth.yaml", "TRAINER", "CCD", "INPUT_SIZE"),
+                        default=recipe.TRAINER.CCD.INPUT_SIZE,
                         help="CCD's classifier input (default: TRAINER.CCD.INPUT_SIZE of its synth recipe)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)

@@ -89,7 +89,7 @@ def test_ccd_beats_zero_shot_clip_from_1600_scenes(run_trainer):
     too few to show it (27-30 against 32.7)."""
     scenes = ["DATASET.SYNTH.POOL_PER_CLASS", "100", "DATASET.SYNTH.TEST_PER_CLASS", "20"]
     zero_shot = run_trainer("LEZeroshotCLIP", config("LEZeroshotCLIP"), scenes, "synth_ml", "unsup")
-    ccd = run_trainer("CCD", "configs/trainers/CCD/synth.yaml", scenes + ["OPTIM.MAX_EPOCH", "6"], "synth_ml", "unsup")
+    ccd = run_trainer("CCD", config("CCD"), scenes + ["OPTIM.MAX_EPOCH", "6"], "synth_ml", "unsup")
     assert ccd["mAP"] > zero_shot["mAP"] + 1
 
 
